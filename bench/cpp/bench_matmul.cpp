@@ -1,0 +1,283 @@
+// Micro-benchmark of the CPU matrix products (backend/cpu/matmul.hpp).
+//
+// Runs the gpt-oss shapes the runtime uses, the way the runtime calls them:
+// two threads, each computing half of the output rows [0, N). Prints, per shape
+// and batch size M, the best time over several iterations, the weight bytes
+// read per second (the figure of merit when M = 1, where a product is bound by
+// memory bandwidth) and GFLOP/s (2*M*N*K / time; the figure of merit for
+// prefill, which is bound by compute). The baseline is a plain streaming read
+// (sum of a 2 GB buffer with the same two threads); the M = 1 lines give their
+// bandwidth as a share of it.
+//
+// Weights are cycled through several copies totalling >= 512 MiB so every
+// product reads them from memory, as in a model whose other layers evict them.
+//
+//   bench_matmul [--impl avx512|generic|both] [--quick] [--no-baseline]
+//                [--case bf16|mxfp4 N K M[,M...]]...
+//   (default: both implementations where the CPU has AVX-512, else generic;
+//    the gpt-oss shapes unless --case names others)
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/cpu/matmul.hpp"
+#include "backend/cpu/matmul_impl.hpp"
+
+namespace {
+
+using namespace gon::cpu;
+using Clock = std::chrono::steady_clock;
+
+// ---- a persistent pair of threads ----------------------------------------
+
+// The calling thread is worker 0; one std::thread is worker 1 and spins on a
+// generation counter between jobs (no creation or sleeping inside timings).
+class Pair {
+ public:
+  Pair() : other_([this] { loop(); }) {}
+  ~Pair() {
+    stop_.store(true, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    other_.join();
+  }
+  // Runs job(0) here and job(1) on the other thread; returns when both are done.
+  void run(const std::function<void(int)>& job) {
+    job_ = &job;
+    done_.store(0, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    job(0);
+    while (done_.load(std::memory_order_acquire) == 0) {
+    }
+  }
+
+ private:
+  void loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t g;
+      while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      }
+      seen = g;
+      if (stop_.load(std::memory_order_acquire)) return;
+      (*job_)(1);
+      done_.store(1, std::memory_order_release);
+    }
+  }
+  const std::function<void(int)>* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> done_{0};
+  std::atomic<bool> stop_{false};
+  std::thread other_;
+};
+
+// ---- helpers ---------------------------------------------------------------
+
+struct Impl {
+  const char* name;
+  size_t (*bytes)(int, int);
+  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
+  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
+  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
+                bool);
+};
+
+struct Buffer {  // 64-byte aligned, first-touched in parallel
+  std::unique_ptr<uint8_t[]> raw;
+  uint8_t* p = nullptr;
+  size_t n = 0;
+};
+Buffer alloc(size_t n) {
+  Buffer b;
+  b.raw.reset(new uint8_t[n + 64]);
+  b.p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.raw.get()) + 63) & ~uintptr_t{63});
+  b.n = n;
+  return b;
+}
+
+uint64_t next(uint64_t& s) {  // xorshift64*
+  s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
+  return s * 0x2545f4914f6cdd1dull;
+}
+
+// Fills bf16 weights ~ N(0, 0.02)-ish (sum of uniforms), MXFP4 bytes uniform,
+// scales in 118..124; split over the pair.
+void fill_bf16(Pair& pair, uint16_t* w, size_t n) {
+  pair.run([&](int t) {
+    uint64_t s = 0x9e3779b97f4a7c15ull * (t + 1);
+    for (size_t i = n * t / 2; i < n * (t + 1) / 2; ++i) {
+      const uint64_t r = next(s);
+      const float v = (static_cast<float>(r & 0xffff) + static_cast<float>((r >> 16) & 0xffff) - 65535.f) * 4e-7f;
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      w[i] = static_cast<uint16_t>(u >> 16);
+    }
+  });
+}
+void fill_bytes(Pair& pair, uint8_t* p, size_t n, int lo, int hi) {
+  pair.run([&](int t) {
+    uint64_t s = 0x1234567ull * (t + 3);
+    for (size_t i = n * t / 2; i < n * (t + 1) / 2; ++i)
+      p[i] = static_cast<uint8_t>(lo + static_cast<int>(next(s) % static_cast<uint64_t>(hi - lo + 1)));
+  });
+}
+
+double best_seconds(Pair& pair, const std::function<void(int /*iteration*/, int /*thread*/)>& job, bool quick) {
+  double best = 1e30, total = 0;
+  const double budget = quick ? 0.3 : 1.5;
+  const int min_iters = quick ? 2 : 4, max_iters = 200;
+  for (int it = 0; it < max_iters && (it < min_iters || total < budget); ++it) {
+    const auto t0 = Clock::now();
+    pair.run([&](int t) { job(it, t); });
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::min(best, s);
+    total += s;
+  }
+  return best;
+}
+
+// ---- the streaming-read baseline -------------------------------------------
+
+double read_bandwidth(Pair& pair, bool quick) {
+  const size_t bytes = size_t{2} << 30;
+  Buffer buf = alloc(bytes);
+  pair.run([&](int t) { std::memset(buf.p + bytes * t / 2, 1, bytes / 2); });
+  std::atomic<uint64_t> sink{0};
+  const double s = best_seconds(pair, [&](int, int t) {
+    const uint64_t* p = reinterpret_cast<const uint64_t*>(buf.p + bytes * t / 2);
+    const size_t n = bytes / 2 / 8;
+    uint64_t a[8] = {};
+    for (size_t i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) a[j] += p[i + j];
+    uint64_t sum = 0;
+    for (uint64_t v : a) sum += v;
+    sink += sum;
+  }, quick);
+  return bytes / s / 1e9;
+}
+
+// ---- the products --------------------------------------------------------------
+
+enum class Format { kBf16, kMxfp4 };
+
+void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, int N, int K,
+                 const std::vector<int>& Ms, double read_gbs, bool quick) {
+  const size_t nb = static_cast<size_t>(K / 32);
+  const size_t weight_bytes = f == Format::kBf16 ? static_cast<size_t>(N) * K * 2 : N * nb * 17;
+  const size_t copies = std::max<size_t>(1, ((size_t{512} << 20) + weight_bytes - 1) / weight_bytes);
+  std::vector<Buffer> w(copies), s(copies);
+  for (size_t c = 0; c < copies; ++c) {
+    if (f == Format::kBf16) {
+      w[c] = alloc(weight_bytes);
+      fill_bf16(pair, reinterpret_cast<uint16_t*>(w[c].p), static_cast<size_t>(N) * K);
+    } else {
+      w[c] = alloc(N * nb * 16);
+      s[c] = alloc(N * nb);
+      fill_bytes(pair, w[c].p, N * nb * 16, 0, 255);
+      fill_bytes(pair, s[c].p, N * nb, 118, 124);
+    }
+  }
+  std::vector<uint16_t> bias(N, 0x3c00);
+  const int max_m = *std::max_element(Ms.begin(), Ms.end());
+  std::vector<float> x(static_cast<size_t>(max_m) * K);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  Buffer y = alloc(static_cast<size_t>(max_m) * N * sizeof(float));
+
+  for (int M : Ms) {
+    for (const Impl* impl : impls) {
+      Buffer packed = alloc(impl->bytes(M, K));
+      impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
+      float* yp = reinterpret_cast<float*>(y.p);
+      const double sec = best_seconds(pair, [&](int it, int t) {
+        const size_t c = static_cast<size_t>(it) % copies;
+        const int n0 = N * t / 2, n1 = N * (t + 1) / 2;
+        if (f == Format::kBf16)
+          impl->bf16(reinterpret_cast<const uint16_t*>(w[c].p), K, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
+        else
+          impl->mxfp4(w[c].p, s[c].p, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
+      }, quick || (impl->name[0] == 'g' && static_cast<double>(M) * N * K > 5e9));
+      const double gbs = weight_bytes / sec / 1e9, gflops = 2.0 * M * N * K / sec / 1e9;
+      std::printf("%-5s %6dx%-5d M=%-4d %-7s %9.3f ms  %6.1f GB/s (%3.0f%% of read)  %7.1f GFLOP/s\n",
+                  f == Format::kBf16 ? "bf16" : "mxfp4", N, K, M, impl->name, sec * 1e3, gbs,
+                  100.0 * gbs / read_gbs, gflops);
+      std::fflush(stdout);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string which = "both";
+  bool quick = false, baseline = true;
+  struct Case {
+    Format f;
+    int N, K;
+    std::vector<int> Ms;
+  };
+  std::vector<Case> cases;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--impl") && i + 1 < argc) {
+      which = argv[++i];
+    } else if (!std::strcmp(argv[i], "--quick")) {
+      quick = true;
+    } else if (!std::strcmp(argv[i], "--no-baseline")) {
+      baseline = false;
+    } else if (!std::strcmp(argv[i], "--case") && i + 4 < argc) {
+      Case c{!std::strcmp(argv[i + 1], "mxfp4") ? Format::kMxfp4 : Format::kBf16, std::atoi(argv[i + 2]),
+             std::atoi(argv[i + 3]), {}};
+      for (const char* p = argv[i + 4]; *p;) {
+        c.Ms.push_back(std::atoi(p));
+        while (*p && *p != ',') ++p;
+        if (*p == ',') ++p;
+      }
+      if (c.N < 2 || c.K < 32 || c.K % 32 || c.Ms.empty()) {
+        std::fprintf(stderr, "--case: need N >= 2, K a multiple of 32, M list\n");
+        return 2;
+      }
+      cases.push_back(c);
+      i += 4;
+    } else {
+      std::fprintf(stderr, "usage: %s [--impl avx512|generic|both] [--quick] [--no-baseline] "
+                   "[--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+      return 2;
+    }
+  }
+  static const Impl kGeneric{"generic", &generic::packed_activation_bytes, &generic::pack_activations,
+                             &generic::matmul_bf16, &generic::matmul_mxfp4};
+  std::vector<const Impl*> impls;
+#if GON_HAVE_AVX512_KERNELS
+  static const Impl kAvx512{"avx512", &avx512::packed_activation_bytes, &avx512::pack_activations,
+                            &avx512::matmul_bf16, &avx512::matmul_mxfp4};
+  if (which != "generic" && avx512::cpu_supported()) impls.push_back(&kAvx512);
+#endif
+  if (which != "avx512" || impls.empty()) impls.push_back(&kGeneric);
+  std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best of several iterations\n",
+              matmul_isa());
+
+  Pair pair;
+  double read_gbs = 32.0;
+  if (baseline) {
+    read_gbs = read_bandwidth(pair, quick);
+    std::printf("streaming read baseline (2 GB, 2 threads): %.1f GB/s\n", read_gbs);
+  } else {
+    std::printf("no baseline measured; percentages are of %.0f GB/s\n", read_gbs);
+  }
+
+  if (cases.empty()) {
+    const std::vector<int> prefill = {1, 8, 32, 128, 512};
+    cases = {{Format::kBf16, 201088, 2880, {1, 8}},  {Format::kBf16, 5120, 2880, prefill},
+             {Format::kBf16, 2880, 4096, prefill},   {Format::kMxfp4, 5760, 2880, prefill},
+             {Format::kMxfp4, 2880, 2880, prefill}};
+  }
+  for (const Case& c : cases) bench_shape(pair, impls, c.f, c.N, c.K, c.Ms, read_gbs, quick);
+  return 0;
+}

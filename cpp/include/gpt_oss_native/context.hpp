@@ -1,0 +1,111 @@
+// A Context is one sequence being processed by a Model: its tokens, its KV
+// cache, every activation buffer and the logits, all carved out of memory
+// allocated once when the Context is created. Processing and sampling never
+// allocate (memory_stats() lets tests check it).
+//
+//   gon::Context ctx(model, {.context_length = 4096, .max_batch_tokens = 128});
+//   ctx.append(prompt.data(), prompt.size());
+//   ctx.process();                        // prefill, in chunks of max_batch_tokens
+//   auto [token, logprob] = ctx.sample({.temperature = 0});  // appends token
+//
+// KV cache: full-attention layers keep context_length positions. Sliding-window
+// layers (window W) keep a ring of W + rewind_window positions (or
+// context_length, if smaller), so a context can rewind up to rewind_window
+// tokens behind the furthest position it has processed without recomputing
+// anything. Rewinding further is still correct: the tokens are kept and the
+// next process() recomputes the cache from the start.
+//
+// A Context is not thread-safe; different Contexts of one Model may be used
+// from different threads (the CPU backend runs one batch at a time).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+namespace gon {
+
+class Model;
+
+struct ContextOptions {
+  int context_length = 4096;   // most tokens the context holds (<= the model's max context)
+  int max_batch_tokens = 128;  // tokens per forward pass while prefilling
+  int logits_capacity = 0;     // rows of logits process(kAll) can return; 0 = max_batch_tokens
+  int rewind_window = -1;      // guaranteed rewind without recompute; -1 = max(1024, max_batch_tokens)
+};
+
+enum class LogitsMode {
+  kNone,  // compute no logits (prefill that will be continued)
+  kLast,  // logits of the last token processed
+  kAll,   // logits of every token processed by this call (at most logits_capacity)
+};
+
+struct SampleOptions {
+  float temperature = 1.0f;    // 0 = argmax
+  float top_p = 1.0f;          // nucleus: smallest set of tokens with probability mass >= top_p
+  std::optional<uint64_t> seed;  // same seed, same position -> same token; nullopt = from the OS
+};
+
+struct SampleResult {
+  int32_t token;
+  float logprob;  // log-probability of token under the model (temperature 1, no top-p)
+};
+
+struct MemoryStats {
+  uint64_t host_bytes = 0;        // host arena size (tokens, logits, sampler scratch)
+  uint64_t device_bytes = 0;      // backend arena size (activations, KV cache, workspace); same memory kind as host on CPU
+  uint64_t kv_cache_bytes = 0;    // part of device_bytes
+  uint64_t arena_allocations = 0; // blocks obtained from the system: fixed at creation
+  uint64_t buffers = 0;           // buffers carved from the arenas at creation
+  uint64_t late_allocations = 0;  // attempts to carve a buffer after creation: always 0
+};
+
+class Context {
+ public:
+  Context(std::shared_ptr<const Model> model, const ContextOptions& options = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // Appends tokens without processing them. Throws kTokenOutOfRange for an id
+  // outside [0, vocab_size) and kContextOverflow when they do not fit; on error
+  // nothing is appended.
+  void append(const int32_t* tokens, size_t count);
+  void append(const int64_t* tokens, size_t count);
+
+  // Runs the model over the tokens appended since the last process(), in
+  // chunks of max_batch_tokens. With kAll, throws kInvalidArgument before doing
+  // anything when more than logits_capacity tokens are pending.
+  void process(LogitsMode mode = LogitsMode::kLast);
+
+  // Samples the next token from the logits of the last token (processing any
+  // pending tokens first), appends it (unprocessed) and returns it.
+  SampleResult sample(const SampleOptions& options);
+
+  // Logits of the last process() call: logits_rows() rows of vocab_size fp32,
+  // in the context's own buffer; overwritten by the next process()/sample().
+  const float* logits() const;
+  int logits_rows() const;
+  int vocab_size() const;
+
+  int num_tokens() const;      // tokens in the context (processed or not)
+  int num_processed() const;   // tokens whose KV entries are in the cache
+  const int32_t* tokens() const;
+
+  // Drops tokens after the first `n`. Keeps the cache where it is still valid
+  // (see the comment at the top of this file); otherwise the next process()
+  // recomputes it.
+  void rewind(int n);
+  void reset();
+
+  const ContextOptions& options() const;  // with defaults resolved
+  MemoryStats memory_stats() const;
+  const Model& model() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gon

@@ -1,0 +1,73 @@
+// A loaded gpt-oss model: configuration, memory-mapped weights, and the
+// backend (CPU today; CUDA and Metal slot in behind the same interface) that
+// runs it. A Model is immutable once loaded and is shared by any number of
+// Contexts (hold it in a std::shared_ptr; each Context keeps it alive).
+//
+//   auto model = gon::Model::load("/path/to/gpt-oss-20b");
+//   gon::Context ctx(model, {.context_length = 4096});
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "gpt_oss_native/config.hpp"
+
+namespace gon {
+
+class Backend;
+struct ModelWeights;
+class Checkpoint;
+
+struct LoadOptions {
+  // "cpu", or "auto" (the best backend built in and present). "cuda" and
+  // "metal" are recognised and raise kBackendUnavailable until those
+  // backends are built in.
+  std::string device = "cpu";
+  // Worker threads for the CPU backend; 0 means one per available core.
+  int threads = 0;
+  // Read the weights into the page cache while loading, so the first tokens
+  // do not stall on disk reads. kAuto prefetches when the weights fit in the
+  // memory that is available.
+  enum class Prefetch { kAuto, kAlways, kNever } prefetch = Prefetch::kAuto;
+  // Called now and then with (bytes done, bytes total) while loading.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+class Model {
+ public:
+  // Loads a checkpoint directory in the Hugging Face layout (config.json +
+  // model.safetensors.index.json + shards, or a single model.safetensors) or
+  // the original layout (original/ subdirectory, or a directory holding the
+  // original config.json and model.safetensors). `path` may also name the
+  // config.json or a .safetensors file inside such a directory.
+  // Throws gon::Error: kFileNotFound, kIoError, kCorruptCheckpoint,
+  // kUnsupportedCheckpoint, kBackendUnavailable, kInvalidArgument.
+  static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
+
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const std::string& path() const;            // the directory the checkpoint was loaded from
+  const std::string& checkpoint_format() const;  // "hf" or "original"
+  std::string device() const;                 // backend name, e.g. "cpu"
+  int threads() const;                        // worker threads of the backend
+  uint64_t weight_bytes() const;              // bytes of all tensors in the checkpoint
+  // Bytes of weights read to decode one token at batch 1 (attention, router,
+  // the active experts, the unembedding and one embedding row).
+  uint64_t decode_bytes_per_token() const;
+
+  // Internal: the backend and its view of the weights (used by Context).
+  Backend& backend() const;
+  const ModelWeights& weights() const;
+
+ private:
+  Model();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gon

@@ -1,0 +1,93 @@
+// The bf16 weight products of the CPU backend: linear (q/k/v, attention
+// output), router (with its top-k and softmax) and unembed.
+//
+// Each packs the activations once, then splits the output rows across the
+// pool; the per-element sum order does not depend on the split (matmul.hpp).
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/matmul.hpp"
+
+namespace gon::cpu {
+
+namespace {
+// Rows of output per work unit: small enough to balance two to a few dozen
+// threads, large enough to amortise the call.
+constexpr int64_t kRowGrain = 32;
+
+void pack_rows(ThreadPool& pool, const float* x, size_t ldx, int M, int K, void* packed) {
+  int64_t grain = std::max<int64_t>(1, 32768 / std::max(K, 1));
+  pool.parallel_for(M, grain, [&](int64_t m0, int64_t m1) {
+    pack_activations(x, ldx, nullptr, M, K, static_cast<int>(m0), static_cast<int>(m1), packed);
+  });
+}
+}  // namespace
+
+void CpuBackend::linear(const float* x, const BF16Matrix* mats, int num_mats, const Batch& b, float* y,
+                        size_t ldy, bool accumulate, void* workspace) {
+  const int K = mats[0].cols, M = b.count;
+  void* packed = workspace;
+  pack_rows(pool_, x, K, M, K, packed);
+  int64_t total = 0;
+  for (int i = 0; i < num_mats; ++i) total += mats[i].rows;
+  pool_.parallel_for(total, kRowGrain, [&](int64_t r0, int64_t r1) {
+    int64_t offset = 0;
+    for (int i = 0; i < num_mats; ++i) {
+      const BF16Matrix& w = mats[i];
+      int64_t n0 = std::max<int64_t>(r0 - offset, 0), n1 = std::min<int64_t>(r1 - offset, w.rows);
+      if (n0 < n1)
+        matmul_bf16(w.data, w.cols, w.bias, packed, M, K, y + offset, ldy, static_cast<int>(n0),
+                    static_cast<int>(n1), accumulate);
+      offset += w.rows;
+    }
+  });
+}
+
+void CpuBackend::unembed(const ModelWeights& w, const float* x, int first_row, int num_rows, int width,
+                         float* logits, void* workspace) {
+  const BF16Matrix& u = w.unembedding;
+  void* packed = workspace;
+  pack_rows(pool_, x + static_cast<size_t>(first_row) * width, width, num_rows, width, packed);
+  pool_.parallel_for(u.rows, 256, [&](int64_t n0, int64_t n1) {
+    matmul_bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
+                static_cast<int>(n1), false);
+  });
+}
+
+void CpuBackend::router(const float* x, const BF16Matrix& r, int k, const Batch& b, int32_t* ids, float* weights,
+                        void* workspace) {
+  const int M = b.count, E = r.rows, K = r.cols;
+  WorkspaceCarver carve(workspace);
+  float* logits = carve.take<float>(static_cast<size_t>(M) * E);
+  void* packed = carve.take_bytes(packed_activation_bytes(M, K));
+  pack_rows(pool_, x, K, M, K, packed);
+  pool_.parallel_for(E, 8, [&](int64_t n0, int64_t n1) {
+    matmul_bf16(r.data, r.cols, r.bias, packed, M, K, logits, E, static_cast<int>(n0), static_cast<int>(n1), false);
+  });
+  // Top-k by value (ties: lower expert id first), then softmax over the k.
+  for (int t = 0; t < M; ++t) {
+    const float* row = logits + static_cast<size_t>(t) * E;
+    int32_t* id = ids + static_cast<size_t>(t) * k;
+    float* wt = weights + static_cast<size_t>(t) * k;
+    for (int j = 0; j < k; ++j) {
+      int best = -1;
+      for (int e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int i = 0; i < j; ++i) taken |= id[i] == e;
+        if (taken) continue;
+        if (best < 0 || row[e] > row[best]) best = e;
+      }
+      id[j] = best;
+      wt[j] = row[best];
+    }
+    float mx = wt[0], sum = 0.f;
+    for (int j = 0; j < k; ++j) {
+      wt[j] = std::exp(wt[j] - mx);
+      sum += wt[j];
+    }
+    for (int j = 0; j < k; ++j) wt[j] /= sum;
+  }
+}
+
+}  // namespace gon::cpu

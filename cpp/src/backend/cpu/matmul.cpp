@@ -1,0 +1,97 @@
+// Run-time choice of the CPU matrix-product implementation (matmul.hpp).
+//
+// On x86-64 builds (GON_HAVE_AVX512_KERNELS) the AVX-512 kernels are used when
+// the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
+// avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for);
+// everywhere else the portable kernels. The choice is made once, on first use,
+// and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
+// debugging and comparisons). This file is compiled without AVX-512 flags.
+#include "backend/cpu/matmul.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/matmul_impl.hpp"
+#include "core/check.hpp"
+
+namespace gon::cpu {
+
+#if GON_HAVE_AVX512_KERNELS
+namespace avx512 {
+bool cpu_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
+}
+}  // namespace avx512
+#endif
+
+namespace {
+
+struct Impl {
+  const char* name;
+  size_t (*bytes)(int, int);
+  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
+  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
+  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
+                bool);
+};
+
+Impl choose() {
+  const char* force = std::getenv("GON_MATMUL_ISA");
+  const bool want_generic = force && std::strcmp(force, "generic") == 0;
+#if GON_HAVE_AVX512_KERNELS
+  if (!want_generic && avx512::cpu_supported())
+    return {"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations, &avx512::matmul_bf16,
+            &avx512::matmul_mxfp4};
+#endif
+  (void)want_generic;
+  return {"generic", &generic::packed_activation_bytes, &generic::pack_activations, &generic::matmul_bf16,
+          &generic::matmul_mxfp4};
+}
+
+const Impl& impl() {
+  static const Impl chosen = choose();
+  return chosen;
+}
+
+void check_shape(const char* fn, int M, int K) {
+  GON_CHECK(M >= 1, kInvalidArgument, fn, ": M must be >= 1, got ", M);
+  GON_CHECK(K > 0 && K % 32 == 0, kInvalidArgument, fn, ": K must be a positive multiple of 32, got ", K);
+}
+
+void check_rows(const char* fn, int M, int K, int n0, int n1) {
+  check_shape(fn, M, K);
+  GON_CHECK(0 <= n0 && n0 <= n1, kInvalidArgument, fn, ": bad row range [", n0, ", ", n1, ")");
+}
+
+}  // namespace
+
+size_t packed_activation_bytes(int M, int K) {
+  check_shape("packed_activation_bytes", M, K);
+  return impl().bytes(M, K);
+}
+
+void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1, void* packed) {
+  check_shape("pack_activations", M, K);
+  GON_CHECK(0 <= m0 && m0 <= m1 && m1 <= M, kInvalidArgument, "pack_activations: bad row range [", m0, ", ", m1,
+            ") for M = ", M);
+  impl().pack(x, ldx, rows, M, K, m0, m1, packed);
+}
+
+void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
+                 size_t ldy, int n0, int n1, bool accumulate) {
+  check_rows("matmul_bf16", M, K, n0, n1);
+  impl().bf16(w, ldw, bias, packed, M, K, y, ldy, n0, n1, accumulate);
+}
+
+void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
+                  int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
+  check_rows("matmul_mxfp4", M, K, n0, n1);
+  impl().mxfp4(blocks, scales, bias, packed, M, K, y, ldy, n0, n1, accumulate);
+}
+
+const char* matmul_isa() { return impl().name; }
+
+}  // namespace gon::cpu

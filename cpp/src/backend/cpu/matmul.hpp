@@ -1,0 +1,49 @@
+// CPU matrix products over weights in their stored precision.
+//
+// Two weight formats: bf16 rows ([N, K] row-major) and MXFP4 rows (K/32 blocks
+// of 16 bytes plus one E8M0 scale byte per block; see gpt-oss-model.md). The
+// activations are fp32; every product accumulates in fp32 so the result agrees
+// with an fp32 reference to about 1e-5 relative.
+//
+// A product runs in two steps so work can be split across threads:
+//   1. pack_activations(): converts M fp32 activation rows once into the
+//      layout the kernels read (done by one thread, or split over rows);
+//   2. matmul_bf16() / matmul_mxfp4(): computes output rows [n0, n1) for all
+//      M activation rows; threads take disjoint row ranges.
+// The sum order for one output element never depends on M, on n0/n1 or on
+// how rows are split, so a token gives bit-identical results whether it is
+// processed alone or in a batch (rewinding and re-processing relies on this).
+//
+// The implementation is chosen once at run time: AVX-512 (with BF16) where the
+// CPU has it, portable C++ otherwise. Both follow this contract.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gon::cpu {
+
+// Bytes of packed storage for M activation rows of length K (K % 32 == 0).
+size_t packed_activation_bytes(int M, int K);
+
+// Packs rows x[rows[i] * ldx .. + K) (or x[i * ldx ..) when rows is null) for
+// i in [m0, m1) into `packed`, which holds all M rows. Different threads may
+// pack disjoint [m0, m1) ranges of the same buffer.
+void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1,
+                      void* packed);
+
+// y[m * ldy + n] (=|+=) bias[n] + sum_k w[n * ldw + k] * x[m][k]
+// for m in [0, M), n in [n0, n1). w and bias are bf16 bit patterns; bias may be
+// null. With accumulate the result is added to y (used for the residual).
+void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K,
+                 float* y, size_t ldy, int n0, int n1, bool accumulate);
+
+// Same for MXFP4 weights: row n's blocks start at blocks + n * (K / 32) * 16,
+// its scales at scales + n * (K / 32).
+void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed,
+                  int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
+
+// Which implementation is in use ("avx512bf16" or "generic").
+const char* matmul_isa();
+
+}  // namespace gon::cpu

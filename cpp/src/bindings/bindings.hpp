@@ -1,0 +1,16 @@
+// The Python extension module gpt_oss_native._core: one init_* per file,
+// called from module.cpp. Bindings only forward to the C++ API; errors are
+// translated once (errors.cpp) into the exception classes of
+// python/gpt_oss_native/errors.py.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace gon::bindings {
+
+void init_errors(nanobind::module_& m);
+void init_model(nanobind::module_& m);
+void init_context(nanobind::module_& m);
+void init_utils(nanobind::module_& m);
+
+}  // namespace gon::bindings

@@ -1,0 +1,105 @@
+// Bindings of gon::Context (wrapped by gpt_oss_native.Context in Python).
+// Token arrays are read in place (int32 or int64, 1-D, contiguous, on the
+// CPU); logits are returned as a NumPy view of the context's own buffer that
+// keeps the context alive.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+
+#include "bindings/bindings.hpp"
+#include "core/check.hpp"
+#include "gpt_oss_native/context.hpp"
+#include "gpt_oss_native/model.hpp"
+
+namespace nb = nanobind;
+
+namespace gon::bindings {
+
+namespace {
+template <typename T>
+using TokenArray = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+LogitsMode parse_mode(const std::string& s) {
+  if (s == "last") return LogitsMode::kLast;
+  if (s == "all") return LogitsMode::kAll;
+  if (s == "none") return LogitsMode::kNone;
+  GON_THROW(kInvalidArgument, "logits must be 'last', 'all' or 'none', got '", s, "'");
+}
+}  // namespace
+
+void init_context(nb::module_& m) {
+  nb::class_<Context>(m, "Context")
+      .def(
+          "__init__",
+          [](Context* self, std::shared_ptr<Model> model, int context_length, int max_batch_tokens,
+             int logits_capacity, int rewind_window) {
+            ContextOptions o;
+            o.context_length = context_length;
+            o.max_batch_tokens = max_batch_tokens;
+            o.logits_capacity = logits_capacity;
+            o.rewind_window = rewind_window;
+            new (self) Context(std::move(model), o);
+          },
+          nb::arg("model"), nb::arg("context_length") = 4096, nb::arg("max_batch_tokens") = 128,
+          nb::arg("logits_capacity") = 0, nb::arg("rewind_window") = -1)
+      .def(
+          "append",
+          [](Context& self, TokenArray<int32_t> tokens) { self.append(tokens.data(), tokens.shape(0)); },
+          nb::arg("tokens").noconvert())
+      .def(
+          "append",
+          [](Context& self, TokenArray<int64_t> tokens) { self.append(tokens.data(), tokens.shape(0)); },
+          nb::arg("tokens").noconvert())
+      .def(
+          "process", [](Context& self, const std::string& logits) { self.process(parse_mode(logits)); },
+          nb::arg("logits") = "last", nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "sample",
+          [](Context& self, float temperature, float top_p, std::optional<uint64_t> seed) {
+            SampleResult r = self.sample({temperature, top_p, seed});
+            return std::make_pair(r.token, r.logprob);
+          },
+          nb::arg("temperature") = 1.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = nb::none(),
+          nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro(
+          "logits",
+          [](nb::handle self_handle) {
+            Context& self = nb::cast<Context&>(self_handle);
+            size_t shape[2] = {static_cast<size_t>(self.logits_rows()), static_cast<size_t>(self.vocab_size())};
+            return nb::ndarray<nb::numpy, float, nb::ndim<2>>(const_cast<float*>(self.logits()), 2, shape,
+                                                              self_handle);
+          },
+          nb::rv_policy::reference_internal)
+      .def_prop_ro("num_tokens", &Context::num_tokens)
+      .def_prop_ro("num_processed", &Context::num_processed)
+      .def_prop_ro(
+          "tokens",
+          [](nb::handle self_handle) {
+            Context& self = nb::cast<Context&>(self_handle);
+            size_t shape[1] = {static_cast<size_t>(self.num_tokens())};
+            return nb::ndarray<nb::numpy, const int32_t, nb::ndim<1>>(self.tokens(), 1, shape, self_handle);
+          },
+          nb::rv_policy::reference_internal)
+      .def("rewind", &Context::rewind, nb::arg("num_tokens"))
+      .def("reset", &Context::reset)
+      .def_prop_ro("context_length", [](const Context& s) { return s.options().context_length; })
+      .def_prop_ro("max_batch_tokens", [](const Context& s) { return s.options().max_batch_tokens; })
+      .def_prop_ro("logits_capacity", [](const Context& s) { return s.options().logits_capacity; })
+      .def_prop_ro("rewind_window", [](const Context& s) { return s.options().rewind_window; })
+      .def("memory_stats", [](const Context& s) {
+        MemoryStats st = s.memory_stats();
+        nb::dict d;
+        d["host_bytes"] = st.host_bytes;
+        d["device_bytes"] = st.device_bytes;
+        d["kv_cache_bytes"] = st.kv_cache_bytes;
+        d["arena_allocations"] = st.arena_allocations;
+        d["buffers"] = st.buffers;
+        d["late_allocations"] = st.late_allocations;
+        return d;
+      });
+}
+
+}  // namespace gon::bindings

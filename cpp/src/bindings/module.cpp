@@ -1,0 +1,13 @@
+// Definition of the extension module gpt_oss_native._core.
+#include "bindings/bindings.hpp"
+
+#include "gpt_oss_native/version.hpp"
+
+NB_MODULE(_core, m) {
+  m.doc() = "gpt-oss-native runtime (C++). Use the gpt_oss_native package rather than this module.";
+  m.attr("__version__") = gon::kVersion;
+  gon::bindings::init_errors(m);
+  gon::bindings::init_model(m);
+  gon::bindings::init_context(m);
+  gon::bindings::init_utils(m);
+}

@@ -1,0 +1,21 @@
+// Bindings of runtime utilities used by benchmarks and diagnostics.
+#include <nanobind/nanobind.h>
+
+#include "backend/cpu/bandwidth.hpp"
+#include "backend/cpu/matmul.hpp"
+#include "backend/cpu/thread_pool.hpp"
+#include "bindings/bindings.hpp"
+
+namespace nb = nanobind;
+
+namespace gon::bindings {
+
+void init_utils(nb::module_& m) {
+  m.def("cpu_read_bandwidth", &cpu::measure_read_bandwidth, nb::arg("bytes") = size_t{1} << 31,
+        nb::arg("threads") = 0, nb::arg("repeats") = 5, nb::call_guard<nb::gil_scoped_release>(),
+        "Best memory read bandwidth of this machine in bytes/s (sums a buffer with all cores).");
+  m.def("cpu_kernel_isa", &cpu::matmul_isa, "Instruction set of the CPU matrix kernels in use.");
+  m.def("cpu_cores", &cpu::available_cores, "Cores this process may run on.");
+}
+
+}  // namespace gon::bindings

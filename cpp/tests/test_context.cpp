@@ -1,0 +1,306 @@
+// Runtime behaviour of Model and Context on small random checkpoints: chunked
+// prefill, decode and rewinding agree with each other bit for bit; nothing is
+// allocated while processing or sampling; bad input raises gon::Error.
+// (Agreement with an independent reference, transformers, is tested from
+// Python in tests/test_oracle.py.)
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "gpt_oss_native/gpt_oss_native.hpp"
+#include "test_util.hpp"
+#include "tiny_checkpoint.hpp"
+
+// ---- allocation counting: every operator new in this binary ----------------
+static std::atomic<bool> g_counting{false};
+static std::atomic<long> g_allocations{0};
+
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  void* p = std::malloc(n ? n : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using gon_test::TempDir;
+using gon_test::TinySpec;
+
+std::shared_ptr<gon::Model> load_tiny(const TempDir& dir, TinySpec spec, int threads = 2) {
+  gon_test::write_tiny_checkpoint(dir.path, spec);
+  gon::LoadOptions o;
+  o.threads = threads;
+  return gon::Model::load(dir.str(), o);
+}
+
+std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> d(0, vocab - 1);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
+// Logits of every position of `tokens` processed in chunks of `batch`.
+std::vector<float> all_logits(std::shared_ptr<gon::Model> model, const std::vector<int32_t>& tokens, int batch) {
+  gon::ContextOptions o;
+  o.context_length = 256;
+  o.max_batch_tokens = batch;
+  o.logits_capacity = static_cast<int>(tokens.size());
+  gon::Context ctx(model, o);
+  ctx.append(tokens.data(), tokens.size());
+  ctx.process(gon::LogitsMode::kAll);
+  const int V = ctx.vocab_size();
+  CHECK(ctx.logits_rows() == static_cast<int>(tokens.size()));
+  return std::vector<float>(ctx.logits(), ctx.logits() + size_t(ctx.logits_rows()) * V);
+}
+
+bool all_finite(const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST(prefill_chunking_and_decode_agree_bitwise) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed();
+  auto model = load_tiny(dir, spec);
+  auto tokens = random_tokens(37, spec.vocab, gon_test::seed() + 1);
+  const int V = spec.vocab;
+  auto whole = all_logits(model, tokens, 64);
+  CHECK(all_finite(whole.data(), whole.size()));
+  for (int batch : {1, 3, 7, 16}) {
+    auto chunked = all_logits(model, tokens, batch);
+    CHECK(chunked == whole);
+  }
+  // Prefill 10, then decode one token at a time with logits of the last token.
+  gon::ContextOptions o;
+  o.context_length = 64;
+  o.max_batch_tokens = 8;
+  gon::Context ctx(model, o);
+  ctx.append(tokens.data(), 10);
+  ctx.process(gon::LogitsMode::kLast);
+  CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + size_t(9) * V));
+  for (size_t i = 10; i < tokens.size(); ++i) {
+    ctx.append(&tokens[i], 1);
+    ctx.process(gon::LogitsMode::kLast);
+    CHECK(ctx.logits_rows() == 1);
+    CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + i * V));
+  }
+}
+
+TEST(rewind_within_and_beyond_the_ring) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 7;
+  spec.window = 3;
+  auto model = load_tiny(dir, spec);
+  auto tokens = random_tokens(60, spec.vocab, gon_test::seed() + 2);
+  const int V = spec.vocab;
+  auto whole = all_logits(model, tokens, 64);
+
+  gon::ContextOptions o;
+  o.context_length = 128;
+  o.max_batch_tokens = 4;
+  o.rewind_window = 8;
+  gon::Context ctx(model, o);
+  CHECK(ctx.options().rewind_window == 8);
+  ctx.append(tokens.data(), 50);
+  ctx.process(gon::LogitsMode::kNone);
+  // Within the rewind window: the cache is kept.
+  ctx.rewind(44);
+  CHECK(ctx.num_processed() == 44);
+  ctx.append(&tokens[44], 6);
+  ctx.process(gon::LogitsMode::kLast);
+  CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + size_t(49) * V));
+  // Far beyond it: recomputed from the start, same logits.
+  ctx.rewind(20);
+  CHECK(ctx.num_processed() == 0);
+  ctx.process(gon::LogitsMode::kLast);
+  CHECK(ctx.num_processed() == 20);
+  CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + size_t(19) * V));
+  ctx.append(&tokens[20], 40);
+  ctx.process(gon::LogitsMode::kLast);
+  CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + size_t(59) * V));
+  // reset and rebuild.
+  ctx.reset();
+  CHECK(ctx.num_tokens() == 0 && ctx.num_processed() == 0);
+  ctx.append(tokens.data(), 5);
+  ctx.process(gon::LogitsMode::kLast);
+  CHECK(std::equal(ctx.logits(), ctx.logits() + V, whole.begin() + size_t(4) * V));
+}
+
+TEST(no_allocation_while_processing_or_sampling) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 11;
+  auto model = load_tiny(dir, spec);
+  auto tokens = random_tokens(40, spec.vocab, gon_test::seed() + 3);
+  gon::ContextOptions o;
+  o.context_length = 128;
+  o.max_batch_tokens = 16;
+  gon::Context ctx(model, o);
+  ctx.append(tokens.data(), 8);
+  ctx.process(gon::LogitsMode::kLast);  // warm-up
+  g_allocations = 0;
+  g_counting = true;
+  ctx.append(tokens.data() + 8, 32);
+  ctx.process(gon::LogitsMode::kLast);
+  for (int i = 0; i < 10; ++i) {
+    (void)ctx.sample({0.8f, 0.9f, 1234});
+    (void)ctx.sample({0.0f, 1.0f, std::nullopt});
+  }
+  ctx.rewind(20);
+  ctx.process(gon::LogitsMode::kAll);
+  g_counting = false;
+  CHECK(g_allocations.load() == 0);
+  auto stats = ctx.memory_stats();
+  CHECK(stats.late_allocations == 0);
+  CHECK(stats.arena_allocations == 2);
+  CHECK(stats.kv_cache_bytes > 0 && stats.device_bytes > stats.kv_cache_bytes);
+}
+
+TEST(sampling_is_reproducible_and_valid) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 13;
+  auto model = load_tiny(dir, spec);
+  auto tokens = random_tokens(6, spec.vocab, gon_test::seed() + 4);
+  auto run = [&](float temperature, float top_p, uint64_t seed) {
+    gon::ContextOptions o;
+    o.context_length = 64;
+    gon::Context ctx(model, o);
+    ctx.append(tokens.data(), tokens.size());
+    std::vector<int32_t> out;
+    for (int i = 0; i < 12; ++i) {
+      auto r = ctx.sample({temperature, top_p, seed});
+      CHECK(r.token >= 0 && r.token < spec.vocab);
+      CHECK(r.logprob <= 0.0f && std::isfinite(r.logprob));
+      out.push_back(r.token);
+    }
+    CHECK(ctx.num_tokens() == static_cast<int>(tokens.size()) + 12);
+    return out;
+  };
+  CHECK(run(0.0f, 1.0f, 1) == run(0.0f, 1.0f, 2));  // greedy ignores the seed
+  CHECK(run(1.0f, 0.9f, 42) == run(1.0f, 0.9f, 42));
+  CHECK(run(1.5f, 1.0f, 7) == run(1.5f, 1.0f, 7));
+  CHECK(run(5.0f, 1.0f, 7) != run(5.0f, 1.0f, 8));
+
+  // Greedy picks the argmax of the logits and reports its log-softmax.
+  gon::Context ctx(model, {});
+  ctx.append(tokens.data(), tokens.size());
+  ctx.process(gon::LogitsMode::kLast);
+  std::vector<float> row(ctx.logits(), ctx.logits() + spec.vocab);
+  auto r = ctx.sample({0.0f, 1.0f, std::nullopt});
+  int best = int(std::max_element(row.begin(), row.end()) - row.begin());
+  double mx = row[best], sum = 0;
+  for (float v : row) sum += std::exp(double(v) - mx);
+  CHECK(r.token == best);
+  CHECK_NEAR(r.logprob, -std::log(sum), 1e-5);
+}
+
+TEST(bad_arguments_raise_errors) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 17;
+  auto model = load_tiny(dir, spec);
+  gon::ContextOptions o;
+  o.context_length = 8;
+  o.max_batch_tokens = 4;
+  gon::Context ctx(model, o);
+  int32_t bad[] = {1, spec.vocab};
+  CHECK_THROWS_STATUS(ctx.append(bad, 2), kTokenOutOfRange);
+  CHECK(ctx.num_tokens() == 0);
+  int64_t neg[] = {-1};
+  CHECK_THROWS_STATUS(ctx.append(neg, 1), kTokenOutOfRange);
+  int64_t huge[] = {int64_t{1} << 40};
+  CHECK_THROWS_STATUS(ctx.append(huge, 1), kTokenOutOfRange);
+  CHECK_THROWS_STATUS(ctx.sample({0.0f, 1.0f, std::nullopt}), kInvalidArgument);  // empty
+  std::vector<int32_t> nine(9, 1);
+  CHECK_THROWS_STATUS(ctx.append(nine.data(), nine.size()), kContextOverflow);
+  CHECK(ctx.num_tokens() == 0);
+  ctx.append(nine.data(), 8);
+  CHECK_THROWS_STATUS(ctx.sample({0.0f, 1.0f, std::nullopt}), kContextOverflow);
+  CHECK_THROWS_STATUS(ctx.process(gon::LogitsMode::kAll), kInvalidArgument);  // 8 pending > capacity 4
+  ctx.rewind(3);
+  CHECK_THROWS_STATUS(ctx.sample({-1.0f, 1.0f, std::nullopt}), kInvalidArgument);
+  CHECK_THROWS_STATUS(ctx.sample({NAN, 1.0f, std::nullopt}), kInvalidArgument);
+  CHECK_THROWS_STATUS(ctx.sample({1.0f, 0.0f, std::nullopt}), kInvalidArgument);
+  CHECK_THROWS_STATUS(ctx.sample({1.0f, 1.5f, std::nullopt}), kInvalidArgument);
+  CHECK_THROWS_STATUS(ctx.rewind(4), kInvalidArgument);
+  CHECK_THROWS_STATUS(ctx.rewind(-1), kInvalidArgument);
+  gon::ContextOptions bad_o;
+  bad_o.context_length = 0;
+  CHECK_THROWS_STATUS(gon::Context(model, bad_o), kInvalidArgument);
+  bad_o.context_length = 1 << 30;
+  CHECK_THROWS_STATUS(gon::Context(model, bad_o), kInvalidArgument);
+  bad_o.context_length = 16;
+  bad_o.max_batch_tokens = 0;
+  CHECK_THROWS_STATUS(gon::Context(model, bad_o), kInvalidArgument);
+  gon::LoadOptions lo;
+  lo.device = "cuda";
+  CHECK_THROWS_STATUS(gon::Model::load(dir.str(), lo), kBackendUnavailable);
+  lo.device = "tpu";
+  CHECK_THROWS_STATUS(gon::Model::load(dir.str(), lo), kInvalidArgument);
+}
+
+TEST(checkpoint_errors) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 19;
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "missing").string()), kFileNotFound);
+  CHECK_THROWS_STATUS(gon::Model::load(dir.str()), kFileNotFound);  // empty directory
+
+  // Unknown quantisation.
+  TinySpec q = spec;
+  q.quant_method = "gptq";
+  gon_test::write_tiny_checkpoint(dir.path / "q", q);
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "q").string()), kUnsupportedCheckpoint);
+
+  // Wrong shape: config says more layers than the file holds.
+  gon_test::write_tiny_checkpoint(dir.path / "s", spec);
+  TinySpec more = spec;
+  more.layers = 3;
+  gon_test::write_text(dir.path / "s" / "config.json", gon_test::tiny_config_json(more));
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "s").string()), kCorruptCheckpoint);
+  TinySpec wider = spec;
+  wider.hidden = 96;
+  gon_test::write_text(dir.path / "s" / "config.json", gon_test::tiny_config_json(wider));
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "s").string()), kCorruptCheckpoint);
+
+  // Truncated weights and a corrupted header.
+  gon_test::write_tiny_checkpoint(dir.path / "t", spec);
+  auto file = dir.path / "t" / "model.safetensors";
+  auto size = std::filesystem::file_size(file);
+  std::filesystem::resize_file(file, size - 100);
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "t").string()), kCorruptCheckpoint);
+  std::filesystem::resize_file(file, 5);
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "t").string()), kCorruptCheckpoint);
+  gon_test::write_tiny_checkpoint(dir.path / "h", spec);
+  {
+    std::fstream f(dir.path / "h" / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(12);
+    f.write("\x01\x02garbage", 9);
+  }
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "h").string()), kCorruptCheckpoint);
+
+  // Broken config.json.
+  gon_test::write_tiny_checkpoint(dir.path / "c", spec);
+  gon_test::write_text(dir.path / "c" / "config.json", "{\"model_type\": \"gpt_oss\", ");
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "c").string()), kCorruptCheckpoint);
+  gon_test::write_text(dir.path / "c" / "config.json", "{\"model_type\": \"llama\"}");
+  CHECK_THROWS_STATUS(gon::Model::load((dir.path / "c").string()), kUnsupportedCheckpoint);
+}
+
+GON_TEST_MAIN()

@@ -1,0 +1,46 @@
+"""gpt-oss-native: a C++ runtime for OpenAI's gpt-oss models.
+
+    import gpt_oss_native as gon
+    model = gon.Model("/path/to/gpt-oss-20b")
+    ctx = gon.Context(model, context_length=4096, max_batch_tokens=128)
+    ctx.append(prompt_tokens)
+    ctx.process()
+    token, logprob = ctx.sample(temperature=0.0)
+
+Command line: ``python -m gpt_oss_native --help``.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ContextOverflowError,
+    CorruptCheckpointError,
+    Error,
+    InvalidArgumentError,
+    OutOfMemoryError,
+    TokenOutOfRangeError,
+    UnsupportedCheckpointError,
+)
+from .runtime import Context, Model
+
+__version__ = _core.__version__
+
+__all__ = [
+    "Model",
+    "Context",
+    "Error",
+    "InvalidArgumentError",
+    "TokenOutOfRangeError",
+    "ContextOverflowError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "UnsupportedCheckpointError",
+    "OutOfMemoryError",
+    "BackendUnavailableError",
+    "__version__",
+]

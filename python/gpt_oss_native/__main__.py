@@ -1,0 +1,7 @@
+"""Entry point of ``python -m gpt_oss_native``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

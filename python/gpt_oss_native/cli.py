@@ -1,0 +1,149 @@
+"""Command line: ``python -m gpt_oss_native <command>``.
+
+Commands:
+  generate [MODEL]   prefill a prompt of token ids, decode, print tokens and timing
+                     (no MODEL: the embedded default tiny model, created on first use)
+  make-checkpoint    write a random-weight checkpoint in the real layout
+  info MODEL         print a checkpoint's configuration and sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import List, Optional
+
+from .errors import Error
+
+# A fixed prompt of token ids for when --tokens is not given.
+_DEFAULT_PROMPT = [200006, 17360, 200008, 3575, 553, 261, 10297, 29186, 13, 200007, 200006, 1428, 200008]
+
+
+def _parse_tokens(values: List[str]) -> List[int]:
+    tokens: List[int] = []
+    for v in values:
+        for part in v.replace(",", " ").split():
+            try:
+                tokens.append(int(part))
+            except ValueError:
+                raise SystemExit(f"error: --tokens expects integer ids, got {part!r}") from None
+    return tokens
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import gpt_oss_native as gon
+
+    from ._default import default_model_path
+
+    model_path = args.model
+    if model_path is None:
+        model_path = str(default_model_path())
+        print(f"model: embedded default ({model_path})", file=sys.stderr)
+    t0 = time.perf_counter()
+    model = gon.Model(model_path, device=args.device, threads=args.threads, progress=None)
+    load_s = time.perf_counter() - t0
+    prompt = _parse_tokens(args.tokens) if args.tokens else list(_DEFAULT_PROMPT)
+    vocab = model.vocab_size
+    if not args.tokens:
+        prompt = [t % vocab for t in prompt]
+    ctx = gon.Context(
+        model,
+        context_length=args.context_length or min(model.config["max_context"], max(4096, len(prompt) + args.max_tokens)),
+        max_batch_tokens=args.max_batch_tokens,
+    )
+    print(
+        f"loaded {model.path} ({model.checkpoint_format} layout, {model.weight_bytes / 1e9:.2f} GB) "
+        f"in {load_s:.2f} s on {model.device} with {model.threads} threads",
+        file=sys.stderr,
+    )
+    ctx.append(prompt)
+    t1 = time.perf_counter()
+    ctx.process(logits="last")
+    prefill_s = time.perf_counter() - t1
+    print("prompt:", " ".join(map(str, prompt)))
+    out = []
+    eos = model.config["eos_token_id"]
+    t2 = time.perf_counter()
+    sys.stdout.write("generated:")
+    sys.stdout.flush()
+    for _ in range(args.max_tokens):
+        token, logprob = ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        out.append(token)
+        sys.stdout.write(f" {token}")
+        sys.stdout.flush()
+        if args.stop_at_eos and token == eos:
+            break
+        if ctx.num_tokens >= ctx.context_length:
+            break
+    decode_s = time.perf_counter() - t2
+    sys.stdout.write("\n")
+    n = len(out)
+    print(
+        f"prefill: {len(prompt)} tokens in {prefill_s * 1e3:.1f} ms ({len(prompt) / max(prefill_s, 1e-9):.1f} tok/s); "
+        f"decode: {n} tokens in {decode_s * 1e3:.1f} ms ({n / max(decode_s, 1e-9):.2f} tok/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_make_checkpoint(argv: List[str]) -> int:
+    from .checkpoint import main_make_checkpoint
+
+    return main_make_checkpoint(argv)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import gpt_oss_native as gon
+
+    model = gon.Model(args.model, prefetch="never", progress=False)
+    print(f"path: {model.path}")
+    print(f"format: {model.checkpoint_format}")
+    print(f"weights: {model.weight_bytes / 1e9:.3f} GB; decode reads {model.decode_bytes_per_token / 1e9:.3f} GB/token")
+    for k, v in model.config.items():
+        if k == "layer_is_sliding":
+            v = "".join("S" if s else "F" for s in v)
+        print(f"{k}: {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpt_oss_native", description="gpt-oss-native runtime")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="prefill a prompt and decode tokens")
+    g.add_argument("model", nargs="?", default=None, help="checkpoint directory (default: embedded tiny model)")
+    g.add_argument("--tokens", nargs="+", default=None, help="prompt token ids (space or comma separated)")
+    g.add_argument("--max-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--context-length", type=int, default=None)
+    g.add_argument("--max-batch-tokens", type=int, default=128)
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--stop-at-eos", action="store_true", help="stop at the model's eos token")
+
+    sub.add_parser("make-checkpoint", help="write a random-weight checkpoint (see make-checkpoint --help)", add_help=False)
+
+    i = sub.add_parser("info", help="print a checkpoint's configuration")
+    i.add_argument("model")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "make-checkpoint":
+        return _cmd_make_checkpoint(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            if args.max_tokens < 0:
+                raise SystemExit("error: --max-tokens must be >= 0")
+            return _cmd_generate(args)
+        if args.command == "info":
+            return _cmd_info(args)
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 2

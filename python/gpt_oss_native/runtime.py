@@ -1,0 +1,368 @@
+"""The Python surface of the runtime: :class:`Model` and :class:`Context`.
+
+Both are thin wrappers over the C++ objects in ``gpt_oss_native._core``: they
+check argument types (raising :class:`~gpt_oss_native.errors.InvalidArgumentError`
+rather than a bare ``TypeError``), accept the integer containers Python users
+have (lists, NumPy and torch arrays), and carry the documentation. The work
+itself, and every buffer, belongs to the C++ runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .errors import InvalidArgumentError
+
+ProgressArg = Union[None, bool, Callable[[int, int], Any]]
+
+_PROGRESS_THRESHOLD_BYTES = 1 << 30
+
+
+def _check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+class Model:
+    """A gpt-oss checkpoint loaded for inference.
+
+    ``path`` is a checkpoint directory in the Hugging Face layout (config.json,
+    model.safetensors.index.json and its shards, or one model.safetensors) or
+    the original layout (``original/`` or a directory with the original
+    config.json and model.safetensors). Weights are memory-mapped and used in
+    their stored precision (MXFP4 experts, bf16 elsewhere); nothing is copied.
+
+    Args:
+        path: the checkpoint directory (or its config.json / a .safetensors file in it).
+        device: ``"cpu"`` or ``"auto"``. ``"cuda"`` and ``"metal"`` raise
+            :class:`BackendUnavailableError` until those backends are built in.
+        threads: CPU worker threads; ``None`` uses every available core.
+        prefetch: ``"auto"`` (read the weights into memory when they fit),
+            ``"always"`` or ``"never"`` (pages load on first use).
+        progress: ``None`` shows a progress line on a terminal for checkpoints of
+            1 GB or more, ``True`` always, ``False`` never; a callable receives
+            ``(bytes_done, bytes_total)``.
+
+    One Model can be shared by any number of :class:`Context` objects.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike],
+        device: str = "cpu",
+        *,
+        threads: Optional[int] = None,
+        prefetch: str = "auto",
+        progress: ProgressArg = None,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if not isinstance(device, str):
+            raise InvalidArgumentError(f"device must be a str, got {type(device).__name__}")
+        if not isinstance(prefetch, str):
+            raise InvalidArgumentError(f"prefetch must be a str, got {type(prefetch).__name__}")
+        nthreads = 0 if threads is None else _check_int("threads", threads, 1)
+        callback = _progress_callback(progress, os.fspath(path))
+        try:
+            self._core = _core.Model.load(os.fspath(path), device, nthreads, prefetch, callback)
+        finally:
+            if callback is not None and hasattr(callback, "close"):
+                callback.close()
+
+    @property
+    def config(self) -> dict:
+        """The architecture: layers, experts, sizes, heads, window, RoPE parameters, ..."""
+        return self._core.config
+
+    @property
+    def path(self) -> str:
+        """Directory the weights were loaded from."""
+        return self._core.path
+
+    @property
+    def checkpoint_format(self) -> str:
+        """``"hf"`` or ``"original"``."""
+        return self._core.checkpoint_format
+
+    @property
+    def device(self) -> str:
+        return self._core.device
+
+    @property
+    def threads(self) -> int:
+        return self._core.threads
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of all checkpoint files."""
+        return self._core.weight_bytes
+
+    @property
+    def decode_bytes_per_token(self) -> int:
+        """Weight bytes read to decode one token at batch 1 (the bandwidth floor's numerator)."""
+        return self._core.decode_bytes_per_token
+
+    @property
+    def vocab_size(self) -> int:
+        return self._core.config["vocab_size"]
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Model({self.path!r}, format={self.checkpoint_format}, device={self.device}, "
+            f"layers={c['num_layers']}, experts={c['num_experts']}x{c['experts_per_token']}, "
+            f"hidden={c['hidden_size']})"
+        )
+
+
+class _ProgressAdapter:
+    """Forwards C++ load progress to a progress line (shown only for large checkpoints)."""
+
+    def __init__(self, label: str, always: bool) -> None:
+        self._label = label
+        self._always = always
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if not self._always and total < _PROGRESS_THRESHOLD_BYTES:
+                return
+            from ._progress import Progress
+
+            self._bar = Progress(self._label)
+            self._bar.__enter__()
+        self._bar.update(done, total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _progress_callback(progress: ProgressArg, path: str):
+    if progress is False:
+        return None
+    if progress is None:
+        if not sys.stderr.isatty():
+            return None
+        return _ProgressAdapter(f"loading {os.path.basename(os.path.normpath(path))}", always=False)
+    if progress is True:
+        return _ProgressAdapter(f"loading {os.path.basename(os.path.normpath(path))}", always=True)
+    if callable(progress):
+        return progress
+    raise InvalidArgumentError("progress must be None, a bool or a callable(done, total)")
+
+
+def _as_token_array(tokens: Any) -> np.ndarray:
+    """Returns a 1-D int32/int64 C-contiguous array, viewing the input when it already is one."""
+    if isinstance(tokens, (bool, np.bool_)):
+        raise InvalidArgumentError("tokens must be integers, got a bool")
+    if isinstance(tokens, (int, np.integer)):
+        return np.asarray([int(tokens)], dtype=np.int64)
+    if isinstance(tokens, (str, bytes)):
+        raise InvalidArgumentError("tokens must be integer ids; text is not tokenised by append()")
+    if isinstance(tokens, np.ndarray):
+        arr = tokens
+    elif hasattr(tokens, "__dlpack__"):
+        try:
+            arr = np.from_dlpack(tokens)
+        except Exception:
+            try:
+                arr = np.asarray(tokens)
+            except Exception as exc:
+                raise InvalidArgumentError(
+                    f"cannot read tokens from {type(tokens).__name__} (is it on the CPU?): {exc}"
+                ) from None
+    elif isinstance(tokens, (list, tuple, range)):
+        if len(tokens) == 0:
+            return np.zeros(0, dtype=np.int64)
+        for t in tokens:
+            if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+                raise InvalidArgumentError(f"tokens must be integers, got an element of type {type(t).__name__}")
+        try:
+            arr = np.asarray(tokens, dtype=np.int64)
+        except OverflowError:
+            raise InvalidArgumentError("a token id does not fit in 64 bits") from None
+    else:
+        raise InvalidArgumentError(
+            f"tokens must be an int, a list of ints, or a NumPy/torch integer array, got {type(tokens).__name__}"
+        )
+    if arr.ndim != 1:
+        raise InvalidArgumentError(f"tokens must be 1-D, got an array of shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"tokens must have an integer dtype, got {arr.dtype}")
+    if arr.dtype == np.int32 or arr.dtype == np.int64:
+        if arr.dtype.byteorder not in "=|" and arr.dtype.byteorder != ("<" if sys.byteorder == "little" else ">"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise InvalidArgumentError("a token id does not fit in 64 bits")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+class Context:
+    """One sequence processed by a :class:`Model`: its tokens, KV cache and logits.
+
+    Every buffer (tokens, KV cache, activations, logits, sampler scratch) is
+    allocated once here; :meth:`process` and :meth:`sample` never allocate
+    (:meth:`memory_stats` reports the arenas).
+
+    Args:
+        model: the loaded model (shared; a Context keeps it alive).
+        context_length: most tokens the context can hold.
+        max_batch_tokens: tokens per forward pass while prefilling.
+        logits_capacity: rows of logits ``process(logits="all")`` can return
+            (default ``max_batch_tokens``).
+        rewind_window: how far behind the furthest processed token a rewind
+            keeps the KV cache (default ``max(1024, max_batch_tokens)``); a
+            rewind further back is still correct but recomputes.
+
+    Sliding-window layers keep a ring of ``sliding_window + rewind_window``
+    positions instead of the whole context; :attr:`rewind_window` tells the
+    guaranteed rewind distance after defaults and clamping.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        context_length: int = 4096,
+        max_batch_tokens: int = 128,
+        *,
+        logits_capacity: Optional[int] = None,
+        rewind_window: Optional[int] = None,
+    ) -> None:
+        if not isinstance(model, Model):
+            raise InvalidArgumentError(f"model must be a gpt_oss_native.Model, got {type(model).__name__}")
+        context_length = _check_int("context_length", context_length, 1)
+        max_batch_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1)
+        logits_capacity = 0 if logits_capacity is None else _check_int("logits_capacity", logits_capacity, 1)
+        rewind_window = -1 if rewind_window is None else _check_int("rewind_window", rewind_window, 0)
+        self.model = model
+        self._core = _core.Context(model._core, context_length, max_batch_tokens, logits_capacity, rewind_window)
+
+    def append(self, tokens: Union[int, Sequence[int], np.ndarray, Any]) -> None:
+        """Appends token ids without processing them.
+
+        Accepts an int, a list/tuple of ints, or a 1-D NumPy or torch (CPU)
+        integer array; int32 and int64 arrays are read in place. Raises
+        :class:`TokenOutOfRangeError` for ids outside the vocabulary and
+        :class:`ContextOverflowError` when they do not fit; on error nothing is
+        appended.
+        """
+        self._core.append(_as_token_array(tokens))
+
+    def process(self, logits: str = "last") -> None:
+        """Runs the model over the tokens appended since the last call.
+
+        Prefill runs in chunks of ``max_batch_tokens``. ``logits`` chooses what
+        :attr:`logits` holds afterwards: ``"last"`` (the last token's row),
+        ``"all"`` (one row per token processed by this call, at most
+        ``logits_capacity``) or ``"none"``.
+        """
+        if not isinstance(logits, str):
+            raise InvalidArgumentError("logits must be 'last', 'all' or 'none'")
+        self._core.process(logits)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """float32 ``[rows, vocab]`` view of the context's logits buffer (no copy).
+
+        The array shares memory with the runtime: it stays valid as long as it
+        exists (it keeps the context alive), but its contents are overwritten by
+        the next :meth:`process` or :meth:`sample`. Copy it
+        (``ctx.logits.copy()``) to keep values. ``torch.from_dlpack(ctx.logits)``
+        gives a tensor over the same memory.
+        """
+        return self._core.logits
+
+    def sample(self, temperature: float = 0.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[int, float]:
+        """Samples the next token, appends it, and returns ``(token, logprob)``.
+
+        Pending tokens are processed first. ``temperature`` 0 takes the argmax;
+        otherwise tokens are drawn from softmax(logits / temperature) restricted
+        to the smallest set whose probability reaches ``top_p``. The same
+        ``seed`` at the same position gives the same token on every run;
+        ``seed=None`` draws from the OS. ``logprob`` is the token's
+        log-probability under the model (temperature 1, no top-p). The sampled
+        token is processed by the next :meth:`process` or :meth:`sample`.
+        """
+        temperature = _check_float("temperature", temperature)
+        top_p = _check_float("top_p", top_p)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+            if seed >= 1 << 64:
+                raise InvalidArgumentError("seed must be below 2**64")
+        return self._core.sample(temperature, top_p, seed)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the context, processed or not."""
+        return self._core.num_tokens
+
+    @property
+    def num_processed(self) -> int:
+        """Tokens whose keys and values are in the cache."""
+        return self._core.num_processed
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """int32 view of the context's tokens (read-only; valid until the context changes)."""
+        return self._core.tokens
+
+    def rewind(self, num_tokens: int) -> None:
+        """Keeps the first ``num_tokens`` tokens and drops the rest.
+
+        The KV cache is kept when the rewind is within :attr:`rewind_window` of
+        the furthest processed token; otherwise the next :meth:`process`
+        recomputes it (the result is the same either way).
+        """
+        self._core.rewind(_check_int("num_tokens", num_tokens, 0))
+
+    def reset(self) -> None:
+        """Drops every token; the buffers stay allocated."""
+        self._core.reset()
+
+    @property
+    def context_length(self) -> int:
+        return self._core.context_length
+
+    @property
+    def max_batch_tokens(self) -> int:
+        return self._core.max_batch_tokens
+
+    @property
+    def logits_capacity(self) -> int:
+        return self._core.logits_capacity
+
+    @property
+    def rewind_window(self) -> int:
+        """Tokens a rewind can go back (behind the furthest processed token) keeping the KV cache."""
+        return self._core.rewind_window
+
+    def memory_stats(self) -> dict:
+        """Arena sizes and counters: ``late_allocations`` stays 0 (nothing is allocated after creation)."""
+        return self._core.memory_stats()
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"Context(tokens={self.num_tokens}/{self.context_length}, processed={self.num_processed}, "
+            f"max_batch_tokens={self.max_batch_tokens})"
+        )
