@@ -5,3 +5,38 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # transformers (the oracle) must never reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+# A small model used by the API and error tests (the oracle tests write their own).
+SMALL_CONFIG = dict(
+    preset="tiny", num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, hidden_size=64,
+    intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4,
+    vocab_size=1000, eos_token_id=999, pad_token_id=998,
+)
+
+
+@pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory):
+    from gpt_oss_native.checkpoint import write_checkpoint
+
+    seed = int(np.random.SeedSequence().entropy % (2**31))
+    return write_checkpoint(tmp_path_factory.mktemp("small") / "ckpt", SMALL_CONFIG, format="both", seed=seed,
+                            progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_model(small_model_path):
+    import gpt_oss_native as gon
+
+    return gon.Model(small_model_path)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator with fresh entropy, printed when the test fails."""
+    entropy = np.random.SeedSequence().entropy
+    request.node.user_properties.append(("entropy", entropy))
+    print(f"rng entropy: {entropy}")
+    return np.random.default_rng(entropy)

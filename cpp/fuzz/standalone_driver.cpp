@@ -101,6 +101,15 @@ void dump_input(const char* kind) {
 
 void on_sanitizer_death() { dump_input("crash"); }
 
+}  // namespace
+
+// gcc's UBSan runtime is separate from ASan's and does not run the death
+// callback; making it abort after a report lets the SIGABRT handler save the
+// input. (UBSAN_OPTIONS in the environment still takes precedence.)
+extern "C" const char* __ubsan_default_options() { return "abort_on_error=1:print_stacktrace=1"; }
+
+namespace {
+
 void on_signal(int sig) {
   write_stderr("==fuzz driver== deadly signal\n");
   dump_input("crash");

@@ -292,8 +292,15 @@ def _finish(cfg: dict, over: dict) -> dict:
 
 
 def original_config(config: Union[str, dict]) -> dict:
-    """The original-layout config.json (OpenAI key names) for a config."""
+    """The original-layout config.json (OpenAI key names) for a config.
+
+    The original layout has no ``layer_types``: its layers alternate sliding (even) and full
+    (odd). A config with other layer types cannot be written in it (``ValueError``).
+    """
     cfg = model_config(config)
+    if cfg["layer_types"] != _default_layer_types(cfg["num_hidden_layers"]):
+        raise ValueError("the original layout cannot express layer_types other than alternating "
+                         "sliding (even layers) / full (odd layers); use format='hf'")
     rs = cfg["rope_scaling"]
     return {
         "num_hidden_layers": cfg["num_hidden_layers"],
