@@ -232,6 +232,7 @@ TEST(mapped_file) {
   CHECK_THROWS_STATUS(gon::MappedFile::open(dir.path + "/missing.bin"), kFileNotFound);
   CHECK_THROWS_STATUS(gon::MappedFile::open(dir.path + "/no/such/dir/x"), kFileNotFound);
   CHECK_THROWS_STATUS(gon::MappedFile::open(""), kFileNotFound);
+  CHECK_THROWS_STATUS(gon::MappedFile::open(dir.path + std::string("\0x", 2)), kInvalidArgument);
   CHECK_THROWS_STATUS(gon::MappedFile::open(dir.path), kIoError);
   try {
     (void)gon::MappedFile::open(dir.path);

@@ -12,8 +12,15 @@
 #include <limits>
 #include <system_error>
 
-#if !(defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L)
+// Floating-point std::from_chars where the standard library has it (libstdc++
+// 11+, MSVC); otherwise strtod_l in the "C" locale (older libc++, e.g. macOS).
+// GON_JSON_USE_STRTOD forces the fallback, to test it.
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L && !defined(GON_JSON_USE_STRTOD)
+#define GON_JSON_FROM_CHARS 1
+#else
+#define GON_JSON_FROM_CHARS 0
 #include <clocale>
+#include <locale.h>
 #if defined(__APPLE__)
 #include <xlocale.h>
 #endif
@@ -80,7 +87,7 @@ void append_utf8(std::string& out, uint32_t cp) {
 // number. Returns false when the value is outside the double range (the
 // caller then decides between infinity and zero).
 bool decimal_to_double(std::string_view text, double& out) {
-#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+#if GON_JSON_FROM_CHARS
   const auto r = std::from_chars(text.data(), text.data() + text.size(), out);
   if (r.ec == std::errc::result_out_of_range) return false;
   if (r.ec != std::errc() || r.ptr != text.data() + text.size())

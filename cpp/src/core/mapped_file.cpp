@@ -27,6 +27,8 @@ struct FdCloser {
 }  // namespace
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+  if (path.find('\0') != std::string::npos)
+    GON_THROW(kInvalidArgument, "file path contains a NUL byte: '", path.c_str(), "...'");
   int fd;
   do {
     // O_NONBLOCK so that opening a FIFO does not hang; it has no effect on

@@ -25,7 +25,8 @@ class MappedFile {
   // Opens and maps `path` (PROT_READ, MAP_PRIVATE). Throws gon::Error:
   //   kFileNotFound  the path (or a directory on it) does not exist;
   //   kIoError       it is a directory or not a regular file, cannot be opened
-  //                  (permissions, ...), or cannot be mapped.
+  //                  (permissions, ...), or cannot be mapped;
+  //   kInvalidArgument the path contains a NUL byte.
   // The message names the path and the system's reason. A zero-length file is
   // valid: size() is 0 and data() is nullptr.
   static std::shared_ptr<MappedFile> open(const std::string& path);

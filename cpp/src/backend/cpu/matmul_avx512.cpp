@@ -52,11 +52,34 @@ namespace gon::cpu::avx512 {
 
 namespace {
 
-// FP4 (e2m1) values indexed by nibble.
+// Element order inside a packed 32-element block. Word w (0..31) of a 16-byte
+// MXFP4 block broadcast to all four 128-bit lanes holds bytes 2(w%8), 2(w%8)+1,
+// i.e. the nibbles of elements 4(w%8) .. 4(w%8)+3; shifted right by 4*(w/8) its
+// low nibble is element kPerm[w] = 4*(w%8) + w/8. The packed activations store a
+// block as x[kPerm[0]], x[kPerm[2]], ..., x[kPerm[30]] (even words) followed by
+// x[kPerm[1]], ..., x[kPerm[31]] (odd words), the order in which the words of a
+// decoded block split into fp32 dwords (see the file comment).
+constexpr int perm(int w) { return 4 * (w % 8) + w / 8; }
+alignas(64) constexpr uint16_t kPerm[32] = {perm(0),  perm(1),  perm(2),  perm(3),  perm(4),  perm(5),  perm(6),
+                                           perm(7),  perm(8),  perm(9),  perm(10), perm(11), perm(12), perm(13),
+                                           perm(14), perm(15), perm(16), perm(17), perm(18), perm(19), perm(20),
+                                           perm(21), perm(22), perm(23), perm(24), perm(25), perm(26), perm(27),
+                                           perm(28), perm(29), perm(30), perm(31)};
+// Right shift of word w that brings element kPerm[w]'s nibble to the bottom.
+alignas(64) constexpr uint16_t kNibbleShift[32] = {0, 0, 0, 0, 0, 0, 0, 0, 4,  4,  4,  4,  4,  4,  4,  4,
+                                                  8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12};
+
+// FP4 (e2m1) values indexed by nibble, as fp32 and as bf16 bit patterns; the
+// bf16 table is repeated so that vpermw (which uses 5 index bits) can be given
+// a word whose bit 4 belongs to the next nibble.
 alignas(64) constexpr float kFp4[16] = {0.f,  .5f,  1.f,  1.5f,  2.f,  3.f,  4.f,  6.f,
                                         -0.f, -.5f, -1.f, -1.5f, -2.f, -3.f, -4.f, -6.f};
+alignas(64) constexpr uint16_t kFp4Bf16[32] = {
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80,
+    0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0, 0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040,
+    0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0};
 // Table entries whose exponent the scale adjusts (all but +0 and -0).
-constexpr __mmask16 kFp4NonZero = 0xfefe;
+constexpr __mmask32 kFp4NonZero = 0xfefefefe;
 
 #ifndef GON_MM_CHUNK
 #define GON_MM_CHUNK 64
@@ -95,21 +118,44 @@ GON_AVX512_INLINE void finish_row(const __m512* acc, float* y, const uint16_t* b
   }
 }
 
+// What a tile kernel needs besides its weights.
+struct TileArgs {
+  const float* x;      // MT packed activation rows (stride K)
+  int K;
+  float* y;            // y[i * ldy + j]: output of activation row i, weight row j
+  size_t ldy;
+  const uint16_t* bias;  // NT entries or null
+  bool accumulate;
+  int ahead;           // weight rows after this tile (<= NT) to prefetch while it runs
+};
+
+// Prefetch hint for the next tile's weights: into L2, where they wait for the
+// ~1 tile's worth of time until they are used.
+constexpr int kPrefetchHint = _MM_HINT_T1;
+
 // ---- bf16 weights ----------------------------------------------------------
 
-// Outputs y[i * ldy + j] for i < MT activation rows, j < NT weight rows.
-// w: NT rows of K bf16 (stride ldw); x: MT packed rows (stride K).
+// Outputs of MT activation rows x NT weight rows; w: NT rows of K bf16 (stride ldw).
 template <int MT, int NT>
-void bf16_tile(const uint16_t* w, size_t ldw, const float* x, int K, float* y, size_t ldy, const uint16_t* bias,
-               bool accumulate) {
+void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
+  const float* x = a.x;
+  const int K = a.K;
   __m512 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  const __m512i order = _mm512_load_si512(kPerm);
+  // Row j of the next tile (or, past the range, this tile's last row again).
+  const uint16_t* pf[NT];
+  for (int j = 0; j < NT; ++j) pf[j] = w + static_cast<size_t>(j < a.ahead ? NT + j : NT - 1) * ldw;
+  const bool prefetch = a.ahead > 0;
   for (int k = 0; k < K; k += 32) {
+    if (prefetch)
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
     __m512i raw[NT];
     __m512 wv[NT];
-    for (int j = 0; j < NT; ++j) raw[j] = _mm512_loadu_si512(w + j * ldw + k);
+    // Word w of raw[j] becomes element kPerm[w] of the block (the packed order).
+    for (int j = 0; j < NT; ++j) raw[j] = _mm512_permutexvar_epi16(order, _mm512_loadu_si512(w + j * ldw + k));
     for (int j = 0; j < NT; ++j) wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw[j], 16));
     for (int i = 0; i < MT; ++i) {
       const __m512 xv = _mm512_loadu_ps(x + static_cast<size_t>(i) * K + k);
@@ -121,25 +167,29 @@ void bf16_tile(const uint16_t* w, size_t ldw, const float* x, int K, float* y, s
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
     }
   }
-  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], y + i * ldy, bias, accumulate);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- MXFP4 weights ---------------------------------------------------------
 
-// Table FP4 * 2^(s - 127) for any scale byte s, exactly rounded: two exact
-// power-of-two multiplies, the second of which is the only one that can round
-// (to a subnormal or to infinity).
-GON_AVX512_INLINE __m512 exact_table(__m512 lut, int s) {
+// bf16 table FP4 * 2^(s - 127) (both halves) for any scale byte s, exactly
+// rounded: two exact power-of-two multiplies in fp32, the second of which is the
+// only one that can round (to a subnormal or to infinity); the results have at
+// most two significant bits and exponents >= -128, so bf16 holds them exactly.
+GON_AVX512_INLINE __m512i exact_table(int s) {
   const int e = s - 127;
   const int e1 = e >> 1, e2 = e - e1;  // both in [-64, 64]
   const __m512 p1 = _mm512_castsi512_ps(_mm512_set1_epi32((e1 + 127) << 23));
   const __m512 p2 = _mm512_castsi512_ps(_mm512_set1_epi32((e2 + 127) << 23));
-  return _mm512_mul_ps(_mm512_mul_ps(lut, p1), p2);
+  const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(kFp4), p1), p2);
+  const __m256i half = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(t), 16));
+  return _mm512_broadcast_i64x4(half);
 }
 
-// Converts the scales of blocks [c0, c0 + cn) of NT rows into exponent
-// increments (s - 127) << 23. Returns true if some scale is outside [2, 252],
-// where that increment would leave the normal range.
+// Converts the scales of blocks [c0, c0 + cn) of NT rows into bf16 exponent
+// increments ((s - 127) << 7, in both 16-bit halves of a dword). Returns true if
+// some scale is outside [2, 252], where that increment would leave the normal
+// range.
 template <int NT>
 GON_AVX512_INLINE bool prepare_scales(const uint8_t* scales, size_t nb, int c0, int cn, int32_t (*sadj)[kScaleChunk]) {
   __mmask16 edge = 0;
@@ -148,7 +198,9 @@ GON_AVX512_INLINE bool prepare_scales(const uint8_t* scales, size_t nb, int c0, 
       const __mmask16 mk = cn - b >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (cn - b)) - 1);
       const __m512i s = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, scales + j * nb + c0 + b));
       edge |= _mm512_mask_cmpgt_epu32_mask(mk, _mm512_sub_epi32(s, _mm512_set1_epi32(2)), _mm512_set1_epi32(250));
-      _mm512_store_si512(&sadj[j][b], _mm512_slli_epi32(_mm512_sub_epi32(s, _mm512_set1_epi32(127)), 23));
+      const __m512i inc = _mm512_and_si512(_mm512_slli_epi32(_mm512_sub_epi32(s, _mm512_set1_epi32(127)), 7),
+                                           _mm512_set1_epi32(0xffff));
+      _mm512_store_si512(&sadj[j][b], _mm512_or_si512(inc, _mm512_slli_epi32(inc, 16)));
     }
   }
   return edge != 0;
@@ -156,28 +208,35 @@ GON_AVX512_INLINE bool prepare_scales(const uint8_t* scales, size_t nb, int c0, 
 
 template <int MT, int NT, bool kExact>
 GON_AVX512_INLINE void fp4_blocks(const uint8_t* blocks, const uint8_t* scales, size_t nb, int c0, int cn,
-                                  const int32_t (*sadj)[kScaleChunk], const float* x, int K, __m512 (&acc)[MT][NT]) {
-  const __m512 lut = _mm512_load_ps(kFp4);
+                                  const int32_t (*sadj)[kScaleChunk], const float* x, int K,
+                                  const uint8_t* const (&pf)[NT], bool prefetch, __m512 (&acc)[MT][NT]) {
+  const __m512i lut = _mm512_load_si512(kFp4Bf16);
+  const __m512i shifts = _mm512_load_si512(kNibbleShift);
+  const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   for (int b = 0; b < cn; ++b) {
     const size_t blk = static_cast<size_t>(c0 + b);
     const int k = static_cast<int>(blk) * 32;
-    __m512i idx[NT];
-    __m512 tab[NT], wv[NT];
+    if (prefetch && (blk & 3) == 0)  // one 64-byte line holds 4 blocks
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + blk * 16), kPrefetchHint);
+    __m512i v[NT];
+    __m512 wv[NT];
     for (int j = 0; j < NT; ++j) {
-      idx[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + (j * nb + blk) * 16)));
-      if constexpr (kExact) {
-        tab[j] = exact_table(lut, scales[j * nb + blk]);
-      } else {
-        const __m512i li = _mm512_castps_si512(lut);
-        tab[j] = _mm512_castsi512_ps(_mm512_mask_add_epi32(li, kFp4NonZero, li, _mm512_set1_epi32(sadj[j][b])));
-      }
-      wv[j] = _mm512_permutexvar_ps(idx[j], tab[j]);
+      // Word w: the bf16 value of element kPerm[w] of this block.
+      const __m512i raw =
+          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + (j * nb + blk) * 16)));
+      __m512i tab;
+      if constexpr (kExact)
+        tab = exact_table(scales[j * nb + blk]);
+      else
+        tab = _mm512_maskz_add_epi16(kFp4NonZero, lut, _mm512_set1_epi32(sadj[j][b]));
+      v[j] = _mm512_permutexvar_epi16(_mm512_srlv_epi16(raw, shifts), tab);
     }
+    for (int j = 0; j < NT; ++j) wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
     for (int i = 0; i < MT; ++i) {
       const __m512 xv = _mm512_loadu_ps(x + static_cast<size_t>(i) * K + k);
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
     }
-    for (int j = 0; j < NT; ++j) wv[j] = _mm512_permutexvar_ps(_mm512_srli_epi32(idx[j], 4), tab[j]);
+    for (int j = 0; j < NT; ++j) wv[j] = _mm512_castsi512_ps(_mm512_and_si512(v[j], hi_half));
     for (int i = 0; i < MT; ++i) {
       const __m512 xv = _mm512_loadu_ps(x + static_cast<size_t>(i) * K + k + 16);
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
@@ -185,24 +244,32 @@ GON_AVX512_INLINE void fp4_blocks(const uint8_t* blocks, const uint8_t* scales, 
   }
 }
 
-// Outputs y[i * ldy + j] for i < MT activation rows, j < NT weight rows.
-// blocks/scales: NT rows of nb = K/32 blocks; x: MT packed rows (stride K).
+// Outputs of MT activation rows x NT weight rows; blocks/scales: NT rows of
+// nb = K/32 blocks.
 template <int MT, int NT>
-void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const float* x, int K, float* y, size_t ldy,
-              const uint16_t* bias, bool accumulate) {
+void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
+  const int K = a.K;
   const size_t nb = static_cast<size_t>(K / 32);
   __m512 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  // Row j of the next tile (or, past the range, this tile's last row again),
+  // and the next tile's scales.
+  const uint8_t* pf[NT];
+  for (int j = 0; j < NT; ++j) pf[j] = blocks + static_cast<size_t>(j < a.ahead ? NT + j : NT - 1) * nb * 16;
+  const bool prefetch = a.ahead > 0;
+  if (prefetch)
+    for (size_t off = 0; off < a.ahead * nb; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(scales + NT * nb + off), kPrefetchHint);
   alignas(64) int32_t sadj[NT][kScaleChunk];
   for (int c0 = 0; c0 < static_cast<int>(nb); c0 += kScaleChunk) {
     const int cn = std::min<int>(kScaleChunk, static_cast<int>(nb) - c0);
     if (!prepare_scales<NT>(scales, nb, c0, cn, sadj)) [[likely]]
-      fp4_blocks<MT, NT, false>(blocks, scales, nb, c0, cn, sadj, x, K, acc);
+      fp4_blocks<MT, NT, false>(blocks, scales, nb, c0, cn, sadj, a.x, K, pf, prefetch, acc);
     else
-      fp4_blocks<MT, NT, true>(blocks, scales, nb, c0, cn, sadj, x, K, acc);
+      fp4_blocks<MT, NT, true>(blocks, scales, nb, c0, cn, sadj, a.x, K, pf, prefetch, acc);
   }
-  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], y + i * ldy, bias, accumulate);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- tile dispatch ---------------------------------------------------------
@@ -221,8 +288,8 @@ constexpr int kMaxNT = GON_MM_NT;   // weight rows per tile (M > 1)
 constexpr int kNT1 = GON_MM_NT1;    // weight rows per tile when M == 1
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
 
-using Bf16Fn = void (*)(const uint16_t*, size_t, const float*, int, float*, size_t, const uint16_t*, bool);
-using Fp4Fn = void (*)(const uint8_t*, const uint8_t*, const float*, int, float*, size_t, const uint16_t*, bool);
+using Bf16Fn = void (*)(const uint16_t*, size_t, const TileArgs&);
+using Fp4Fn = void (*)(const uint8_t*, const uint8_t*, const TileArgs&);
 
 template <int MT, int NT>
 constexpr bool kUsedTile = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
@@ -263,13 +330,18 @@ constexpr Tables make_tables() {
 }
 constexpr Tables kTables = make_tables();
 
-// Walks the (m, n) tiles of [0, M) x [n0, n1). Weight rows are taken in groups
-// that fit in L2 (so that for M > kMaxMT each group is read from memory once
-// and reused by every m-tile from cache).
+// Walks the (m, n) tiles of [0, M) x [n0, n1), calling
+// call(mt, nt, m, n, ahead). Weight rows are taken in groups that fit in L2 (so
+// that for M > kMaxMT each group is read from memory once and reused by every
+// m-tile from cache); the first m-tile of a group prefetches the next tile's
+// weights (`ahead` rows of them).
 template <class Call>
 GON_AVX512_INLINE void for_tiles(int M, int n0, int n1, size_t row_bytes, Call&& call) {
   if (M == 1) {
-    for (int n = n0; n < n1; n += kNT1) call(1, std::min(kNT1, n1 - n), 0, n);
+    for (int n = n0; n < n1; n += kNT1) {
+      const int nt = std::min(kNT1, n1 - n);
+      call(1, nt, 0, n, std::min(kNT1, n1 - n - nt));
+    }
     return;
   }
   constexpr size_t kGroupBytes = 256 * 1024;
@@ -279,7 +351,10 @@ GON_AVX512_INLINE void for_tiles(int M, int n0, int n1, size_t row_bytes, Call&&
     const int g1 = std::min(n1, g0 + group);
     for (int m = 0; m < M; m += kMaxMT) {
       const int mt = std::min(kMaxMT, M - m);
-      for (int n = g0; n < g1; n += kMaxNT) call(mt, std::min(kMaxNT, g1 - n), m, n);
+      for (int n = g0; n < g1; n += kMaxNT) {
+        const int nt = std::min(kMaxNT, g1 - n);
+        call(mt, nt, m, n, m == 0 ? std::min(kMaxNT, n1 - n - nt) : 0);
+      }
     }
   }
 }
@@ -290,16 +365,18 @@ size_t packed_activation_bytes(int M, int K) { return static_cast<size_t>(M) * s
 
 void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1, void* packed) {
   (void)M;
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  // Even words of the block order first, then odd words (see kPerm).
+  alignas(64) int32_t even[16], odd[16];
+  for (int i = 0; i < 16; ++i) even[i] = kPerm[2 * i], odd[i] = kPerm[2 * i + 1];
+  const __m512i ie = _mm512_load_si512(even), io = _mm512_load_si512(odd);
   float* out = static_cast<float*>(packed);
   for (int m = m0; m < m1; ++m) {
     const float* src = x + static_cast<size_t>(rows ? rows[m] : m) * ldx;
     float* dst = out + static_cast<size_t>(m) * K;
     for (int k = 0; k < K; k += 32) {
       const __m512 a = _mm512_loadu_ps(src + k), b = _mm512_loadu_ps(src + k + 16);
-      _mm512_storeu_ps(dst + k, _mm512_permutex2var_ps(a, even, b));
-      _mm512_storeu_ps(dst + k + 16, _mm512_permutex2var_ps(a, odd, b));
+      _mm512_storeu_ps(dst + k, _mm512_permutex2var_ps(a, ie, b));
+      _mm512_storeu_ps(dst + k + 16, _mm512_permutex2var_ps(a, io, b));
     }
   }
 }
@@ -307,9 +384,10 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(M, n0, n1, static_cast<size_t>(K) * 2, [&](int mt, int nt, int m, int n) {
-    kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, xp + static_cast<size_t>(m) * K, K,
-                         y + static_cast<size_t>(m) * ldy + n, ldy, bias ? bias + n : nullptr, accumulate);
+  for_tiles(M, n0, n1, static_cast<size_t>(K) * 2, [&](int mt, int nt, int m, int n, int ahead) {
+    const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                     bias ? bias + n : nullptr, accumulate, ahead};
+    kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
   });
 }
 
@@ -317,10 +395,10 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(M, n0, n1, nb * 17, [&](int mt, int nt, int m, int n) {
-    kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb,
-                        xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                        bias ? bias + n : nullptr, accumulate);
+  for_tiles(M, n0, n1, nb * 17, [&](int mt, int nt, int m, int n, int ahead) {
+    const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                     bias ? bias + n : nullptr, accumulate, ahead};
+    kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
   });
 }
 

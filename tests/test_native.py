@@ -1,0 +1,100 @@
+"""The C++ side, driven from pytest so the README's one test command runs it all:
+
+* the C++ tests built with AddressSanitizer and UndefinedBehaviorSanitizer;
+* the safetensors and JSON parsers fuzzed for a bounded time (libFuzzer when
+  clang is installed, the built-in mutation driver otherwise), also sanitized;
+* the library installed as a CMake package, the example program built against
+  it with find_package() and run on a checkpoint, its tokens compared with the
+  Python API's.
+
+Build trees live under build/native-* and are reused between runs. Set
+GON_FUZZ_SECONDS to change the fuzzing time per target (default 60).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpt_oss_native as gon
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build"
+FUZZ_SECONDS = int(os.environ.get("GON_FUZZ_SECONDS", "60"))
+JOBS = str(max(1, os.cpu_count() or 1))
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def _generator():
+    return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+@pytest.fixture(scope="module")
+def sanitized_build():
+    clang = shutil.which("clang++")
+    build = BUILD / ("native-asan-clang" if clang else "native-asan-gcc")
+    cmd = ["cmake", "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+           "-DGON_SANITIZE=ON", "-DGON_BUILD_TESTS=ON", "-DGON_BUILD_FUZZERS=ON", "-DGON_BUILD_EXAMPLES=OFF"]
+    if clang:
+        cmd.append(f"-DCMAKE_CXX_COMPILER={clang}")
+    _run(cmd)
+    _run(["cmake", "--build", build, "-j", JOBS], timeout=3600)
+    return build
+
+
+def test_cpp_tests_under_asan_and_ubsan(sanitized_build):
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+    proc = _run(["ctest", "--test-dir", sanitized_build, "--output-on-failure", "-j", "1"], env=env, timeout=3600)
+    assert "tests passed" in proc.stdout
+    names = {p.name for p in sanitized_build.glob("test_*") if p.is_file()}
+    assert {"test_context", "test_matmul", "test_json", "test_safetensors"} <= names
+
+
+@pytest.mark.parametrize("target,corpus", [("fuzz_safetensors", "safetensors"), ("fuzz_json", "json")])
+def test_fuzz_parsers(sanitized_build, target, corpus, tmp_path):
+    exe = sanitized_build / target
+    work = tmp_path / "corpus"
+    shutil.copytree(ROOT / "cpp" / "fuzz" / "corpus" / corpus, work)
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+    proc = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", f"-artifact_prefix={tmp_path}/",
+                           "-max_len=65536", str(work)], capture_output=True, text=True, env=env,
+                          timeout=FUZZ_SECONDS * 3 + 300)
+    findings = sorted(p.name for p in tmp_path.glob("crash-*")) + sorted(p.name for p in tmp_path.glob("timeout-*"))
+    assert proc.returncode == 0 and not findings, f"{findings}\n{proc.stderr[-6000:]}"
+
+
+def test_cpp_package_and_example(tmp_path, small_model_path, rng):
+    build, prefix, example_build = BUILD / "native-release", tmp_path / "prefix", tmp_path / "example"
+    _run(["cmake", "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=Release"])
+    _run(["cmake", "--build", build, "-j", JOBS], timeout=3600)
+    _run(["cmake", "--install", build, "--prefix", prefix])
+    assert (prefix / "include" / "gpt_oss_native" / "gpt_oss_native.hpp").exists()
+    _run(["cmake", "-S", ROOT / "cpp" / "examples", "-B", example_build, *_generator(),
+          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_PREFIX_PATH={prefix}"])
+    _run(["cmake", "--build", example_build])
+    prompt = rng.integers(0, 1000, size=9).tolist()
+    out = _run([example_build / "gon_generate", small_model_path, "--tokens", ",".join(map(str, prompt)),
+                "--max-tokens", "7", "--temperature", "0.7", "--seed", "9", "--threads", "2"], timeout=600).stdout
+    line = next(l for l in out.splitlines() if l.startswith("generated:"))
+    generated = [int(t) for t in line.split()[1:]]
+    model = gon.Model(small_model_path)
+    ctx = gon.Context(model, context_length=64)
+    ctx.append(prompt)
+    assert generated == [ctx.sample(temperature=0.7, seed=9)[0] for _ in range(7)]
+    assert "tok/s" in out
+    bad = subprocess.run([str(example_build / "gon_generate"), str(tmp_path / "missing")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 1 and "file_not_found" in bad.stderr
