@@ -69,8 +69,10 @@ def test_fuzz_parsers(sanitized_build, target, corpus, tmp_path):
     work = tmp_path / "corpus"
     shutil.copytree(ROOT / "cpp" / "fuzz" / "corpus" / corpus, work)
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
-    proc = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", f"-artifact_prefix={tmp_path}/",
-                           "-max_len=65536", str(work)], capture_output=True, text=True, env=env,
+    args = [str(exe), f"-max_total_time={FUZZ_SECONDS}", f"-artifact_prefix={tmp_path}/", "-max_len=65536"]
+    if sanitized_build.name.endswith("clang"):  # libFuzzer: guide mutations with the format's tokens
+        args.append(f"-dict={ROOT / 'cpp' / 'fuzz' / 'safetensors.dict'}")
+    proc = subprocess.run([*args, str(work)], capture_output=True, text=True, env=env,
                           timeout=FUZZ_SECONDS * 3 + 300)
     findings = sorted(p.name for p in tmp_path.glob("crash-*")) + sorted(p.name for p in tmp_path.glob("timeout-*"))
     assert proc.returncode == 0 and not findings, f"{findings}\n{proc.stderr[-6000:]}"

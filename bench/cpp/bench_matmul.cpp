@@ -2,18 +2,18 @@
 //
 // Runs the gpt-oss shapes the runtime uses, the way the runtime calls them:
 // two threads, each computing half of the output rows [0, N). Prints, per shape
-// and batch size M, the best time over several iterations, the weight bytes
+// and batch size M, the best (and median) time over many iterations, the weight bytes
 // read per second (the figure of merit when M = 1, where a product is bound by
 // memory bandwidth) and GFLOP/s (2*M*N*K / time; the figure of merit for
 // prefill, which is bound by compute). The baseline is a plain streaming read
-// (sum of a 2 GB buffer with the same two threads); the M = 1 lines give their
-// bandwidth as a share of it.
+// (sum over a 2 GB buffer with the same two threads, in 128 MiB slices timed
+// like the products); the lines give their bandwidth as a share of its best.
 //
 // Weights are cycled through several copies totalling >= 512 MiB so every
 // product reads them from memory, as in a model whose other layers evict them.
 //
 //   bench_matmul [--impl avx512|generic|both] [--quick] [--no-baseline]
-//                [--case bf16|mxfp4 N K M[,M...]]...
+//                [--hugepages] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: both implementations where the CPU has AVX-512, else generic;
 //    the gpt-oss shapes unless --case names others)
 #include <algorithm>
@@ -28,6 +28,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/matmul_impl.hpp"
@@ -90,16 +94,23 @@ struct Impl {
                 bool);
 };
 
-struct Buffer {  // 64-byte aligned, first-touched in parallel
+// 2 MiB-aligned buffer; with --hugepages it asks for transparent huge pages
+// (madvise), otherwise it gets whatever the system's default is.
+bool g_hugepages = false;
+struct Buffer {
   std::unique_ptr<uint8_t[]> raw;
   uint8_t* p = nullptr;
   size_t n = 0;
 };
 Buffer alloc(size_t n) {
+  constexpr size_t kAlign = size_t{2} << 20;
   Buffer b;
-  b.raw.reset(new uint8_t[n + 64]);
-  b.p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.raw.get()) + 63) & ~uintptr_t{63});
+  b.raw.reset(new uint8_t[n + kAlign]);
+  b.p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b.raw.get()) + kAlign - 1) & ~(kAlign - 1));
   b.n = n;
+#ifdef MADV_HUGEPAGE
+  if (g_hugepages && n >= kAlign) madvise(b.p, n / kAlign * kAlign, MADV_HUGEPAGE);
+#endif
   return b;
 }
 
@@ -130,30 +141,41 @@ void fill_bytes(Pair& pair, uint8_t* p, size_t n, int lo, int hi) {
   });
 }
 
-double best_seconds(Pair& pair, const std::function<void(int /*iteration*/, int /*thread*/)>& job, bool quick) {
-  double best = 1e30, total = 0;
+struct Timing {
+  double best, median;  // seconds
+};
+
+// Runs job(iteration, thread) on the pair until ~budget seconds have passed
+// (at least a few iterations); the machine is shared, so report the best and
+// the median iteration.
+Timing time_it(Pair& pair, const std::function<void(int /*iteration*/, int /*thread*/)>& job, bool quick) {
+  std::vector<double> t;
+  double total = 0;
   const double budget = quick ? 0.3 : 1.5;
-  const int min_iters = quick ? 2 : 4, max_iters = 200;
+  const int min_iters = quick ? 3 : 5, max_iters = 2000;
   for (int it = 0; it < max_iters && (it < min_iters || total < budget); ++it) {
     const auto t0 = Clock::now();
-    pair.run([&](int t) { job(it, t); });
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::min(best, s);
-    total += s;
+    pair.run([&](int th) { job(it, th); });
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    total += t.back();
   }
-  return best;
+  std::sort(t.begin(), t.end());
+  return {t.front(), t[t.size() / 2]};
 }
 
 // ---- the streaming-read baseline -------------------------------------------
 
-double read_bandwidth(Pair& pair, bool quick) {
-  const size_t bytes = size_t{2} << 30;
+// A plain sum of 64-bit words, each thread reading half of a 128 MiB slice
+// (a different slice of a 2 GiB buffer each iteration, so nothing is cached),
+// timed the same way as the products. Returns GB/s (best, median).
+Timing read_bandwidth(Pair& pair, bool quick) {
+  const size_t bytes = size_t{2} << 30, slice = size_t{128} << 20, slices = bytes / slice;
   Buffer buf = alloc(bytes);
   pair.run([&](int t) { std::memset(buf.p + bytes * t / 2, 1, bytes / 2); });
   std::atomic<uint64_t> sink{0};
-  const double s = best_seconds(pair, [&](int, int t) {
-    const uint64_t* p = reinterpret_cast<const uint64_t*>(buf.p + bytes * t / 2);
-    const size_t n = bytes / 2 / 8;
+  const Timing tm = time_it(pair, [&](int it, int t) {
+    const uint64_t* p = reinterpret_cast<const uint64_t*>(buf.p + (it % slices) * slice + slice * t / 2);
+    const size_t n = slice / 2 / 8;
     uint64_t a[8] = {};
     for (size_t i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) a[j] += p[i + j];
@@ -161,7 +183,7 @@ double read_bandwidth(Pair& pair, bool quick) {
     for (uint64_t v : a) sum += v;
     sink += sum;
   }, quick);
-  return bytes / s / 1e9;
+  return {slice / tm.best / 1e9, slice / tm.median / 1e9};
 }
 
 // ---- the products --------------------------------------------------------------
@@ -196,7 +218,7 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
       Buffer packed = alloc(impl->bytes(M, K));
       impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
       float* yp = reinterpret_cast<float*>(y.p);
-      const double sec = best_seconds(pair, [&](int it, int t) {
+      const Timing tm = time_it(pair, [&](int it, int t) {
         const size_t c = static_cast<size_t>(it) % copies;
         const int n0 = N * t / 2, n1 = N * (t + 1) / 2;
         if (f == Format::kBf16)
@@ -204,10 +226,11 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
         else
           impl->mxfp4(w[c].p, s[c].p, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
       }, quick || (impl->name[0] == 'g' && static_cast<double>(M) * N * K > 5e9));
-      const double gbs = weight_bytes / sec / 1e9, gflops = 2.0 * M * N * K / sec / 1e9;
-      std::printf("%-5s %6dx%-5d M=%-4d %-7s %9.3f ms  %6.1f GB/s (%3.0f%% of read)  %7.1f GFLOP/s\n",
-                  f == Format::kBf16 ? "bf16" : "mxfp4", N, K, M, impl->name, sec * 1e3, gbs,
-                  100.0 * gbs / read_gbs, gflops);
+      const double gbs = weight_bytes / tm.best / 1e9, gflops = 2.0 * M * N * K / tm.best / 1e9;
+      const double gbs_med = weight_bytes / tm.median / 1e9, gflops_med = 2.0 * M * N * K / tm.median / 1e9;
+      std::printf("%-5s %6dx%-5d M=%-4d %-7s %9.3f ms %6.1f GB/s (%3.0f%% of read) %6.1f GFLOP/s | median %6.1f GB/s %6.1f GFLOP/s\n",
+                  f == Format::kBf16 ? "bf16" : "mxfp4", N, K, M, impl->name, tm.best * 1e3, gbs,
+                  100.0 * gbs / read_gbs, gflops, gbs_med, gflops_med);
       std::fflush(stdout);
     }
   }
@@ -231,6 +254,8 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (!std::strcmp(argv[i], "--no-baseline")) {
       baseline = false;
+    } else if (!std::strcmp(argv[i], "--hugepages")) {
+      g_hugepages = true;
     } else if (!std::strcmp(argv[i], "--case") && i + 4 < argc) {
       Case c{!std::strcmp(argv[i + 1], "mxfp4") ? Format::kMxfp4 : Format::kBf16, std::atoi(argv[i + 2]),
              std::atoi(argv[i + 3]), {}};
@@ -247,7 +272,7 @@ int main(int argc, char** argv) {
       i += 4;
     } else {
       std::fprintf(stderr, "usage: %s [--impl avx512|generic|both] [--quick] [--no-baseline] "
-                   "[--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+                   "[--hugepages] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }
@@ -260,14 +285,16 @@ int main(int argc, char** argv) {
   if (which != "generic" && avx512::cpu_supported()) impls.push_back(&kAvx512);
 #endif
   if (which != "avx512" || impls.empty()) impls.push_back(&kGeneric);
-  std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best of several iterations\n",
+  std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best and median of many iterations\n",
               matmul_isa());
 
   Pair pair;
   double read_gbs = 32.0;
   if (baseline) {
-    read_gbs = read_bandwidth(pair, quick);
-    std::printf("streaming read baseline (2 GB, 2 threads): %.1f GB/s\n", read_gbs);
+    const Timing r = read_bandwidth(pair, quick);  // GB/s here
+    read_gbs = r.best;
+    std::printf("streaming read baseline (128 MiB slices of 2 GiB, 2 threads): best %.1f GB/s, median %.1f GB/s\n",
+                r.best, r.median);
   } else {
     std::printf("no baseline measured; percentages are of %.0f GB/s\n", read_gbs);
   }

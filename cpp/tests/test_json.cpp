@@ -14,30 +14,6 @@
 #include "core/json.hpp"
 #include "test_util.hpp"
 
-// test_util.hpp's CHECK_THROWS_STATUS names its parameter `status`, which the
-// preprocessor also substitutes into `e.status()`, so it does not compile;
-// this is the same check with the parameter renamed. Drop it once
-// test_util.hpp is fixed.
-#undef CHECK_THROWS_STATUS
-#define CHECK_THROWS_STATUS(expr, expected_status)                                  \
-  do {                                                                              \
-    bool gon_thrown = false;                                                        \
-    try {                                                                           \
-      (void)(expr);                                                                 \
-    } catch (const ::gon::Error& e) {                                               \
-      gon_thrown = true;                                                            \
-      if (e.status() != ::gon::Status::expected_status) {                           \
-        std::printf("  %s:%d: %s threw %s (%s), expected %s\n", __FILE__, __LINE__, \
-                    #expr, ::gon::status_name(e.status()), e.what(), #expected_status); \
-        ++::gon_test::failures();                                                   \
-      }                                                                             \
-    }                                                                               \
-    if (!gon_thrown) {                                                              \
-      std::printf("  %s:%d: %s did not throw\n", __FILE__, __LINE__, #expr);        \
-      ++::gon_test::failures();                                                     \
-    }                                                                               \
-  } while (0)
-
 using gon::Json;
 using gon::parse_json;
 

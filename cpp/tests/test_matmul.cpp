@@ -232,6 +232,16 @@ TEST(bias_and_accumulate_combinations) {
     }
 }
 
+// The largest K the model uses is 2880; the kernels must not depend on a limit.
+TEST(large_k) {
+  for (const Impl& impl : impls())
+    for (Format f : {Format::kBf16, Format::kMxfp4}) {
+      const Weights w = random_weights(9, 8192, 8192);
+      CHECK(check_case(impl, f, w, 6, true, false, 0, 9) == 0);
+      CHECK(check_case(impl, f, w, 1, false, true, 2, 9) == 0);
+    }
+}
+
 // ---- determinism -------------------------------------------------------------
 
 // Every row of an M-row product equals, bit for bit, the same row computed

@@ -3,6 +3,8 @@
 // docstrings and standard bases such as ValueError); they are looked up once.
 #include <nanobind/nanobind.h>
 
+#include <cstring>
+
 #include "bindings/bindings.hpp"
 #include "gpt_oss_native/error.hpp"
 
@@ -35,7 +37,10 @@ void init_errors(nb::module_& m) {
     } catch (const Error& e) {
       nb::module_ errors = nb::module_::import_("gpt_oss_native.errors");
       nb::object cls = errors.attr(class_name(e.status()));
-      PyErr_SetString(cls.ptr(), e.what());
+      // Messages may quote file names that are not valid UTF-8.
+      PyObject* message = PyUnicode_DecodeUTF8(e.what(), static_cast<Py_ssize_t>(std::strlen(e.what())), "replace");
+      PyErr_SetObject(cls.ptr(), message);
+      Py_XDECREF(message);
     }
   });
 }

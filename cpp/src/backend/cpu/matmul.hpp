@@ -24,6 +24,7 @@
 namespace gon::cpu {
 
 // Bytes of packed storage for M activation rows of length K (K % 32 == 0).
+// Any alignment works; a 64-byte aligned buffer is fastest.
 size_t packed_activation_bytes(int M, int K);
 
 // Packs rows x[rows[i] * ldx .. + K) (or x[i * ldx ..) when rows is null) for

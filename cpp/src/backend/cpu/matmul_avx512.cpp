@@ -4,37 +4,45 @@
 // matmul.cpp calls it only after a run-time CPU check, and nothing here may be
 // inlined into other files.
 //
-// Design (measured on Zen 4; see bench/cpp/NOTES-matmul.md):
-//  * Arithmetic is fp32 FMA on exact fp32 activations. Every weight (bf16, or
-//    an FP4 value times a power of two) is exactly representable in fp32, so the
-//    only rounding is the fp32 accumulation. (vdpbf16ps with hi/lo bf16 halves
-//    of the activations needs two instructions per 32 products and issues at a
-//    third of the FMA rate on Zen 4, so it was slower as well as less exact.)
-//  * Packed activations: fp32 rows [M][K]; inside each 32-element block the 16
-//    even elements come first, then the 16 odd ones. That matches both weight
-//    decodes without any shuffle:
-//      bf16:  one 64-byte load holds 32 weights; dword i = (w[2i+1] << 16) | w[2i],
-//             so even = dword << 16 and odd = dword & 0xffff0000 are fp32.
-//      MXFP4: vpmovzxbd turns the 16 bytes of a block into 16 dwords; vpermps
-//             uses the low 4 bits of each index, i.e. the low nibble (even
-//             element), and after a shift by 4 the high nibble (odd element).
-//             Its 16-entry table is FP4 * 2^(scale-127), built per block with
-//             one masked integer add of (scale-127) << 23 to the exponents
-//             (zero entries masked off); scales that would leave the normal
-//             range (< 2 or > 252) take a slower exact table build that gives
-//             bit-identical values where both apply.
-//    Instructions per 32 weights and per weight row: bf16 = 1 load + 2 ALU;
-//    MXFP4 = 1 load+extend, 1 shift, 1 masked add (broadcast operand), 2 vpermps;
-//    then 2 FMAs per activation row.
-//  * Register tiles of MT activation rows x NT weight rows, one 16-lane
-//    accumulator per output, walked over all of K. Every accumulator sees the
-//    same operations in the same order for any tile shape (per block: FMA with
-//    the even half, then with the odd half), and the final horizontal sum uses
-//    one fixed tree, so a result never depends on M, on [n0, n1) or on the tile
-//    that computed it (the determinism contract of matmul.hpp).
+// Design (measured on Zen 4; bench/cpp/NOTES-matmul.md has the numbers):
+//  * Arithmetic is fp32 FMA on exact fp32 activations. Every weight (bf16, or an
+//    FP4 value times a power of two) is exact in fp32, so the only rounding is
+//    the fp32 accumulation. (vdpbf16ps on hi/lo bf16 halves of the activations
+//    needs two instructions per 32 products and issues at about a third of the
+//    FMA rate on Zen 4: slower as well as less exact.)
+//  * A block of 32 weights becomes 32 bf16 words in one zmm, then two fp32
+//    vectors: dword i = (word 2i+1 << 16) | word 2i, so "<< 16" gives the
+//    even words and "& 0xffff0000" the odd ones, both exact fp32.
+//      MXFP4: the 16 block bytes are broadcast to the four 128-bit lanes
+//        (a load), vpsrlvw shifts word w right by 4*(w/8) so its low nibble is
+//        element kPerm[w] = 4*(w%8) + w/8, and vpermw looks the nibbles up in
+//        the row of a constant table holding FP4 * 2^(scale-127) in bf16 for
+//        every scale byte (exact, subnormals and infinities included; vpermw
+//        uses 5 index bits, so each row holds its 16 values twice). Per 32
+//        weights and weight row: 3 loads (block, table row, scale byte) and 5
+//        vector ops (vpsrlvw, vpermw, vpslld, vpandd + the FMAs below).
+//      bf16: one 64-byte load, vpermw into the same kPerm order, vpslld, vpandd.
+//    Then 2 FMAs per activation row, against the packed activations.
+//    On Zen 4, zmm shuffles (vpermw, vpermps, vpmovzx) share a pipe with the
+//    FMAs while shifts do not; this decode has one shuffle per 32 weights. The
+//    obvious one (vpmovzxbd, then two vpermps against a table scaled per block
+//    by an integer add to its exponents) has three and was ~10% slower.
+//  * Packed activations: fp32 rows [M][K] (stride K); block b of a row holds
+//    x[32b + kPerm[0]], x[32b + kPerm[2]], ..., x[32b + kPerm[30]] (the even
+//    words) and then x[32b + kPerm[1]], ..., x[32b + kPerm[31]] (the odd ones).
+//  * Register tiles of MT <= 5 activation rows x NT = 4 weight rows (1 x 8 when
+//    M = 1), one 16-lane accumulator per output, walked over all of K. Every
+//    accumulator sees the same operations in the same order for any tile
+//    shape (per block: FMA with the even half, then with the odd half), and one
+//    fixed tree sums its lanes, so a result never depends on M, on [n0, n1) or
+//    on the tile that computed it (the determinism contract of matmul.hpp).
+//  * Weight rows are walked in L2-sized groups reused by every m-tile, and the
+//    next group is prefetched while the current one is computed (see
+//    for_tiles); when M = 1 a group is one tile.
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 // GCC 12's intrinsics (e.g. _mm512_shuffle_f32x4) use _mm512_undefined_ps(),
@@ -69,23 +77,34 @@ alignas(64) constexpr uint16_t kPerm[32] = {perm(0),  perm(1),  perm(2),  perm(3
 alignas(64) constexpr uint16_t kNibbleShift[32] = {0, 0, 0, 0, 0, 0, 0, 0, 4,  4,  4,  4,  4,  4,  4,  4,
                                                   8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12};
 
-// FP4 (e2m1) values indexed by nibble, as fp32 and as bf16 bit patterns; the
-// bf16 table is repeated so that vpermw (which uses 5 index bits) can be given
-// a word whose bit 4 belongs to the next nibble.
-alignas(64) constexpr float kFp4[16] = {0.f,  .5f,  1.f,  1.5f,  2.f,  3.f,  4.f,  6.f,
-                                        -0.f, -.5f, -1.f, -1.5f, -2.f, -3.f, -4.f, -6.f};
-alignas(64) constexpr uint16_t kFp4Bf16[32] = {
-    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80,
-    0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0, 0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040,
-    0x4080, 0x40c0, 0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0};
-// Table entries whose exponent the scale adjusts (all but +0 and -0).
-constexpr __mmask32 kFp4NonZero = 0xfefefefe;
+// bf16 bit pattern of FP4 nibble n times 2^(s - 127), exactly (these values
+// have two significant bits, so bf16 holds every one of them: subnormal down to
+// 2^-128 for small scales, +-infinity where the value reaches 2^128).
+constexpr uint16_t scaled_fp4_bf16(int n, int s) {
+  const uint16_t sign = (n & 8) ? 0x8000 : 0;
+  const int c = n & 7;  // magnitude code: 0, 0.5, 1, 1.5, 2, 3, 4, 6
+  if (c == 0) return sign;
+  const int e = (c == 1 ? -1 : (c >> 1) - 1) + s - 127;  // value = (1 + f/2) * 2^e
+  const int f = c >= 2 ? (c & 1) : 0;
+  if (e > 127) return sign | 0x7f80;                                              // infinity
+  if (e >= -126) return sign | static_cast<uint16_t>(((e + 127) << 7) | (f << 6));  // normal
+  return sign | static_cast<uint16_t>((2 + f) << (e + 132));                      // subnormal, e >= -128
+}
 
-#ifndef GON_MM_CHUNK
-#define GON_MM_CHUNK 64
-#endif
-// MXFP4 scales are pre-converted for this many blocks at a time (stack buffer).
-constexpr int kScaleChunk = GON_MM_CHUNK;
+// For each scale byte s, the 16 values FP4 * 2^(s - 127) as bf16, twice (so
+// that vpermw, which uses 5 index bits, can be given a word whose bit 4 belongs
+// to the next nibble). 16 KiB; a model uses a handful of scales, so only those
+// few 64-byte rows stay in L1.
+struct ScaledFp4Tables {
+  alignas(64) uint16_t t[256][32];
+};
+constexpr ScaledFp4Tables make_scaled_fp4_tables() {
+  ScaledFp4Tables r{};
+  for (int s = 0; s < 256; ++s)
+    for (int w = 0; w < 32; ++w) r.t[s][w] = scaled_fp4_bf16(w & 15, s);
+  return r;
+}
+alignas(64) constexpr ScaledFp4Tables kScaledFp4 = make_scaled_fp4_tables();
 
 // Horizontal sums of four 16-lane accumulators, returned in lanes 0..3. The
 // tree for each accumulator is fixed: a[i] + a[i+8], then + [i+4], then + [i+2],
@@ -120,18 +139,23 @@ GON_AVX512_INLINE void finish_row(const __m512* acc, float* y, const uint16_t* b
 
 // What a tile kernel needs besides its weights.
 struct TileArgs {
-  const float* x;      // MT packed activation rows (stride K)
+  const float* x;        // MT packed activation rows (stride K)
   int K;
-  float* y;            // y[i * ldy + j]: output of activation row i, weight row j
+  float* y;              // y[i * ldy + j]: output of activation row i, weight row j
   size_t ldy;
   const uint16_t* bias;  // NT entries or null
   bool accumulate;
-  int ahead;           // weight rows after this tile (<= NT) to prefetch while it runs
+  // Weight rows to prefetch while this tile runs (see for_tiles): pf_rows rows
+  // (0..NT) starting pf_offset rows after this tile's first row, blocks
+  // [pf_b0, pf_b1) of them.
+  int pf_rows;
+  ptrdiff_t pf_offset;
+  int pf_b0, pf_b1;
 };
 
 // Prefetch hint for the next tile's weights: into L2, where they wait for the
 // ~1 tile's worth of time until they are used.
-constexpr int kPrefetchHint = _MM_HINT_T1;
+constexpr auto kPrefetchHint = _MM_HINT_T1;
 
 // ---- bf16 weights ----------------------------------------------------------
 
@@ -145,12 +169,13 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   const __m512i order = _mm512_load_si512(kPerm);
-  // Row j of the next tile (or, past the range, this tile's last row again).
+  // Rows to prefetch (the last one repeated when there are fewer than NT).
   const uint16_t* pf[NT];
-  for (int j = 0; j < NT; ++j) pf[j] = w + static_cast<size_t>(j < a.ahead ? NT + j : NT - 1) * ldw;
-  const bool prefetch = a.ahead > 0;
+  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
+  for (int j = 0; j < NT; ++j) pf[j] = w + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(ldw);
+  const int pf_k0 = a.pf_rows > 0 ? a.pf_b0 * 32 : K, pf_k1 = a.pf_b1 * 32;
   for (int k = 0; k < K; k += 32) {
-    if (prefetch)
+    if (k >= pf_k0 && k < pf_k1)  // one 64-byte line per row and block
       for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
     __m512i raw[NT];
     __m512 wv[NT];
@@ -172,63 +197,39 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
 
 // ---- MXFP4 weights ---------------------------------------------------------
 
-// bf16 table FP4 * 2^(s - 127) (both halves) for any scale byte s, exactly
-// rounded: two exact power-of-two multiplies in fp32, the second of which is the
-// only one that can round (to a subnormal or to infinity); the results have at
-// most two significant bits and exponents >= -128, so bf16 holds them exactly.
-GON_AVX512_INLINE __m512i exact_table(int s) {
-  const int e = s - 127;
-  const int e1 = e >> 1, e2 = e - e1;  // both in [-64, 64]
-  const __m512 p1 = _mm512_castsi512_ps(_mm512_set1_epi32((e1 + 127) << 23));
-  const __m512 p2 = _mm512_castsi512_ps(_mm512_set1_epi32((e2 + 127) << 23));
-  const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(kFp4), p1), p2);
-  const __m256i half = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(t), 16));
-  return _mm512_broadcast_i64x4(half);
-}
-
-// Converts the scales of blocks [c0, c0 + cn) of NT rows into bf16 exponent
-// increments ((s - 127) << 7, in both 16-bit halves of a dword). Returns true if
-// some scale is outside [2, 252], where that increment would leave the normal
-// range.
-template <int NT>
-GON_AVX512_INLINE bool prepare_scales(const uint8_t* scales, size_t nb, int c0, int cn, int32_t (*sadj)[kScaleChunk]) {
-  __mmask16 edge = 0;
-  for (int j = 0; j < NT; ++j) {
-    for (int b = 0; b < cn; b += 16) {
-      const __mmask16 mk = cn - b >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (cn - b)) - 1);
-      const __m512i s = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, scales + j * nb + c0 + b));
-      edge |= _mm512_mask_cmpgt_epu32_mask(mk, _mm512_sub_epi32(s, _mm512_set1_epi32(2)), _mm512_set1_epi32(250));
-      const __m512i inc = _mm512_and_si512(_mm512_slli_epi32(_mm512_sub_epi32(s, _mm512_set1_epi32(127)), 7),
-                                           _mm512_set1_epi32(0xffff));
-      _mm512_store_si512(&sadj[j][b], _mm512_or_si512(inc, _mm512_slli_epi32(inc, 16)));
-    }
-  }
-  return edge != 0;
-}
-
-template <int MT, int NT, bool kExact>
-GON_AVX512_INLINE void fp4_blocks(const uint8_t* blocks, const uint8_t* scales, size_t nb, int c0, int cn,
-                                  const int32_t (*sadj)[kScaleChunk], const float* x, int K,
-                                  const uint8_t* const (&pf)[NT], bool prefetch, __m512 (&acc)[MT][NT]) {
-  const __m512i lut = _mm512_load_si512(kFp4Bf16);
+// Outputs of MT activation rows x NT weight rows; blocks/scales: NT rows of
+// nb = K/32 blocks.
+template <int MT, int NT>
+void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
+  const float* x = a.x;
+  const int K = a.K;
+  const size_t nb = static_cast<size_t>(K / 32);
+  __m512 acc[MT][NT];
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  // Rows to prefetch (the last one repeated when there are fewer than NT); the
+  // scales of those blocks (nb bytes per row) go with the first of them.
+  const uint8_t* pf[NT];
+  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
+  for (int j = 0; j < NT; ++j)
+    pf[j] = blocks + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(nb * 16);
+  const size_t pf_b0 = a.pf_rows > 0 ? static_cast<size_t>(a.pf_b0) : nb, pf_b1 = static_cast<size_t>(a.pf_b1);
+  if (pf_b0 == 0 && pf_b0 < pf_b1)  // the scales of the rows, contiguous, by whoever fetches block 0
+    for (size_t off = 0; off < a.pf_rows * nb; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(scales + pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
   const __m512i shifts = _mm512_load_si512(kNibbleShift);
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  for (int b = 0; b < cn; ++b) {
-    const size_t blk = static_cast<size_t>(c0 + b);
-    const int k = static_cast<int>(blk) * 32;
-    if (prefetch && (blk & 3) == 0)  // one 64-byte line holds 4 blocks
-      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + blk * 16), kPrefetchHint);
+  for (size_t b = 0; b < nb; ++b) {
+    const int k = static_cast<int>(b) * 32;
+    if ((b & 3) == 0 && b >= pf_b0 && b < pf_b1)  // one 64-byte line holds 4 blocks
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + b * 16), kPrefetchHint);
     __m512i v[NT];
     __m512 wv[NT];
     for (int j = 0; j < NT; ++j) {
       // Word w: the bf16 value of element kPerm[w] of this block.
       const __m512i raw =
-          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + (j * nb + blk) * 16)));
-      __m512i tab;
-      if constexpr (kExact)
-        tab = exact_table(scales[j * nb + blk]);
-      else
-        tab = _mm512_maskz_add_epi16(kFp4NonZero, lut, _mm512_set1_epi32(sadj[j][b]));
+          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + (j * nb + b) * 16)));
+      const __m512i tab = _mm512_load_si512(kScaledFp4.t[scales[j * nb + b]]);
       v[j] = _mm512_permutexvar_epi16(_mm512_srlv_epi16(raw, shifts), tab);
     }
     for (int j = 0; j < NT; ++j) wv[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
@@ -242,50 +243,14 @@ GON_AVX512_INLINE void fp4_blocks(const uint8_t* blocks, const uint8_t* scales, 
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
     }
   }
-}
-
-// Outputs of MT activation rows x NT weight rows; blocks/scales: NT rows of
-// nb = K/32 blocks.
-template <int MT, int NT>
-void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
-  const int K = a.K;
-  const size_t nb = static_cast<size_t>(K / 32);
-  __m512 acc[MT][NT];
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-  // Row j of the next tile (or, past the range, this tile's last row again),
-  // and the next tile's scales.
-  const uint8_t* pf[NT];
-  for (int j = 0; j < NT; ++j) pf[j] = blocks + static_cast<size_t>(j < a.ahead ? NT + j : NT - 1) * nb * 16;
-  const bool prefetch = a.ahead > 0;
-  if (prefetch)
-    for (size_t off = 0; off < a.ahead * nb; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(scales + NT * nb + off), kPrefetchHint);
-  alignas(64) int32_t sadj[NT][kScaleChunk];
-  for (int c0 = 0; c0 < static_cast<int>(nb); c0 += kScaleChunk) {
-    const int cn = std::min<int>(kScaleChunk, static_cast<int>(nb) - c0);
-    if (!prepare_scales<NT>(scales, nb, c0, cn, sadj)) [[likely]]
-      fp4_blocks<MT, NT, false>(blocks, scales, nb, c0, cn, sadj, a.x, K, pf, prefetch, acc);
-    else
-      fp4_blocks<MT, NT, true>(blocks, scales, nb, c0, cn, sadj, a.x, K, pf, prefetch, acc);
-  }
   for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- tile dispatch ---------------------------------------------------------
 
-#ifndef GON_MM_MT
-#define GON_MM_MT 4
-#endif
-#ifndef GON_MM_NT
-#define GON_MM_NT 4
-#endif
-#ifndef GON_MM_NT1
-#define GON_MM_NT1 8
-#endif
-constexpr int kMaxMT = GON_MM_MT;   // activation rows per tile (M > 1)
-constexpr int kMaxNT = GON_MM_NT;   // weight rows per tile (M > 1)
-constexpr int kNT1 = GON_MM_NT1;    // weight rows per tile when M == 1
+constexpr int kMaxMT = 5;  // activation rows per tile (M > 1)
+constexpr int kMaxNT = 4;  // weight rows per tile (M > 1)
+constexpr int kNT1 = 8;    // weight rows per tile when M == 1
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
 
 using Bf16Fn = void (*)(const uint16_t*, size_t, const TileArgs&);
@@ -331,30 +296,39 @@ constexpr Tables make_tables() {
 constexpr Tables kTables = make_tables();
 
 // Walks the (m, n) tiles of [0, M) x [n0, n1), calling
-// call(mt, nt, m, n, ahead). Weight rows are taken in groups that fit in L2 (so
-// that for M > kMaxMT each group is read from memory once and reused by every
-// m-tile from cache); the first m-tile of a group prefetches the next tile's
-// weights (`ahead` rows of them).
+// call(mt, nt, m, n, pf) with the tile's prefetch fields pf (TileArgs).
+//
+// Weight rows go in groups small enough to stay in L2 while every m-tile uses
+// them (one tile of kNT1 rows when M == 1). While a group is being computed,
+// the next group is prefetched: the tile at the same position in the next group,
+// spread over the m-tiles (m-tile t fetches the t-th slice of the blocks), so
+// that memory traffic overlaps the arithmetic instead of stalling the first
+// m-tile of each group.
 template <class Call>
-GON_AVX512_INLINE void for_tiles(int M, int n0, int n1, size_t row_bytes, Call&& call) {
-  if (M == 1) {
-    for (int n = n0; n < n1; n += kNT1) {
-      const int nt = std::min(kNT1, n1 - n);
-      call(1, nt, 0, n, std::min(kNT1, n1 - n - nt));
-    }
-    return;
+GON_AVX512_INLINE void for_tiles(int M, int K, int n0, int n1, size_t row_bytes, Call&& call) {
+  const int nb = K / 32;
+  const int nt_max = M == 1 ? kNT1 : kMaxNT;
+  int group = nt_max;
+  if (M > 1) {
+    constexpr size_t kGroupBytes = 256 * 1024;
+    group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
+    group = std::max(nt_max, group / nt_max * nt_max);
   }
-  constexpr size_t kGroupBytes = 256 * 1024;
-  int group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
-  group = std::max(kMaxNT, group / kMaxNT * kMaxNT);
+  // M is cut into ceil(M / kMaxMT) tiles of near-equal height (e.g. 8 = 4 + 4,
+  // 13 = 5 + 4 + 4) rather than full tiles plus a thin remainder.
+  const int m_tiles = (M + kMaxMT - 1) / kMaxMT;
   for (int g0 = n0; g0 < n1; g0 += group) {
-    const int g1 = std::min(n1, g0 + group);
-    for (int m = 0; m < M; m += kMaxMT) {
-      const int mt = std::min(kMaxMT, M - m);
-      for (int n = g0; n < g1; n += kMaxNT) {
-        const int nt = std::min(kMaxNT, g1 - n);
-        call(mt, nt, m, n, m == 0 ? std::min(kMaxNT, n1 - n - nt) : 0);
+    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + group);
+    for (int t = 0, m = 0; t < m_tiles; ++t) {
+      const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
+      const int b0 = static_cast<int>(int64_t{nb} * t / m_tiles), b1 = static_cast<int>(int64_t{nb} * (t + 1) / m_tiles);
+      for (int n = g0; n < g1; n += nt_max) {
+        const int nt = std::min(nt_max, g1 - n);
+        const int r0 = g1 + (n - g0);  // same position in the next group
+        const int pf_rows = std::clamp(h1 - r0, 0, nt_max);
+        call(mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1);
       }
+      m += mt;
     }
   }
 }
@@ -384,22 +358,24 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(M, n0, n1, static_cast<size_t>(K) * 2, [&](int mt, int nt, int m, int n, int ahead) {
-    const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                     bias ? bias + n : nullptr, accumulate, ahead};
-    kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
-  });
+  for_tiles(M, K, n0, n1, static_cast<size_t>(K) * 2,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
+            });
 }
 
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(M, n0, n1, nb * 17, [&](int mt, int nt, int m, int n, int ahead) {
-    const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                     bias ? bias + n : nullptr, accumulate, ahead};
-    kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
-  });
+  for_tiles(M, K, n0, n1, nb * 17,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
+            });
 }
 
 }  // namespace gon::cpu::avx512

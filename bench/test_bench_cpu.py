@@ -1,0 +1,113 @@
+"""CPU benchmarks of the 20b preset: load time, peak resident memory, decode at
+batch 1 against the memory-bandwidth floor, prefill of 128 and 1024 tokens.
+
+    pytest bench --benchmark-only
+
+Benchmarks measure; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import gpt_oss_native as gon
+from conftest import record
+
+DECODE_TOKENS = 16
+
+
+def _prompt(n, vocab, seed=0):
+    return np.random.default_rng(seed).integers(0, vocab, size=n)
+
+
+def test_load(benchmark, model_path, model):
+    # `model` (session fixture) has loaded once already, so the files are in the
+    # page cache: this is the warm load time (map, validate, prefetch).
+    loaded = benchmark.pedantic(lambda: gon.Model(model_path, progress=False), rounds=3, iterations=1)
+    record(benchmark, "load", seconds=benchmark.stats.stats.mean, weight_gb=loaded.weight_bytes / 1e9)
+
+
+def test_peak_resident_memory(benchmark, model_path):
+    """Peak RSS of a fresh process that loads the model, prefills 128 tokens and decodes 16."""
+    script = f"""
+import json, resource, time, numpy as np, gpt_oss_native as gon
+t = time.perf_counter()
+m = gon.Model({str(model_path)!r}, progress=False)
+load = time.perf_counter() - t
+ctx = gon.Context(m, context_length=4096, max_batch_tokens=128)
+ctx.append(np.random.default_rng(0).integers(0, m.vocab_size, size=128))
+ctx.process()
+for _ in range({DECODE_TOKENS}):
+    ctx.sample(temperature=0.0)
+print(json.dumps({{"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "load_s": load,
+                  "weights": m.weight_bytes, "arena": ctx.memory_stats()}}))
+"""
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    arena = result["arena"]["host_bytes"] + result["arena"]["device_bytes"]
+    record(benchmark, "peak_rss", peak_rss_gb=result["maxrss_kb"] * 1024 / 1e9, weight_gb=result["weights"] / 1e9,
+           context_arena_gb=arena / 1e9, load_s_fresh_process=result["load_s"])
+
+
+def test_decode_batch1(benchmark, model, read_bandwidth):
+    ctx = gon.Context(model, context_length=4096, max_batch_tokens=128)
+    ctx.append(_prompt(64, model.vocab_size))
+    ctx.process()
+
+    def setup():
+        ctx.rewind(64)
+        ctx.process()  # the prompt's last logits again, outside the timing
+
+    def decode():  # one token = one forward pass at batch 1 + sampling
+        for _ in range(DECODE_TOKENS):
+            ctx.sample(temperature=0.0)
+            ctx.process()
+
+    benchmark.pedantic(decode, setup=setup, rounds=3, iterations=1)
+    per_token = benchmark.stats.stats.min / DECODE_TOKENS
+    tok_s = 1.0 / per_token
+    bytes_per_token = model.decode_bytes_per_token
+    floor_tok_s = read_bandwidth / bytes_per_token
+    record(benchmark, "decode_b1", tok_s=tok_s, ms_per_token=per_token * 1e3, gb_per_token=bytes_per_token / 1e9,
+           read_bw_gb_s=read_bandwidth / 1e9, floor_tok_s=floor_tok_s, pct_of_floor=100 * tok_s / floor_tok_s,
+           effective_gb_s=bytes_per_token * tok_s / 1e9, threads=model.threads)
+
+
+def _prefill(benchmark, model, n, batch, name):
+    ctx = gon.Context(model, context_length=max(2048, n + 1), max_batch_tokens=batch)
+    prompt = _prompt(n, model.vocab_size, seed=n)
+
+    def run():
+        ctx.reset()
+        ctx.append(prompt)
+        ctx.process(logits="last")
+
+    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
+    t = benchmark.stats.stats.min
+    flops = 2.0 * n * _active_params(model)
+    record(benchmark, name, tok_s=n / t, seconds=t, max_batch_tokens=batch, gflop_s=flops / t / 1e9)
+
+
+def _active_params(model) -> float:
+    c = model.config
+    H, I, k = c["hidden_size"], c["intermediate_size"], c["experts_per_token"]
+    q, kv = c["num_heads"] * c["head_dim"], c["num_kv_heads"] * c["head_dim"]
+    per_layer = (q + 2 * kv) * H + H * q + c["num_experts"] * H + k * (2 * I * H + H * I)
+    return per_layer * c["num_layers"]  # plus one row of logits per prompt, left out
+
+
+def test_prefill_128(benchmark, model):
+    _prefill(benchmark, model, 128, 128, "prefill_128")
+
+
+def test_prefill_1024(benchmark, model):
+    _prefill(benchmark, model, 1024, 256, "prefill_1024")
