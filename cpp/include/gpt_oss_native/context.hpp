@@ -45,6 +45,9 @@ struct SampleOptions {
   float temperature = 1.0f;    // 0 = argmax
   float top_p = 1.0f;          // nucleus: smallest set of tokens with probability mass >= top_p
   std::optional<uint64_t> seed;  // same seed, same position -> same token; nullopt = from the OS
+  // Optional [vocab_size] flags: tokens whose flag is 0 are never sampled
+  // (e.g. ids the tokenizer has no text for). Must outlive the call.
+  const uint8_t* allowed = nullptr;
 };
 
 struct SampleResult {

@@ -233,7 +233,7 @@ SampleResult Context::sample(const SampleOptions& o) {
   const uint64_t position = static_cast<uint64_t>(s.num_tokens);
   const double u = o.seed ? uniform_from(*o.seed, position) : uniform_from(s.random_seed, s.random_draws++);
   SampleResult r;
-  r.token = sample_token(row, V, o.temperature, o.top_p, u, s.sampler, &r.logprob);
+  r.token = sample_token(row, V, o.temperature, o.top_p, u, s.sampler, o.allowed, &r.logprob);
   s.tokens[s.num_tokens++] = r.token;
   s.last_logits_valid = false;
   return r;

@@ -22,9 +22,9 @@ double uniform_from(uint64_t seed, uint64_t counter) {
 }
 
 int32_t sample_token(const float* logits, int vocab, float temperature, float top_p, double uniform,
-                     const SamplerScratch& scratch, float* logprob) {
-  // Max and log-sum-exp at temperature 1 (for the logprob); NaN logits are
-  // treated as -inf so a broken row cannot select them.
+                     const SamplerScratch& scratch, const uint8_t* allowed, float* logprob) {
+  // Max and log-sum-exp at temperature 1 over all tokens (for the logprob);
+  // NaN logits are treated as -inf so a broken row cannot select them.
   int32_t argmax = 0;
   float mx = -std::numeric_limits<float>::infinity();
   for (int i = 0; i < vocab; ++i) {
@@ -39,7 +39,25 @@ int32_t sample_token(const float* logits, int vocab, float temperature, float to
   const double lse = mx + std::log(sum1);
   auto logprob_of = [&](int32_t t) { return static_cast<float>(static_cast<double>(logits[t]) - lse); };
 
-  if (temperature == 0.0f || !std::isfinite(mx)) {
+  // The same among the allowed tokens.
+  float amx = mx;
+  if (allowed != nullptr) {
+    amx = -std::numeric_limits<float>::infinity();
+    int32_t best = -1;
+    for (int i = 0; i < vocab; ++i) {
+      if (allowed[i] && (best < 0 || logits[i] > amx)) {
+        amx = logits[i];
+        best = i;
+      }
+    }
+    if (best < 0) {  // nothing allowed: fall back to the unrestricted argmax
+      *logprob = logprob_of(argmax);
+      return argmax;
+    }
+    argmax = best;
+  }
+
+  if (temperature == 0.0f || !std::isfinite(amx)) {
     *logprob = logprob_of(argmax);
     return argmax;
   }
@@ -50,7 +68,8 @@ int32_t sample_token(const float* logits, int vocab, float temperature, float to
   double total = 0.0;
   for (int i = 0; i < vocab; ++i) {
     const float l = logits[i];
-    p[i] = (l == l) ? static_cast<float>(std::exp((static_cast<double>(l) - mx) * inv_t)) : 0.0f;
+    const bool ok = (l == l) && (allowed == nullptr || allowed[i]);
+    p[i] = ok ? static_cast<float>(std::exp((static_cast<double>(l) - amx) * inv_t)) : 0.0f;
     total += p[i];
   }
 

@@ -16,8 +16,10 @@ struct SamplerScratch {
 
 // Returns the chosen token; *logprob receives log softmax(logits)[token] at
 // temperature 1. `uniform` is a draw in [0, 1) used when temperature > 0.
+// `allowed` (nullable, [vocab]) excludes tokens whose flag is 0; if it
+// excludes every token, the unrestricted argmax is returned.
 int32_t sample_token(const float* logits, int vocab, float temperature, float top_p, double uniform,
-                     const SamplerScratch& scratch, float* logprob);
+                     const SamplerScratch& scratch, const uint8_t* allowed, float* logprob);
 
 // A uniform double in [0, 1) from (seed, counter): splitmix64 mixing.
 double uniform_from(uint64_t seed, uint64_t counter);
