@@ -12,9 +12,10 @@
 namespace gon::cpu {
 
 namespace {
-// Rows of output per work unit: small enough to balance two to a few dozen
-// threads, large enough to amortise the call.
-constexpr int64_t kRowGrain = 32;
+// Rows of output per work unit: about 192 KiB of weights, enough for the
+// kernels' prefetch to run ahead, and small enough that threads slowed by
+// other work on their cores hand the rest to the others (parallel_chunks).
+int64_t bf16_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (2 * int64_t{K}) / 8 * 8); }
 
 void pack_rows(ThreadPool& pool, const float* x, size_t ldx, int M, int K, void* packed) {
   int64_t grain = std::max<int64_t>(1, 32768 / std::max(K, 1));
@@ -31,7 +32,7 @@ void CpuBackend::linear(const float* x, const BF16Matrix* mats, int num_mats, co
   pack_rows(pool_, x, K, M, K, packed);
   int64_t total = 0;
   for (int i = 0; i < num_mats; ++i) total += mats[i].rows;
-  pool_.parallel_for(total, kRowGrain, [&](int64_t r0, int64_t r1) {
+  pool_.parallel_chunks(total, bf16_row_chunk(K), [&](int64_t r0, int64_t r1) {
     int64_t offset = 0;
     for (int i = 0; i < num_mats; ++i) {
       const BF16Matrix& w = mats[i];
@@ -49,7 +50,7 @@ void CpuBackend::unembed(const ModelWeights& w, const float* x, int first_row, i
   const BF16Matrix& u = w.unembedding;
   void* packed = workspace;
   pack_rows(pool_, x + static_cast<size_t>(first_row) * width, width, num_rows, width, packed);
-  pool_.parallel_for(u.rows, 256, [&](int64_t n0, int64_t n1) {
+  pool_.parallel_chunks(u.rows, bf16_row_chunk(width), [&](int64_t n0, int64_t n1) {
     matmul_bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
                 static_cast<int>(n1), false);
   });

@@ -19,7 +19,8 @@
 namespace gon::cpu {
 
 namespace {
-constexpr int64_t kRowGrain = 32;
+// Expert rows per work unit (about 192 KiB of MXFP4 weights; see linear.cpp).
+int64_t mxfp4_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (int64_t{K} / 32 * 17) / 8 * 8); }
 
 // Packed storage for `rows` activation rows split into at most `groups`
 // groups: generous enough for any per-group padding of the packed format.
@@ -134,7 +135,7 @@ void CpuBackend::moe(const float* x, const int32_t* ids, const float* weights, i
     for (int e = 0; e < E; ++e)
       if (s.offsets[e + 1] > s.offsets[e]) active[num_active++] = e;
     const int64_t total = static_cast<int64_t>(num_active) * rows;
-    pool_.parallel_for(total, kRowGrain, [&](int64_t r0, int64_t r1) {
+    pool_.parallel_chunks(total, mxfp4_row_chunk(K), [&](int64_t r0, int64_t r1) {
       for (int i = 0; i < num_active; ++i) {
         const int64_t base = static_cast<int64_t>(i) * rows;
         const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, rows);

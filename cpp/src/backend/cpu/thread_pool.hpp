@@ -35,6 +35,26 @@ class ThreadPool {
     run([](void* a, int t, int n) { (*static_cast<F*>(a))(t, n); }, &f);
   }
 
+  // f(begin, end) over chunks of [0, n) of `chunk` items handed out on demand,
+  // so a thread slowed by other work on its core takes fewer chunks.
+  template <typename F>
+  void parallel_chunks(int64_t n, int64_t chunk, F&& f) {
+    if (n <= 0) return;
+    if (size_ == 1 || n <= chunk) {
+      f(int64_t{0}, n);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    auto body = [&](int, int) {
+      for (;;) {
+        const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+        if (b >= n) break;
+        f(b, b + chunk < n ? b + chunk : n);
+      }
+    };
+    run(body);
+  }
+
   // f(begin, end) over a static split of [0, n) into size() contiguous ranges,
   // each a multiple of `grain` except the last.
   template <typename F>
