@@ -51,12 +51,19 @@ def test_append_accepts_every_integer_container(small_model, rng):
 
 @pytest.mark.parametrize(
     "bad",
-    [np.array([1.0, 2.0]), np.array([[1, 2]]), [1, 2.5], [True], True, "hello", None, {1: 2}, torch.tensor([1.0])],
+    [np.array([1.0, 2.0]), np.array([[1, 2]]), [1, 2.5], [True], True, b"hello", None, {1: 2}, torch.tensor([1.0])],
 )
 def test_append_rejects_non_integer_tokens(small_model, bad):
     ctx = gon.Context(small_model, context_length=32)
     with pytest.raises(gon.InvalidArgumentError):
         ctx.append(bad)
+    assert ctx.num_tokens == 0
+
+
+def test_append_text_needs_a_tokenizer(small_model):
+    ctx = gon.Context(small_model, context_length=32)
+    with pytest.raises(gon.CheckpointNotFoundError, match="tokenizer.json"):
+        ctx.append("hello")
     assert ctx.num_tokens == 0
 
 

@@ -63,7 +63,8 @@ def test_cpp_tests_under_asan_and_ubsan(sanitized_build):
     assert {"test_context", "test_matmul", "test_json", "test_safetensors"} <= names
 
 
-@pytest.mark.parametrize("target,corpus", [("fuzz_safetensors", "safetensors"), ("fuzz_json", "json")])
+@pytest.mark.parametrize("target,corpus", [("fuzz_safetensors", "safetensors"), ("fuzz_json", "json"),
+                                           ("fuzz_tokenizer", "tokenizer")])
 def test_fuzz_parsers(sanitized_build, target, corpus, tmp_path):
     exe = sanitized_build / target
     work = tmp_path / "corpus"

@@ -7,6 +7,9 @@
     ctx.process()
     token, logprob = ctx.sample(temperature=0.0)
 
+    for piece in model.generate("Why is the sky blue?", max_tokens=64):
+        print(piece, end="", flush=True)
+
 Command line: ``python -m gpt_oss_native --help``.
 """
 
@@ -25,13 +28,20 @@ from .errors import (
     TokenOutOfRangeError,
     UnsupportedCheckpointError,
 )
-from .runtime import Context, Model
+from . import harmony
+from .runtime import Context, Generation, GenerationChunk, Model
+from .tokenizer import StreamDecoder, Tokenizer
 
 __version__ = _core.__version__
 
 __all__ = [
     "Model",
     "Context",
+    "Generation",
+    "GenerationChunk",
+    "Tokenizer",
+    "StreamDecoder",
+    "harmony",
     "Error",
     "InvalidArgumentError",
     "TokenOutOfRangeError",

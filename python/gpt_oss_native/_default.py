@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 # Bump when the writer's output for the default changes, so stale copies are not reused.
-DEFAULT_MODEL_NAME = "tiny-hf-seed0-v1"
+DEFAULT_MODEL_NAME = "tiny-hf-seed0-v2"
 
 
 def cache_dir() -> Path:

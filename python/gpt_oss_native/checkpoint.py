@@ -712,7 +712,8 @@ def _write_files(root: pathlib.Path, files: list, seed: int, prog: Progress,
 def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "hf",
                      seed: int = 0, progress: Union[bool, Callable[[int, int], None]] = True,
                      *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                     overwrite: bool = False, workers: Optional[int] = None) -> pathlib.Path:
+                     overwrite: bool = False, workers: Optional[int] = None,
+                     tokenizer: str = "auto") -> pathlib.Path:
     """Write a synthetic checkpoint to ``out_dir`` and return its path.
 
     ``config``: a preset name ("tiny", "20b", "120b") or an overrides dict for
@@ -722,8 +723,13 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
     empty directory unless ``overwrite`` (then an existing directory is replaced once the new
     checkpoint is complete).  ``max_shard_bytes`` caps the data size of each HF shard (a tensor
     larger than the cap gets a shard of its own).  ``workers``: generator threads (default: CPU
-    count, at most 8).
+    count, at most 8).  ``tokenizer``: the ``tokenizer.json`` written beside the weights (see
+    ``_vocab.py``): "real" (o200k_harmony, needs the quicktok-v1 package), "bytes" (the 256 bytes
+    and the harmony special tokens), "auto" (real when available, else bytes; none for models whose
+    vocabulary is smaller than o200k_harmony's 201088 ids) or "none".
     """
+    if tokenizer not in ("auto", "real", "bytes", "none"):
+        raise ValueError(f"tokenizer must be 'auto', 'real', 'bytes' or 'none', got {tokenizer!r}")
     if format not in ("hf", "original", "both"):
         raise ValueError(f"format must be 'hf', 'original' or 'both', got {format!r}")
     if not _is_int(seed) or not (0 <= seed < 2 ** 63):
@@ -763,6 +769,7 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
             p.write_text(json.dumps(obj, indent=2) + "\n")
         with prog:
             _write_files(tmp, files, seed, prog, workers)
+        _write_tokenizer(tmp, cfg, tokenizer)
         os.chmod(tmp, 0o755)
         if out.exists():
             if any(out.iterdir()):
@@ -779,6 +786,17 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_tokenizer(root: pathlib.Path, cfg: dict, which: str) -> None:
+    from ._vocab import VOCAB_SIZE, write_tokenizer_json
+
+    if which == "none" or (which == "auto" and cfg["vocab_size"] < VOCAB_SIZE):
+        return
+    if cfg["vocab_size"] < VOCAB_SIZE:
+        raise ValueError(f"a tokenizer needs vocab_size >= {VOCAB_SIZE} (o200k_harmony's ids), "
+                         f"got {cfg['vocab_size']}")
+    write_tokenizer_json(root / "tokenizer.json", real={"auto": None, "real": True, "bytes": False}[which])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -818,6 +836,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(e.g. --set rms_norm_eps=1e-6); repeatable")
     p.add_argument("--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1e9,
                    help="maximum HF shard size in GB (default %(default)s)")
+    p.add_argument("--tokenizer", choices=["auto", "real", "bytes", "none"], default="auto",
+                   help="tokenizer.json beside the weights: real o200k_harmony (needs quicktok-v1), "
+                        "bytes (256 byte tokens + specials), auto (default: real when available) "
+                        "or none")
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     return p
@@ -862,8 +884,8 @@ def main_make_checkpoint(argv: Optional[list] = None) -> int:
         path = write_checkpoint(args.out, over, format=args.format, seed=args.seed,
                                 progress=not args.quiet,
                                 max_shard_bytes=max(1, int(args.max_shard_gb * 1e9)),
-                                overwrite=args.force)
-    except (ValueError, FileExistsError, OSError) as e:
+                                overwrite=args.force, tokenizer=args.tokenizer)
+    except (ValueError, FileExistsError, OSError, RuntimeError) as e:
         print(f"make-checkpoint: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
 """Command line: ``python -m gpt_oss_native <command>``.
 
 Commands:
-  generate [MODEL]   prefill a prompt of token ids, decode, print tokens and timing
-                     (no MODEL: the embedded default tiny model, created on first use)
+  generate [MODEL]   prefill a prompt (token ids or --prompt text), decode, print the
+                     tokens (or text) and timing (no MODEL: the embedded default tiny
+                     model, created on first use)
+  chat MODEL         interactive harmony chat in the terminal
   make-checkpoint    write a random-weight checkpoint in the real layout
   info MODEL         print a checkpoint's configuration and sizes
 """
@@ -43,9 +45,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = gon.Model(model_path, device=args.device, threads=args.threads, progress=None)
     load_s = time.perf_counter() - t0
-    prompt = _parse_tokens(args.tokens) if args.tokens else list(_DEFAULT_PROMPT)
+    if args.tokens and args.prompt is not None:
+        raise SystemExit("error: give --tokens or --prompt, not both")
+    if args.prompt is not None:
+        prompt = model.tokenizer.encode(args.prompt, allowed_special="all")
+        if not prompt:
+            raise SystemExit("error: --prompt is empty")
+    else:
+        prompt = _parse_tokens(args.tokens) if args.tokens else list(_DEFAULT_PROMPT)
     vocab = model.vocab_size
-    if not args.tokens:
+    if not args.tokens and args.prompt is None:
         prompt = [t % vocab for t in prompt]
     ctx = gon.Context(
         model,
@@ -61,23 +70,36 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     ctx.process(logits="last")
     prefill_s = time.perf_counter() - t1
-    print("prompt:", " ".join(map(str, prompt)))
     out = []
-    eos = model.config["eos_token_id"]
-    t2 = time.perf_counter()
-    sys.stdout.write("generated:")
-    sys.stdout.flush()
-    for _ in range(args.max_tokens):
-        token, logprob = ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        out.append(token)
-        sys.stdout.write(f" {token}")
+    if args.prompt is not None:
+        # Text in, text out: stream the completion until a stop token or --max-tokens.
+        gen = ctx.generate(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                           seed=args.seed)
+        t2 = time.perf_counter()
+        for piece in gen:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        decode_s = time.perf_counter() - t2
+        sys.stdout.write("\n")
+        out = gen.tokens
+        print(f"finish: {gen.finish_reason}", file=sys.stderr)
+    else:
+        print("prompt:", " ".join(map(str, prompt)))
+        eos = model.config["eos_token_id"]
+        t2 = time.perf_counter()
+        sys.stdout.write("generated:")
         sys.stdout.flush()
-        if args.stop_at_eos and token == eos:
-            break
-        if ctx.num_tokens >= ctx.context_length:
-            break
-    decode_s = time.perf_counter() - t2
-    sys.stdout.write("\n")
+        for _ in range(args.max_tokens):
+            token, logprob = ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+            out.append(token)
+            sys.stdout.write(f" {token}")
+            sys.stdout.flush()
+            if args.stop_at_eos and token == eos:
+                break
+            if ctx.num_tokens >= ctx.context_length:
+                break
+        decode_s = time.perf_counter() - t2
+        sys.stdout.write("\n")
     n = len(out)
     print(
         f"prefill: {len(prompt)} tokens in {prefill_s * 1e3:.1f} ms ({len(prompt) / max(prefill_s, 1e-9):.1f} tok/s); "
@@ -114,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="prefill a prompt and decode tokens")
     g.add_argument("model", nargs="?", default=None, help="checkpoint directory (default: embedded tiny model)")
     g.add_argument("--tokens", nargs="+", default=None, help="prompt token ids (space or comma separated)")
+    g.add_argument("--prompt", default=None,
+                   help="prompt text (encoded with the model's tokenizer, special tokens recognised); "
+                        "the completion is printed as text")
     g.add_argument("--max-tokens", type=int, default=32, help="tokens to generate (default 32)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -125,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-at-eos", action="store_true", help="stop at the model's eos token")
 
     sub.add_parser("make-checkpoint", help="write a random-weight checkpoint (see make-checkpoint --help)", add_help=False)
+
+    from .chat import add_arguments as chat_arguments
+
+    c = sub.add_parser("chat", help="interactive harmony chat")
+    chat_arguments(c)
 
     i = sub.add_parser("info", help="print a checkpoint's configuration")
     i.add_argument("model")
@@ -143,6 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _cmd_generate(args)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "chat":
+            from .chat import run
+
+            return run(args)
     except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

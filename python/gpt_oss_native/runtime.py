@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -120,6 +121,60 @@ class Model:
     @property
     def vocab_size(self) -> int:
         return self._core.config["vocab_size"]
+
+    @property
+    def tokenizer(self):
+        """The checkpoint's :class:`~gpt_oss_native.Tokenizer` (``tokenizer.json`` beside the
+        weights, or in the parent directory of an ``original/`` layout), loaded on first use.
+        Raises :class:`CheckpointNotFoundError` when the checkpoint has none."""
+        tok = getattr(self, "_tokenizer", None)
+        if tok is None:
+            from .tokenizer import Tokenizer
+
+            tok = Tokenizer(_core.model_tokenizer(self._core))
+            self._tokenizer = tok
+        return tok
+
+    def generate(
+        self,
+        prompt: Union[str, Sequence[int], np.ndarray],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        stop: Union[None, str, Iterable[str]] = None,
+        stop_tokens: Optional[Iterable[int]] = None,
+        default_stop_tokens: bool = True,
+        return_tokens: bool = False,
+        context_length: Optional[int] = None,
+        max_batch_tokens: int = 128,
+    ) -> "Generation":
+        """Streams a completion of ``prompt``: ``for piece in model.generate("...")``.
+
+        ``prompt`` is text (encoded with the special tokens recognised, so a
+        harmony-formatted prompt works as it is) or token ids. Yields text pieces
+        (never a partial UTF-8 character), or :class:`GenerationChunk` objects
+        (text, token, logprob) with ``return_tokens=True``. Stops after
+        ``max_tokens``, at a stop token (the model's eos and harmony's
+        ``<|return|>`` and ``<|call|>`` unless ``default_stop_tokens=False``, plus
+        ``stop_tokens``) or before the first stop string in ``stop``. A fresh
+        :class:`Context` of ``context_length`` positions (default: prompt plus
+        ``max_tokens``) is created for the call; use :meth:`Context.generate` to
+        continue an existing one.
+        """
+        tokens = prompt if not isinstance(prompt, str) else self.tokenizer.encode(prompt, allowed_special="all")
+        tokens = _as_token_array(tokens)
+        if tokens.size == 0:
+            raise InvalidArgumentError("generate: the prompt is empty")
+        max_tokens = _check_int("max_tokens", max_tokens, 0)
+        if context_length is None:
+            context_length = min(self.config["max_context"], int(tokens.size) + max_tokens + 1)
+        ctx = Context(self, context_length=context_length, max_batch_tokens=max_batch_tokens)
+        ctx.append(tokens)
+        return ctx.generate(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop,
+                            stop_tokens=stop_tokens, default_stop_tokens=default_stop_tokens,
+                            return_tokens=return_tokens)
 
     def __repr__(self) -> str:
         c = self.config
@@ -255,15 +310,20 @@ class Context:
         self.model = model
         self._core = _core.Context(model._core, context_length, max_batch_tokens, logits_capacity, rewind_window)
 
-    def append(self, tokens: Union[int, Sequence[int], np.ndarray, Any]) -> None:
-        """Appends token ids without processing them.
+    def append(self, tokens: Union[str, int, Sequence[int], np.ndarray, Any], *, allowed_special="all") -> None:
+        """Appends tokens without processing them.
 
-        Accepts an int, a list/tuple of ints, or a 1-D NumPy or torch (CPU)
-        integer array; int32 and int64 arrays are read in place. Raises
-        :class:`TokenOutOfRangeError` for ids outside the vocabulary and
-        :class:`ContextOverflowError` when they do not fit; on error nothing is
-        appended.
+        Accepts text (encoded with the model's tokenizer; special-token text such
+        as ``<|start|>`` becomes the special token unless ``allowed_special``
+        says otherwise, e.g. ``set()``), an int, a list/tuple of ints, or a 1-D
+        NumPy or torch (CPU) integer array; int32 and int64 arrays are read in
+        place. Raises :class:`TokenOutOfRangeError` for ids outside the
+        vocabulary and :class:`ContextOverflowError` when they do not fit; on
+        error nothing is appended.
         """
+        if isinstance(tokens, str):
+            tokens = self.model.tokenizer.encode_to_numpy(tokens, allowed_special=allowed_special,
+                                                          disallowed_special=())
         self._core.append(_as_token_array(tokens))
 
     def process(self, logits: str = "last") -> None:
@@ -358,6 +418,44 @@ class Context:
         """Arena sizes and counters: ``late_allocations`` stays 0 (nothing is allocated after creation)."""
         return self._core.memory_stats()
 
+    def generate(
+        self,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        stop: Union[None, str, Iterable[str]] = None,
+        stop_tokens: Optional[Iterable[int]] = None,
+        default_stop_tokens: bool = True,
+        return_tokens: bool = False,
+    ) -> "Generation":
+        """Streams tokens sampled after the ones in this context (see :meth:`Model.generate`).
+
+        Sampled tokens are appended to the context as they come, so the
+        conversation can go on afterwards; a stop token is appended too.
+        """
+        max_tokens = _check_int("max_tokens", max_tokens, 0)
+        temperature = _check_float("temperature", temperature)
+        top_p = _check_float("top_p", top_p)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+            if seed >= 1 << 64:
+                raise InvalidArgumentError("seed must be below 2**64")
+        if stop is None:
+            stop = []
+        elif isinstance(stop, str):
+            stop = [stop]
+        else:
+            stop = list(stop)
+        for s in stop:
+            if not isinstance(s, str) or not s:
+                raise InvalidArgumentError("stop strings must be non-empty str")
+        stop_ids = [] if stop_tokens is None else [_check_int("stop token", t, 0) for t in stop_tokens]
+        native = _core.Generator(self._core, self.model.tokenizer._native, max_tokens, temperature, top_p, seed,
+                                 stop, stop_ids, bool(default_stop_tokens))
+        return Generation(native, return_tokens)
+
     def __len__(self) -> int:
         return self.num_tokens
 
@@ -366,3 +464,55 @@ class Context:
             f"Context(tokens={self.num_tokens}/{self.context_length}, processed={self.num_processed}, "
             f"max_batch_tokens={self.max_batch_tokens})"
         )
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """One step of :meth:`Context.generate` with ``return_tokens=True``."""
+
+    text: str
+    token: int  # -1 for a last chunk that only carries held-back text
+    logprob: float
+
+
+class Generation:
+    """The iterator :meth:`Model.generate` and :meth:`Context.generate` return.
+
+    Iterating yields text pieces (or :class:`GenerationChunk` objects); afterwards
+    :attr:`finish_reason` says why it stopped (``"stop_token"``, ``"stop_string"``,
+    ``"length"`` or ``"context_full"``), :attr:`text` holds the whole text and
+    :attr:`tokens` the sampled ids (a stop token included).
+    """
+
+    def __init__(self, native, return_tokens: bool) -> None:
+        self._native = native
+        self._return_tokens = return_tokens
+        self.tokens: List[int] = []
+        self.logprobs: List[float] = []
+        self._pieces: List[str] = []
+
+    def __iter__(self) -> "Generation":
+        return self
+
+    def __next__(self) -> Union[str, GenerationChunk]:
+        step = self._native.next()
+        if step is None:
+            raise StopIteration
+        data, token, logprob = step
+        text = data.decode("utf-8")
+        self._pieces.append(text)
+        if token >= 0:
+            self.tokens.append(token)
+            self.logprobs.append(logprob)
+        if self._return_tokens:
+            return GenerationChunk(text, token, logprob)
+        return text
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        reason = self._native.finish_reason
+        return None if reason == "none" else reason
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)

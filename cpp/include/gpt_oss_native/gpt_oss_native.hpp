@@ -13,5 +13,8 @@
 #include "gpt_oss_native/config.hpp"
 #include "gpt_oss_native/context.hpp"
 #include "gpt_oss_native/error.hpp"
+#include "gpt_oss_native/generate.hpp"
+#include "gpt_oss_native/harmony.hpp"
 #include "gpt_oss_native/model.hpp"
+#include "gpt_oss_native/tokenizer.hpp"
 #include "gpt_oss_native/version.hpp"

@@ -19,6 +19,7 @@ namespace gon {
 class Backend;
 struct ModelWeights;
 class Checkpoint;
+class Tokenizer;
 
 struct LoadOptions {
   // "cpu", or "auto" (the best backend built in and present). "cuda" and
@@ -59,6 +60,11 @@ class Model {
   // Bytes of weights read to decode one token at batch 1 (attention, router,
   // the active experts, the unembedding and one embedding row).
   uint64_t decode_bytes_per_token() const;
+
+  // The checkpoint's tokenizer (tokenizer.json in its directory, or in the
+  // parent directory for an original/ layout), loaded on first use.
+  // Throws kFileNotFound when the checkpoint has none.
+  std::shared_ptr<const Tokenizer> tokenizer() const;
 
   // Internal: the backend and its view of the weights (used by Context).
   Backend& backend() const;

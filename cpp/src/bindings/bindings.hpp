@@ -12,5 +12,8 @@ void init_errors(nanobind::module_& m);
 void init_model(nanobind::module_& m);
 void init_context(nanobind::module_& m);
 void init_utils(nanobind::module_& m);
+void init_tokenizer(nanobind::module_& m);
+void init_harmony(nanobind::module_& m);
+void init_generate(nanobind::module_& m);
 
 }  // namespace gon::bindings

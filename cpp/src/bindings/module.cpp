@@ -10,4 +10,7 @@ NB_MODULE(_core, m) {
   gon::bindings::init_model(m);
   gon::bindings::init_context(m);
   gon::bindings::init_utils(m);
+  gon::bindings::init_tokenizer(m);
+  gon::bindings::init_harmony(m);
+  gon::bindings::init_generate(m);
 }

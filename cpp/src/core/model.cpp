@@ -1,12 +1,15 @@
 // Model: a checkpoint plus the backend that runs it (see model.hpp).
 #include "gpt_oss_native/model.hpp"
 
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 #include "backend/backend.hpp"
 #include "core/check.hpp"
 #include "core/checkpoint.hpp"
+#include "gpt_oss_native/tokenizer.hpp"
 
 namespace gon {
 
@@ -14,6 +17,8 @@ struct Model::Impl {
   std::unique_ptr<Checkpoint> checkpoint;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<ModelWeights> weights;
+  std::mutex tokenizer_mutex;
+  std::shared_ptr<const Tokenizer> tokenizer;
 };
 
 namespace {
@@ -68,6 +73,21 @@ std::string Model::device() const { return impl_->backend->name(); }
 int Model::threads() const { return impl_->backend->threads(); }
 uint64_t Model::weight_bytes() const { return impl_->checkpoint->total_bytes(); }
 Backend& Model::backend() const { return *impl_->backend; }
+
+std::shared_ptr<const Tokenizer> Model::tokenizer() const {
+  std::lock_guard<std::mutex> lock(impl_->tokenizer_mutex);
+  if (impl_->tokenizer) return impl_->tokenizer;
+  namespace fs = std::filesystem;
+  const fs::path dir(path());
+  std::error_code ec;
+  for (const fs::path& candidate : {dir / "tokenizer.json", dir.parent_path() / "tokenizer.json"}) {
+    if (fs::is_regular_file(candidate, ec)) {
+      impl_->tokenizer = Tokenizer::load(candidate.string());
+      return impl_->tokenizer;
+    }
+  }
+  GON_THROW(kFileNotFound, path(), ": the checkpoint has no tokenizer.json (nor has its parent directory)");
+}
 const ModelWeights& Model::weights() const { return *impl_->weights; }
 
 uint64_t Model::decode_bytes_per_token() const {
