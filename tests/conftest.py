@@ -6,8 +6,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # transformers (the oracle) must never reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import base64
+import hashlib
+
 import numpy as np
 import pytest
+
+O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 # A small model used by the API and error tests (the oracle tests write their own).
 SMALL_CONFIG = dict(
@@ -40,3 +45,26 @@ def rng(request):
     request.node.user_properties.append(("entropy", entropy))
     print(f"rng entropy: {entropy}")
     return np.random.default_rng(entropy)
+
+
+@pytest.fixture(scope="session")
+def o200k_rank_file(tmp_path_factory):
+    """OpenAI's o200k_base.tiktoken, rebuilt offline from the quicktok-v1 package and checked
+    byte for byte (sha256) against the official file, in a directory of its own."""
+    import quicktok
+
+    enc = quicktok.get_encoding("o200k_base")
+    lines = []
+    for i in range(enc.n_vocab):
+        if enc.is_special_token(i):
+            continue
+        try:
+            b = enc.decode_single_token_bytes(i)
+        except KeyError:  # a gap in the ids
+            continue
+        lines.append(base64.b64encode(b) + b" " + str(i).encode() + b"\n")
+    data = b"".join(lines)
+    assert hashlib.sha256(data).hexdigest() == O200K_BASE_SHA256, "quicktok-v1's o200k_base differs from the official file"
+    path = tmp_path_factory.mktemp("o200k") / "o200k_base.tiktoken"
+    path.write_bytes(data)
+    return path

@@ -107,6 +107,9 @@ def test_stop_strings_and_tokens(text_model, rng):
         text_model.generate(prompt, stop=[""])
     with pytest.raises(gon.InvalidArgumentError):
         text_model.generate("", max_tokens=3)
+    for bad in (dict(temperature=-1.0), dict(top_p=0.0), dict(max_tokens=-1), dict(stop_tokens=[10**9])):
+        with pytest.raises(gon.InvalidArgumentError):
+            text_model.generate(prompt, **bad)  # raised when called, before anything is generated
 
 
 def test_bytes_vocabulary_never_samples_ids_without_text(tmp_path):

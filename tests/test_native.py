@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import gpt_oss_native as gon
@@ -105,3 +104,15 @@ def test_cpp_package_and_example(tmp_path, small_model_path, rng):
     bad = subprocess.run([str(example_build / "gon_generate"), str(tmp_path / "missing")], capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "file_not_found" in bad.stderr
+
+    # Text in, text out through the C++ API (tokenizer + streaming Generator).
+    from gpt_oss_native.checkpoint import write_checkpoint
+
+    text_model = write_checkpoint(tmp_path / "text", dict(preset="tiny", hidden_size=64, intermediate_size=32),
+                                  progress=False, tokenizer="real")
+    prompt = "<|start|>user<|message|>Bonjour, ça va?<|end|><|start|>assistant"
+    out = _run([example_build / "gon_generate", text_model, "--prompt", prompt, "--max-tokens", "12",
+                "--temperature", "0.8", "--seed", "3"], timeout=600).stdout
+    printed = out.split("text: ", 1)[1].split("\nfinish: ", 1)[0]
+    expected = gon.Model(text_model).generate(prompt, max_tokens=12, temperature=0.8, seed=3)
+    assert printed == "".join(expected)

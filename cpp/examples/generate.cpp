@@ -5,8 +5,11 @@
 //   find_package(gpt_oss_native REQUIRED)
 //   target_link_libraries(app PRIVATE gpt_oss_native::gpt_oss_native)
 //
-// Usage: gon_generate MODEL_DIR [--tokens 1,2,3] [--max-tokens N]
+// Usage: gon_generate MODEL_DIR [--tokens 1,2,3 | --prompt TEXT] [--max-tokens N]
 //                     [--temperature T] [--top-p P] [--seed S] [--threads N]
+// With --prompt the text is encoded with the checkpoint's tokenizer and the
+// completion is streamed as text (gon::Generator); otherwise token ids are
+// printed.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,8 +23,8 @@ namespace {
 
 void usage() {
   std::fprintf(stderr,
-               "usage: gon_generate MODEL_DIR [--tokens 1,2,3] [--max-tokens N] [--temperature T]\n"
-               "                    [--top-p P] [--seed S] [--threads N]\n");
+               "usage: gon_generate MODEL_DIR [--tokens 1,2,3 | --prompt TEXT] [--max-tokens N]\n"
+               "                    [--temperature T] [--top-p P] [--seed S] [--threads N]\n");
 }
 
 std::vector<int32_t> parse_tokens(const char* s) {
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
   }
   std::string path = argv[1];
   std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+  const char* prompt_text = nullptr;
   int max_tokens = 16;
   gon::SampleOptions sampling;
   sampling.temperature = 0.0f;
@@ -68,6 +72,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (!std::strcmp(argv[i], "--tokens")) prompt = parse_tokens(next());
+    else if (!std::strcmp(argv[i], "--prompt")) prompt_text = next();
     else if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(next());
     else if (!std::strcmp(argv[i], "--temperature")) sampling.temperature = std::strtof(next(), nullptr);
     else if (!std::strcmp(argv[i], "--top-p")) sampling.top_p = std::strtof(next(), nullptr);
@@ -85,6 +90,12 @@ int main(int argc, char** argv) {
     std::printf("loaded %s (%s layout, %d layers) in %.2f s, %d threads\n", model->path().c_str(),
                 model->checkpoint_format().c_str(), model->config().num_layers, seconds_since(t0), model->threads());
 
+    std::shared_ptr<const gon::Tokenizer> tokenizer;
+    if (prompt_text != nullptr) {
+      tokenizer = model->tokenizer();
+      prompt = tokenizer->encode(prompt_text, gon::SpecialTokens::every());
+    }
+
     gon::ContextOptions options;
     options.context_length = static_cast<int>(prompt.size()) + max_tokens + 1;
     options.max_batch_tokens = 128;
@@ -94,16 +105,35 @@ int main(int argc, char** argv) {
     ctx.process(gon::LogitsMode::kLast);
     double prefill = seconds_since(t1);
 
-    std::printf("generated:");
+    int generated = 0;
     auto t2 = std::chrono::steady_clock::now();
-    for (int i = 0; i < max_tokens; ++i) {
-      gon::SampleResult r = ctx.sample(sampling);
-      std::printf(" %d", r.token);
-      std::fflush(stdout);
+    if (tokenizer) {
+      // Text out, streamed: pieces never split a UTF-8 character.
+      gon::GenerateOptions g;
+      g.max_tokens = max_tokens;
+      g.sampling = sampling;
+      gon::Generator gen(ctx, tokenizer, g);
+      gon::GeneratedPiece piece;
+      std::printf("text: ");
+      while (gen.next(piece)) {
+        std::fwrite(piece.text.data(), 1, piece.text.size(), stdout);
+        std::fflush(stdout);
+      }
+      generated = gen.tokens_generated();
+      std::printf("\nfinish: %s\n", gon::finish_reason_name(gen.finish_reason()));
+    } else {
+      std::printf("generated:");
+      for (int i = 0; i < max_tokens; ++i) {
+        gon::SampleResult r = ctx.sample(sampling);
+        std::printf(" %d", r.token);
+        std::fflush(stdout);
+      }
+      generated = max_tokens;
+      std::printf("\n");
     }
     double decode = seconds_since(t2);
-    std::printf("\nprefill: %zu tokens in %.1f ms; decode: %d tokens at %.2f tok/s\n", prompt.size(), prefill * 1e3,
-                max_tokens, max_tokens / (decode > 0 ? decode : 1e-9));
+    std::printf("prefill: %zu tokens in %.1f ms; decode: %d tokens at %.2f tok/s\n", prompt.size(), prefill * 1e3,
+                generated, generated / (decode > 0 ? decode : 1e-9));
   } catch (const gon::Error& e) {
     std::fprintf(stderr, "error (%s): %s\n", gon::status_name(e.status()), e.what());
     return 1;

@@ -26,8 +26,18 @@ def cache_dir() -> Path:
 
 
 def default_model_path(create: bool = True, quiet: bool = False) -> Path:
-    """Path of the embedded default model, writing it first if it is missing."""
-    path = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    """Path of the embedded default model, writing it first if it is missing.
+
+    Its tokenizer.json holds the real o200k_harmony vocabulary when the
+    quicktok-v1 package is installed, the 256 bytes and the special tokens
+    otherwise; the two variants live in different directories."""
+    from ._vocab import real_o200k_ranks
+
+    models = cache_dir() / "models"
+    if (models / f"{DEFAULT_MODEL_NAME}-o200k" / "config.json").exists():
+        return models / f"{DEFAULT_MODEL_NAME}-o200k"
+    kind = "o200k" if real_o200k_ranks() is not None else "bytes"
+    path = models / f"{DEFAULT_MODEL_NAME}-{kind}"
     if (path / "config.json").exists() or not create:
         return path
     from .checkpoint import write_checkpoint
@@ -35,9 +45,14 @@ def default_model_path(create: bool = True, quiet: bool = False) -> Path:
     if not quiet:
         print(
             f"gpt_oss_native: no model given; creating the embedded default (a tiny random-weight "
-            f"gpt-oss model, preset 'tiny') at {path}",
+            f"gpt-oss model, preset 'tiny', {kind} vocabulary) at {path}",
             file=sys.stderr,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(path, "tiny", format="hf", seed=0, progress=False)
+    try:
+        write_checkpoint(path, "tiny", format="hf", seed=0, progress=False,
+                         tokenizer="real" if kind == "o200k" else "bytes")
+    except FileExistsError:
+        if not (path / "config.json").exists():  # another process is writing it right now
+            raise
     return path

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,6 +37,17 @@ def _check_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}")
     return float(value)
+
+
+def _sampling_args(temperature: Any, top_p: Any, seed: Any) -> Tuple[float, float, Optional[int]]:
+    """Type checks of the sampling arguments (their ranges are checked by the runtime)."""
+    temperature = _check_float("temperature", temperature)
+    top_p = _check_float("top_p", top_p)
+    if seed is not None:
+        seed = _check_int("seed", seed, 0)
+        if seed >= 1 << 64:
+            raise InvalidArgumentError("seed must be below 2**64")
+    return temperature, top_p, seed
 
 
 class Model:
@@ -361,12 +372,7 @@ class Context:
         log-probability under the model (temperature 1, no top-p). The sampled
         token is processed by the next :meth:`process` or :meth:`sample`.
         """
-        temperature = _check_float("temperature", temperature)
-        top_p = _check_float("top_p", top_p)
-        if seed is not None:
-            seed = _check_int("seed", seed, 0)
-            if seed >= 1 << 64:
-                raise InvalidArgumentError("seed must be below 2**64")
+        temperature, top_p, seed = _sampling_args(temperature, top_p, seed)
         return self._core.sample(temperature, top_p, seed)
 
     @property
@@ -436,12 +442,7 @@ class Context:
         conversation can go on afterwards; a stop token is appended too.
         """
         max_tokens = _check_int("max_tokens", max_tokens, 0)
-        temperature = _check_float("temperature", temperature)
-        top_p = _check_float("top_p", top_p)
-        if seed is not None:
-            seed = _check_int("seed", seed, 0)
-            if seed >= 1 << 64:
-                raise InvalidArgumentError("seed must be below 2**64")
+        temperature, top_p, seed = _sampling_args(temperature, top_p, seed)
         if stop is None:
             stop = []
         elif isinstance(stop, str):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import AbstractSet, Collection, Iterable, Literal, Optional, Union
+from typing import AbstractSet, Collection, Iterable, Literal, Union
 
 import numpy as np
 

@@ -106,8 +106,9 @@ class Context {
   MemoryStats memory_stats() const;
   const Model& model() const;
 
+  struct Impl;  // opaque: defined in context.cpp
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -133,8 +133,10 @@ Context::Context(std::shared_ptr<const Model> model, const ContextOptions& optio
 
 Context::~Context() = default;
 
-void Context::append(const int32_t* tokens, size_t count) {
-  Impl& s = *impl_;
+namespace {
+// Validates every id before appending any, so a bad id leaves the context unchanged.
+template <typename T>
+void append_tokens(Context::Impl& s, const T* tokens, size_t count) {
   std::lock_guard<std::mutex> guard(s.mutex);
   GON_CHECK(tokens != nullptr || count == 0, kInvalidArgument, "append: tokens is null");
   const int V = s.model->config().vocab_size;
@@ -144,25 +146,14 @@ void Context::append(const int32_t* tokens, size_t count) {
     GON_CHECK(tokens[i] >= 0 && tokens[i] < V, kTokenOutOfRange, "append: token ", tokens[i], " at index ", i,
               " is outside the vocabulary [0, ", V, ")");
   if (count == 0) return;
-  std::copy(tokens, tokens + count, s.tokens + s.num_tokens);
+  for (size_t i = 0; i < count; ++i) s.tokens[s.num_tokens + i] = static_cast<int32_t>(tokens[i]);
   s.num_tokens += static_cast<int>(count);
   s.last_logits_valid = false;
 }
+}  // namespace
 
-void Context::append(const int64_t* tokens, size_t count) {
-  Impl& s = *impl_;
-  std::lock_guard<std::mutex> guard(s.mutex);
-  GON_CHECK(tokens != nullptr || count == 0, kInvalidArgument, "append: tokens is null");
-  const int V = s.model->config().vocab_size;
-  GON_CHECK(count <= size_t(s.options.context_length - s.num_tokens), kContextOverflow, "append: ", count,
-            " token(s) do not fit: the context holds ", s.num_tokens, " of ", s.options.context_length);
-  for (size_t i = 0; i < count; ++i)
-    GON_CHECK(tokens[i] >= 0 && tokens[i] < V, kTokenOutOfRange, "append: token ", tokens[i], " at index ", i,
-              " is outside the vocabulary [0, ", V, ")");
-  for (size_t i = 0; i < count; ++i) s.tokens[s.num_tokens + i] = static_cast<int32_t>(tokens[i]);
-  s.num_tokens += static_cast<int>(count);
-  if (count) s.last_logits_valid = false;
-}
+void Context::append(const int32_t* tokens, size_t count) { append_tokens(*impl_, tokens, count); }
+void Context::append(const int64_t* tokens, size_t count) { append_tokens(*impl_, tokens, count); }
 
 void Context::process(LogitsMode mode) {
   std::lock_guard<std::mutex> guard(impl_->mutex);

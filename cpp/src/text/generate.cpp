@@ -2,6 +2,7 @@
 #include "gpt_oss_native/generate.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/check.hpp"
 #include "gpt_oss_native/model.hpp"
@@ -24,6 +25,11 @@ Generator::Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, c
   GON_CHECK(tokenizer_ != nullptr, kInvalidArgument, "generate: the model has no tokenizer");
   GON_CHECK(options_.max_tokens >= 0, kInvalidArgument, "generate: max_tokens must be >= 0, got ",
             options_.max_tokens);
+  const SampleOptions& so = options_.sampling;
+  GON_CHECK(std::isfinite(so.temperature) && so.temperature >= 0.0f, kInvalidArgument,
+            "generate: temperature must be a finite number >= 0, got ", so.temperature);
+  GON_CHECK(std::isfinite(so.top_p) && so.top_p > 0.0f && so.top_p <= 1.0f, kInvalidArgument,
+            "generate: top_p must be in (0, 1], got ", so.top_p);
   for (const std::string& s : options_.stop)
     GON_CHECK(!s.empty(), kInvalidArgument, "generate: stop strings must not be empty");
   const int V = ctx_.vocab_size();
