@@ -42,6 +42,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<int32_t> encode_bytes(std::string_view bytes) const override;
   std::string decode(std::span<const int32_t> tokens) const override;
   std::string_view token_bytes(int32_t token) const override;
+  bool has_token(int32_t token) const override;
   bool is_special(int32_t token) const override;
   std::optional<int32_t> special_token(std::string_view text) const override;
   std::vector<std::pair<std::string, int32_t>> special_tokens() const override;

@@ -283,6 +283,13 @@ std::string_view BpeTokenizer::token_bytes(int32_t token) const {
   bad_token(token);
 }
 
+bool BpeTokenizer::has_token(int32_t token) const {
+  if (token < 0) return false;
+  if (vocab_.has(static_cast<uint32_t>(token))) return true;
+  const int64_t k = int64_t{token} - special_base_;
+  return k >= 0 && k < static_cast<int64_t>(special_of_id_.size()) && special_of_id_[static_cast<size_t>(k)] >= 0;
+}
+
 void BpeTokenizer::append_bytes(int32_t token, std::string& out) const { out.append(token_bytes(token)); }
 
 std::string BpeTokenizer::decode(std::span<const int32_t> tokens) const {
