@@ -11,9 +11,11 @@
 //
 // Weights are cycled through several copies totalling >= 512 MiB so every
 // product reads them from memory, as in a model whose other layers evict them.
+// --file puts them in (unlinked) files mapped read-only, as the runtime maps a
+// checkpoint.
 //
 //   bench_matmul [--impl avx512|generic|both] [--quick] [--no-baseline]
-//                [--hugepages] [--case bf16|mxfp4 N K M[,M...]]...
+//                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: both implementations where the CPU has AVX-512, else generic;
 //    the gpt-oss shapes unless --case names others)
 #include <algorithm>
@@ -31,6 +33,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "backend/cpu/matmul.hpp"
@@ -101,7 +104,49 @@ struct Buffer {
   std::unique_ptr<uint8_t[]> raw;
   uint8_t* p = nullptr;
   size_t n = 0;
+  bool mapped = false;  // p is a file mapping (to_file_mapping)
+  Buffer() = default;
+  Buffer(Buffer&& o) noexcept : raw(std::move(o.raw)), p(o.p), n(o.n), mapped(o.mapped) { o.p = nullptr, o.mapped = false; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    std::swap(raw, o.raw), std::swap(p, o.p), std::swap(n, o.n), std::swap(mapped, o.mapped);
+    return *this;
+  }
+  ~Buffer() {
+#if defined(__linux__)
+    if (mapped) munmap(p, n);
+#endif
+  }
 };
+
+// With --file, weights are written to an unlinked temporary file and read
+// through a read-only private mapping of it, as the runtime reads a
+// checkpoint (page-cache pages instead of anonymous memory).
+bool g_file = false;
+void to_file_mapping(Buffer& b) {
+#if defined(__linux__)
+  char name[] = "/tmp/bench_matmul_XXXXXX";
+  const int fd = mkstemp(name);
+  if (fd < 0) std::perror("mkstemp"), std::exit(1);
+  unlink(name);
+  for (size_t off = 0; off < b.n;) {
+    const ssize_t w = write(fd, b.p + off, b.n - off);
+    if (w <= 0) std::perror("write"), std::exit(1);
+    off += static_cast<size_t>(w);
+  }
+  void* p = mmap(nullptr, b.n, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) std::perror("mmap"), std::exit(1);
+  madvise(p, b.n, MADV_WILLNEED);
+  volatile uint8_t sink = 0;
+  for (size_t off = 0; off < b.n; off += 4096) sink = sink + static_cast<const uint8_t*>(p)[off];  // map every page
+  b.raw.reset();
+  b.p = static_cast<uint8_t*>(p);
+  b.mapped = true;
+#else
+  (void)b;
+#endif
+}
+
 Buffer alloc(size_t n) {
   constexpr size_t kAlign = size_t{2} << 20;
   Buffer b;
@@ -206,6 +251,10 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
       fill_bytes(pair, w[c].p, N * nb * 16, 0, 255);
       fill_bytes(pair, s[c].p, N * nb, 118, 124);
     }
+    if (g_file) {
+      to_file_mapping(w[c]);
+      if (s[c].p) to_file_mapping(s[c]);
+    }
   }
   std::vector<uint16_t> bias(N, 0x3c00);
   const int max_m = *std::max_element(Ms.begin(), Ms.end());
@@ -256,6 +305,8 @@ int main(int argc, char** argv) {
       baseline = false;
     } else if (!std::strcmp(argv[i], "--hugepages")) {
       g_hugepages = true;
+    } else if (!std::strcmp(argv[i], "--file")) {
+      g_file = true;
     } else if (!std::strcmp(argv[i], "--case") && i + 4 < argc) {
       Case c{!std::strcmp(argv[i + 1], "mxfp4") ? Format::kMxfp4 : Format::kBf16, std::atoi(argv[i + 2]),
              std::atoi(argv[i + 3]), {}};
@@ -272,7 +323,7 @@ int main(int argc, char** argv) {
       i += 4;
     } else {
       std::fprintf(stderr, "usage: %s [--impl avx512|generic|both] [--quick] [--no-baseline] "
-                   "[--hugepages] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+                   "[--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }

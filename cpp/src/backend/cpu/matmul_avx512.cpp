@@ -30,15 +30,16 @@
 //  * Packed activations: fp32 rows [M][K] (stride K); block b of a row holds
 //    x[32b + kPerm[0]], x[32b + kPerm[2]], ..., x[32b + kPerm[30]] (the even
 //    words) and then x[32b + kPerm[1]], ..., x[32b + kPerm[31]] (the odd ones).
-//  * Register tiles of MT <= 5 activation rows x NT = 4 weight rows (1 x 8 when
-//    M = 1), one 16-lane accumulator per output, walked over all of K. Every
+//  * Register tiles of MT <= 5 activation rows x NT = 4 weight rows (when
+//    M = 1: 1 x 1 for bf16, 1 x 8 for MXFP4), one 16-lane accumulator per output, walked over all of K. Every
 //    accumulator sees the same operations in the same order for any tile
 //    shape (per block: FMA with the even half, then with the odd half), and one
 //    fixed tree sums its lanes, so a result never depends on M, on [n0, n1) or
 //    on the tile that computed it (the determinism contract of matmul.hpp).
 //  * Weight rows are walked in L2-sized groups reused by every m-tile, and the
 //    next group is prefetched while the current one is computed (see
-//    for_tiles); when M = 1 a group is one tile.
+//    for_tiles); when M = 1 a group is one tile, and bf16 prefetches a few
+//    tiles ahead.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -250,7 +251,14 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
 
 constexpr int kMaxMT = 5;  // activation rows per tile (M > 1)
 constexpr int kMaxNT = 4;  // weight rows per tile (M > 1)
-constexpr int kNT1 = 8;    // weight rows per tile when M == 1
+// When M == 1 (decoding), a product is bound by memory (bf16) or by the MXFP4
+// decode. bf16 rows go one at a time: a single sequential stream, prefetched
+// kPfAhead1Bf16 rows ahead, read ~40% faster than 8 interleaved row streams
+// when the machine has bandwidth to spare (bench/cpp/NOTES-matmul.md, section 7).
+// MXFP4 rows go 8 at a time, which keeps 8 independent FMA chains busy.
+constexpr int kNT1Bf16 = 1, kPfAhead1Bf16 = 4;
+constexpr int kNT1Fp4 = 8, kPfAhead1Fp4 = 1;
+constexpr int kNT1 = kNT1Bf16 > kNT1Fp4 ? kNT1Bf16 : kNT1Fp4;  // widest M == 1 tile
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
 
 using Bf16Fn = void (*)(const uint16_t*, size_t, const TileArgs&);
@@ -299,15 +307,18 @@ constexpr Tables kTables = make_tables();
 // call(mt, nt, m, n, pf) with the tile's prefetch fields pf (TileArgs).
 //
 // Weight rows go in groups small enough to stay in L2 while every m-tile uses
-// them (one tile of kNT1 rows when M == 1). While a group is being computed,
-// the next group is prefetched: the tile at the same position in the next group,
-// spread over the m-tiles (m-tile t fetches the t-th slice of the blocks), so
-// that memory traffic overlaps the arithmetic instead of stalling the first
-// m-tile of each group.
+// them (one tile of nt1 rows when M == 1). While a group is being computed,
+// a later group is prefetched: the tile at the same position in the group
+// `ahead` groups on (the next one when M > 1; pf_ahead1 when M == 1), spread
+// over the m-tiles (m-tile t fetches the t-th slice of the blocks), so that
+// memory traffic overlaps the arithmetic instead of stalling the first m-tile
+// of each group.
 template <class Call>
-GON_AVX512_INLINE void for_tiles(int M, int K, int n0, int n1, size_t row_bytes, Call&& call) {
+GON_AVX512_INLINE void for_tiles(int M, int K, int n0, int n1, size_t row_bytes, int nt1, int pf_ahead1,
+                                 Call&& call) {
   const int nb = K / 32;
-  const int nt_max = M == 1 ? kNT1 : kMaxNT;
+  const int nt_max = M == 1 ? nt1 : kMaxNT;
+  const int ahead = M == 1 ? pf_ahead1 : 1;
   int group = nt_max;
   if (M > 1) {
     constexpr size_t kGroupBytes = 256 * 1024;
@@ -318,13 +329,13 @@ GON_AVX512_INLINE void for_tiles(int M, int K, int n0, int n1, size_t row_bytes,
   // 13 = 5 + 4 + 4) rather than full tiles plus a thin remainder.
   const int m_tiles = (M + kMaxMT - 1) / kMaxMT;
   for (int g0 = n0; g0 < n1; g0 += group) {
-    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + group);
+    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + ahead * group);
     for (int t = 0, m = 0; t < m_tiles; ++t) {
       const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
       const int b0 = static_cast<int>(int64_t{nb} * t / m_tiles), b1 = static_cast<int>(int64_t{nb} * (t + 1) / m_tiles);
       for (int n = g0; n < g1; n += nt_max) {
         const int nt = std::min(nt_max, g1 - n);
-        const int r0 = g1 + (n - g0);  // same position in the next group
+        const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
         const int pf_rows = std::clamp(h1 - r0, 0, nt_max);
         call(mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1);
       }
@@ -358,7 +369,7 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(M, K, n0, n1, static_cast<size_t>(K) * 2,
+  for_tiles(M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
@@ -370,7 +381,7 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(M, K, n0, n1, nb * 17,
+  for_tiles(M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
