@@ -10,7 +10,9 @@
 //
 // KV cache: full-attention layers keep context_length positions. Sliding-window
 // layers (window W) keep a ring of W + rewind_window positions (or
-// context_length, if smaller), so a context can rewind up to rewind_window
+// context_length, if smaller; rounded up to whole blocks of the backend's cache
+// layout, which options().rewind_window then reports), so a context can rewind
+// up to rewind_window
 // tokens behind the furthest position it has processed without recomputing
 // anything. Rewinding further is still correct: the tokens are kept and the
 // next process() recomputes the cache from the start.

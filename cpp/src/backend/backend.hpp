@@ -72,7 +72,10 @@ struct ModelWeights {
 
 // One layer's KV cache: `capacity` slots of [num_kv_heads, head_dim] fp32 for K
 // and for V; position p lives in slot p % capacity (a ring when capacity is
-// smaller than the context, as for sliding-window layers).
+// smaller than the context, as for sliding-window layers). The order of the
+// values inside the K and V buffers is the backend's own (rope_kv_store writes
+// them, attention reads them): each buffer holds kv_cache_slots(capacity)
+// slots, and a ring's capacity is a multiple of kv_block_positions().
 struct KVCacheLayer {
   float* k = nullptr;
   float* v = nullptr;
@@ -100,6 +103,14 @@ class Backend {
   // Bytes of scratch the operations need for batches of up to max_tokens
   // tokens in a context of context_length positions.
   virtual size_t workspace_bytes(const ModelConfig& config, int max_tokens, int context_length) const = 0;
+  // KV cache geometry: positions per block of the backend's cache layout (ring
+  // capacities are rounded up to a multiple of it), and the slots a layer's K or
+  // V buffer holds for `capacity` positions (capacity rounded up to whole blocks).
+  virtual int kv_block_positions() const = 0;
+  int64_t kv_cache_slots(int capacity) const {
+    const int64_t blk = kv_block_positions();
+    return (int64_t{capacity} + blk - 1) / blk * blk;
+  }
 
   // ---- execution -------------------------------------------------------------
   // Serialises batches of different Contexts sharing this backend; a Context

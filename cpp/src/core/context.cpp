@@ -76,9 +76,12 @@ Context::Context(std::shared_ptr<const Model> model, const ContextOptions& optio
 
   // Ring size of the sliding-window layers: the window, plus room for a whole
   // batch of new keys, plus the rewind headroom.
+  // Rounded up to whole blocks of the backend's cache layout (more rewind room).
   s.ring_capacity = L;
   if (c.sliding_window > 0) {
-    const int64_t ring = int64_t{c.sliding_window} + std::max<int64_t>(o.rewind_window, B - 1);
+    const int64_t blk = be.kv_block_positions();
+    int64_t ring = int64_t{c.sliding_window} + std::max<int64_t>(o.rewind_window, B - 1);
+    ring = (ring + blk - 1) / blk * blk;
     s.ring_capacity = static_cast<int>(std::min<int64_t>(ring, L));
   }
   if (s.ring_capacity < L) {
@@ -105,9 +108,10 @@ Context::Context(std::shared_ptr<const Model> model, const ContextOptions& optio
   const size_t slot_bytes = sizeof(float) * size_t(c.num_kv_heads) * c.head_dim;
   for (int l = 0; l < c.num_layers; ++l) {
     capacity[l] = c.layer_is_sliding[l] ? s.ring_capacity : L;
-    kv_at[l].first = s.device.plan(slot_bytes * capacity[l]);
-    kv_at[l].second = s.device.plan(slot_bytes * capacity[l]);
-    s.kv_bytes += 2 * slot_bytes * capacity[l];
+    const size_t slots = static_cast<size_t>(be.kv_cache_slots(capacity[l]));
+    kv_at[l].first = s.device.plan(slot_bytes * slots);
+    kv_at[l].second = s.device.plan(slot_bytes * slots);
+    s.kv_bytes += 2 * slot_bytes * slots;
   }
   s.host.commit();
   s.device.commit();

@@ -1,74 +1,133 @@
-// Attention with sinks over the KV cache, for the CPU backend.
+// Attention with sinks over the KV cache, for the CPU backend: the work split
+// and the portable kernel (attention.hpp has the cache layout and the kernel
+// contract; attention_avx512.cpp the vectorised kernel).
 //
-// One work unit is (token, kv head): its group of query heads reads the same
-// cached keys and values. Scores for one query head go into a per-thread row
-// of the workspace; the softmax includes the head's sink logit and then drops
-// it, so a row's weights sum to less than one.
+// A work unit is one kv head and a few consecutive tokens whose query heads
+// (the head's group) make up kAttnRows rows, so the cached keys and values of
+// the head are read once for all of them. Units are handed out dynamically,
+// latest tokens first: under a causal mask they have the most keys.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <limits>
 
+#include "backend/cpu/attention.hpp"
 #include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/matmul.hpp"
 #include "core/bf16.hpp"
 
 namespace gon::cpu {
 
-namespace {
-inline float dot(const float* a, const float* b, int n) {
-  constexpr int kLanes = 16;
-  float acc[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
-  float s = 0.f;
-  for (; i < n; ++i) s += a[i] * b[i];
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
+namespace generic {
+
+// Same steps as the AVX-512 kernel, one lane at a time.
+void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
+  const int hd = c.hd, hdp = (hd + 15) / 16 * 16;
+  float* O = scratch;  // [count][hdp]
+  float m[kAttnRows], l[kAttnRows][kKvBlock];
+  int lo = r.lo[0], hi = r.hi[0];
+  for (int i = 0; i < r.count; ++i) {
+    m[i] = r.sink[i];
+    std::fill(l[i], l[i] + kKvBlock, 0.f);
+    l[i][0] = 1.f;  // the sink's weight exp(sink - m)
+    std::fill(O + i * hdp, O + i * hdp + hd, 0.f);
+    lo = std::min(lo, r.lo[i]);
+    hi = std::max(hi, r.hi[i]);
+  }
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int j0 = lo / kKvBlock * kKvBlock; j0 <= hi; j0 += kKvBlock) {
+    const int slot0 = j0 % c.capacity;
+    const float* kt = c.k + kt_block_offset(slot0, c.head, c.capacity, hd);
+    const float* v0 = c.v + v_row_offset(slot0, c.head, c.capacity, hd);
+    for (int i = 0; i < r.count; ++i) {
+      const int a = std::max(r.lo[i], j0), b = std::min(r.hi[i], j0 + kKvBlock - 1);
+      if (a > b) continue;  // no visible key here: the block would change nothing
+      float s[kKvBlock], p[kKvBlock];
+      float mx = neg_inf;
+      for (int e = 0; e < kKvBlock; ++e) {
+        float acc = 0.f;
+        for (int d = 0; d < hd; ++d) acc += r.q[i][d] * kt[d * kKvBlock + e];
+        s[e] = (j0 + e >= a && j0 + e <= b) ? acc * c.scale : neg_inf;
+        mx = std::max(mx, s[e]);
+      }
+      const float mnew = std::max(m[i], mx);
+      const float alpha = std::exp(m[i] - mnew);
+      for (int e = 0; e < kKvBlock; ++e) {
+        p[e] = s[e] == neg_inf ? 0.f : std::exp(s[e] - mnew);
+        l[i][e] = l[i][e] * alpha + p[e];
+      }
+      float* o = O + i * hdp;
+      for (int d = 0; d < hd; ++d) o[d] *= alpha;
+      for (int j = a; j <= b; ++j) {
+        const float* v = v0 + static_cast<size_t>(j - j0) * hd;
+        const float pj = p[j - j0];
+        for (int d = 0; d < hd; ++d) o[d] += pj * v[d];
+      }
+      m[i] = mnew;
+    }
+  }
+  for (int i = 0; i < r.count; ++i) {
+    float sum = 0.f;
+    for (int e = 0; e < kKvBlock; ++e) sum += l[i][e];
+    const float inv = 1.0f / sum;
+    for (int d = 0; d < hd; ++d) r.out[i][d] = O[i * hdp + d] * inv;
+  }
 }
-}  // namespace
+
+}  // namespace generic
+
+size_t attention_workspace_bytes(const ModelConfig& c, int threads) {
+  return static_cast<size_t>(threads) * (attend_scratch_floats(c.head_dim) * sizeof(float) + 64);
+}
 
 void CpuBackend::attention(const float* qkv, const uint16_t* sinks, const ModelConfig& c, const Batch& b,
                            const KVCacheLayer& cache, int window, float* out, void* workspace) {
   const int hd = c.head_dim, nq = c.num_heads, nkv = c.num_kv_heads, group = nq / nkv;
   const int width = c.qkv_rows();
-  const size_t kv_width = static_cast<size_t>(nkv) * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t per_thread = attention_workspace_bytes(cache.capacity, 1);
-  auto body = [&](int thread, int threads) {
-    float* scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + per_thread * thread);
-    const int64_t units = static_cast<int64_t>(b.count) * nkv;
-    const int64_t u0 = units * thread / threads, u1 = units * (thread + 1) / threads;
-    for (int64_t u = u0; u < u1; ++u) {
-      const int t = static_cast<int>(u / nkv), kvh = static_cast<int>(u % nkv);
-      const int pos = b.first_position + t;
-      const int lo = window > 0 ? std::max(0, pos - window + 1) : 0;
-      const int n = pos - lo + 1;
-      for (int g = 0; g < group; ++g) {
-        const int h = kvh * group + g;
-        const float* q = qkv + static_cast<size_t>(t) * width + static_cast<size_t>(h) * hd;
-        const float sink = bf16_to_f32(sinks[h]);
-        float mx = sink;
-        for (int j = 0; j < n; ++j) {
-          const int slot = (lo + j) % cache.capacity;
-          float s = dot(q, cache.k + slot * kv_width + static_cast<size_t>(kvh) * hd, hd) * scale;
-          scores[j] = s;
-          mx = std::max(mx, s);
+  // Tokens per unit: as many as fill kAttnRows rows with whole groups (at least one).
+  const int tokens_per_unit = std::max(1, kAttnRows / group);
+  const int64_t tiles = (b.count + tokens_per_unit - 1) / tokens_per_unit;
+  const int64_t units = tiles * nkv;
+  const size_t per_thread = attend_scratch_floats(hd) * sizeof(float) + 64;
+  auto kernel = std::strcmp(matmul_isa(), "generic") == 0 ? &generic::attend_rows :
+#if GON_HAVE_AVX512_KERNELS
+                                                            &avx512::attend_rows;
+#else
+                                                            &generic::attend_rows;
+#endif
+  const AttnCache base{cache.k, cache.v, cache.capacity, nkv, hd, 0, 1.0f / std::sqrt(static_cast<float>(hd))};
+  std::atomic<int64_t> next{0};
+  auto body = [&](int thread, int) {
+    float* scratch = reinterpret_cast<float*>(
+        (reinterpret_cast<uintptr_t>(workspace) + per_thread * static_cast<size_t>(thread) + 63) & ~uintptr_t{63});
+    for (;;) {
+      const int64_t u = next.fetch_add(1, std::memory_order_relaxed);
+      if (u >= units) break;
+      const int64_t tile = tiles - 1 - u / nkv;  // latest tokens first
+      AttnCache kc = base;
+      kc.head = static_cast<int>(u % nkv);
+      const int t0 = static_cast<int>(tile * tokens_per_unit), t1 = std::min(b.count, t0 + tokens_per_unit);
+      AttnRows rows;
+      auto flush = [&] {
+        if (rows.count > 0) kernel(kc, rows, scratch);
+        rows.count = 0;
+      };
+      for (int t = t0; t < t1; ++t) {
+        const int pos = b.first_position + t;
+        const int lo = window > 0 ? std::max(0, pos - window + 1) : 0;
+        for (int g = 0; g < group; ++g) {
+          const int h = kc.head * group + g;
+          const int i = rows.count++;
+          rows.q[i] = qkv + static_cast<size_t>(t) * width + static_cast<size_t>(h) * hd;
+          rows.out[i] = out + static_cast<size_t>(t) * nq * hd + static_cast<size_t>(h) * hd;
+          rows.sink[i] = bf16_to_f32(sinks[h]);
+          rows.lo[i] = lo;
+          rows.hi[i] = pos;
+          if (rows.count == kAttnRows) flush();
         }
-        float sum = std::exp(sink - mx);
-        for (int j = 0; j < n; ++j) {
-          scores[j] = std::exp(scores[j] - mx);
-          sum += scores[j];
-        }
-        const float inv = 1.0f / sum;
-        float* o = out + static_cast<size_t>(t) * nq * hd + static_cast<size_t>(h) * hd;
-        std::fill(o, o + hd, 0.f);
-        for (int j = 0; j < n; ++j) {
-          const int slot = (lo + j) % cache.capacity;
-          const float* v = cache.v + slot * kv_width + static_cast<size_t>(kvh) * hd;
-          const float p = scores[j];
-          for (int i = 0; i < hd; ++i) o[i] += p * v[i];
-        }
-        for (int i = 0; i < hd; ++i) o[i] *= inv;
       }
+      flush();
     }
   };
   pool_.run(body);

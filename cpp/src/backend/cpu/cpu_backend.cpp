@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "backend/cpu/attention.hpp"
 #include "backend/cpu/matmul.hpp"
 #include "core/bf16.hpp"
 #include "core/check.hpp"
@@ -25,16 +26,14 @@ void* CpuBackend::allocate(size_t bytes, bool) {
 
 void CpuBackend::release(void* block, bool) noexcept { std::free(block); }
 
-size_t attention_workspace_bytes(int context_length, int threads) {
-  // Per thread: one row of scores over the visible keys plus one query head.
-  return static_cast<size_t>(threads) * ((static_cast<size_t>(context_length) + 1 + 64) * sizeof(float) + 4096);
-}
+int CpuBackend::kv_block_positions() const { return kKvBlock; }
 
 size_t CpuBackend::workspace_bytes(const ModelConfig& c, int max_tokens, int context_length) const {
   int widest = std::max({c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size});
   size_t linear = packed_activation_bytes(max_tokens, widest) + 64;
   size_t router = linear + static_cast<size_t>(max_tokens) * c.num_experts * sizeof(float) + 64;
-  size_t attention = attention_workspace_bytes(context_length, pool_.size());
+  (void)context_length;  // attention needs no scratch per cached position
+  size_t attention = attention_workspace_bytes(c, pool_.size());
   size_t moe = moe_workspace_bytes(c, max_tokens);
   return std::max({linear, router, attention, moe}) + 4096;
 }
@@ -99,9 +98,15 @@ void CpuBackend::rope_kv_store(float* qkv, const ModelWeights& w, const ModelCon
         }
       }
       const int slot = static_cast<int>((b.first_position + t) % cache.capacity);
-      const size_t kv_width = static_cast<size_t>(nkv) * hd;
-      std::memcpy(cache.k + slot * kv_width, row + nq * hd, kv_width * sizeof(float));
-      std::memcpy(cache.v + slot * kv_width, row + (nq + nkv) * hd, kv_width * sizeof(float));
+      // Layout: attention.hpp (element d of head h's key goes to lane slot % kKvBlock
+      // of row d of its transposed block).
+      for (int h = 0; h < nkv; ++h) {
+        const float* k = row + (nq + h) * hd;
+        float* dst = cache.k + kt_block_offset(slot, h, cache.capacity, hd) + slot % kKvBlock;
+        for (int d = 0; d < hd; ++d) dst[static_cast<size_t>(d) * kKvBlock] = k[d];
+        std::memcpy(cache.v + v_row_offset(slot, h, cache.capacity, hd), row + (nq + nkv + h) * hd,
+                    hd * sizeof(float));
+      }
     }
   });
 }

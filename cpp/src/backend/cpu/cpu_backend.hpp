@@ -21,6 +21,8 @@ class CpuBackend final : public Backend {
   void* allocate(size_t bytes, bool host_visible) override;
   void release(void* block, bool host_visible) noexcept override;
   size_t workspace_bytes(const ModelConfig& config, int max_tokens, int context_length) const override;
+  // K is stored in blocks of kKvBlock positions, transposed (attention.hpp).
+  int kv_block_positions() const override;
 
   void lock() override { mutex_.lock(); }
   void unlock() override { mutex_.unlock(); }
@@ -71,6 +73,6 @@ class WorkspaceCarver {
 
 // Workspace each operation needs (bytes), shared by workspace_bytes() and the ops.
 size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens);
-size_t attention_workspace_bytes(int context_length, int threads);
+size_t attention_workspace_bytes(const ModelConfig& c, int threads);
 
 }  // namespace gon::cpu

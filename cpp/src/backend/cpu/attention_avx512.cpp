@@ -1,0 +1,132 @@
+// AVX-512 attention kernel (contract and cache layout in attention.hpp).
+//
+// Per block of 16 keys, for the rows 8 at a time: the scores of the 8 rows,
+// 16 keys per vector, from the transposed K block (one vector load per
+// dimension, one FMA per row with the broadcast query element); then per row
+// the online softmax (vector exp) and the weighted sum of the block's value
+// rows into the row's output, 64 dimensions at a time in registers.
+//
+// This file alone is compiled with -mavx512*; attention.cpp calls it only when
+// the matrix products use their AVX-512 kernels (the same CPU check).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+
+// GCC 12's reduce intrinsics use _mm512_undefined_ps(), which trips false
+// -W(maybe-)uninitialized warnings once inlined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include "backend/cpu/attention.hpp"
+
+namespace gon::cpu::avx512 {
+
+namespace {
+
+// e^x for fp32 lanes, ~1 ulp: x = n ln2 + r with |r| <= ln2/2, a degree-7
+// polynomial (Cephes' expf coefficients) for e^r, then scaling by 2^n. Exact at
+// x = 0 (returns 1); lanes below -104 (including -inf) give 0.
+inline __m512 exp512(__m512 x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_GE_OQ);
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// Mask of lanes e (0..15) with a <= e <= b.
+inline __mmask16 lane_range(int a, int b) {
+  return static_cast<__mmask16>(((2u << b) - 1u) & ~((1u << a) - 1u));
+}
+
+}  // namespace
+
+void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
+  static_assert(kKvBlock == 16 && kAttnRows % 8 == 0, "one zmm of scores per row, rows in tiles of 8");
+  const int hd = c.hd, hdp = (hd + 15) / 16 * 16, n = r.count;
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 scale = _mm512_set1_ps(c.scale);
+  float* O = scratch;  // [n][hdp], 64-byte aligned
+  alignas(64) float p[kKvBlock];
+  float m[kAttnRows];
+  __m512 l[kAttnRows];
+  // Rows beyond n repeat row 0's query so the score loop needs no branches.
+  const float* q[kAttnRows];
+  int lo = r.lo[0], hi = r.hi[0];
+  for (int i = 0; i < kAttnRows; ++i) q[i] = r.q[i < n ? i : 0];
+  for (int i = 0; i < n; ++i) {
+    m[i] = r.sink[i];
+    l[i] = _mm512_maskz_mov_ps(1, _mm512_set1_ps(1.0f));  // the sink's weight exp(sink - m)
+    for (int d = 0; d < hdp; d += 16) _mm512_store_ps(O + i * hdp + d, _mm512_setzero_ps());
+    lo = std::min(lo, r.lo[i]);
+    hi = std::max(hi, r.hi[i]);
+  }
+  // Key blocks outermost: a block's keys and values are read from memory once
+  // for all rows and stay in L1 while the rows use them.
+  for (int j0 = lo / kKvBlock * kKvBlock; j0 <= hi; j0 += kKvBlock) {
+    const int slot0 = j0 % c.capacity;
+    const float* kt = c.k + kt_block_offset(slot0, c.head, c.capacity, hd);
+    const float* v0 = c.v + v_row_offset(slot0, c.head, c.capacity, hd);
+    for (int i0 = 0; i0 < n; i0 += 8) {
+      __m512 s[8];
+      for (int i = 0; i < 8; ++i) s[i] = _mm512_setzero_ps();
+      for (int d = 0; d < hd; ++d) {
+        const __m512 kd = _mm512_loadu_ps(kt + static_cast<size_t>(d) * kKvBlock);
+        for (int i = 0; i < 8; ++i) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i0 + i][d]), kd, s[i]);
+      }
+      for (int i = i0; i < std::min(n, i0 + 8); ++i) {
+        const int a = std::max(r.lo[i], j0), b = std::min(r.hi[i], j0 + kKvBlock - 1);
+        if (a > b) continue;  // no visible key here: the block would change nothing
+        const __mmask16 vis = lane_range(a - j0, b - j0);
+        const __m512 si = _mm512_mask_mul_ps(neg_inf, vis, s[i - i0], scale);
+        const float mnew = std::max(m[i], _mm512_reduce_max_ps(si));
+        const float alpha = _mm_cvtss_f32(_mm512_castps512_ps128(exp512(_mm512_set1_ps(m[i] - mnew))));
+        const __m512 pv = exp512(_mm512_sub_ps(si, _mm512_set1_ps(mnew)));
+        const __m512 av = _mm512_set1_ps(alpha);
+        l[i] = _mm512_fmadd_ps(l[i], av, pv);
+        _mm512_store_ps(p, pv);
+        float* o = O + i * hdp;
+        for (int d0 = 0; d0 < hd; d0 += 64) {  // 64 dimensions in registers at a time
+          const int chunks = std::min(4, (hd - d0 + 15) / 16);
+          __mmask16 tail = 0xffff;
+          if (hd - d0 < 64 && (hd - d0) % 16) tail = static_cast<__mmask16>((1u << ((hd - d0) % 16)) - 1u);
+          __m512 acc[4];
+          for (int k = 0; k < chunks; ++k) acc[k] = _mm512_mul_ps(_mm512_load_ps(o + d0 + 16 * k), av);
+          for (int j = a; j <= b; ++j) {
+            const float* v = v0 + static_cast<size_t>(j - j0) * hd + d0;
+            const __m512 pj = _mm512_set1_ps(p[j - j0]);
+            for (int k = 0; k < chunks; ++k) {
+              const __mmask16 mk = k == chunks - 1 ? tail : static_cast<__mmask16>(0xffff);
+              acc[k] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(mk, v + 16 * k), acc[k]);
+            }
+          }
+          for (int k = 0; k < chunks; ++k) _mm512_store_ps(o + d0 + 16 * k, acc[k]);
+        }
+        m[i] = mnew;
+      }
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(l[i]));
+    for (int d = 0; d < hd; d += 16) {
+      const __mmask16 mk = hd - d >= 16 ? static_cast<__mmask16>(0xffff)
+                                        : static_cast<__mmask16>((1u << (hd - d)) - 1u);
+      _mm512_mask_storeu_ps(r.out[i] + d, mk, _mm512_mul_ps(_mm512_load_ps(O + i * hdp + d), inv));
+    }
+  }
+}
+
+}  // namespace gon::cpu::avx512
