@@ -38,6 +38,13 @@ CONFIGS = {
         eos_token_id=511, pad_token_id=510,
         layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
     ),
+    # 8 query heads per kv head as in gpt-oss, and a head_dim that is not a multiple of 16
+    # (the attention kernel's masked tails).
+    "2layer-gqa8-hd40": dict(
+        num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, hidden_size=64, intermediate_size=64,
+        num_attention_heads=8, num_key_value_heads=1, head_dim=40, sliding_window=20, vocab_size=600,
+        eos_token_id=599, pad_token_id=598,
+    ),
 }
 
 SEQ_LEN = 45
