@@ -30,6 +30,15 @@ def record(benchmark, name: str, **figures) -> None:
                                      for k, v in figures.items())))
 
 
+def active_params(c: dict) -> float:
+    """Weights one token multiplies by in the layers (attention, router, its experts); the
+    unembedding, used for one row of logits per prompt, is left out."""
+    H, I, k = c["hidden_size"], c["intermediate_size"], c["experts_per_token"]
+    q, kv = c["num_heads"] * c["head_dim"], c["num_kv_heads"] * c["head_dim"]
+    per_layer = (q + 2 * kv) * H + H * q + c["num_experts"] * H + k * (2 * I * H + H * I)
+    return per_layer * c["num_layers"]
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     env = os.environ.get("GON_BENCH_MODEL")

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 import gpt_oss_native as gon
-from conftest import record
+from conftest import active_params, record
 
 DECODE_TOKENS = 16
 
@@ -105,16 +105,8 @@ def _prefill(benchmark, model, n, batch, name):
 
     benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
     t = benchmark.stats.stats.min
-    flops = 2.0 * n * _active_params(model)
+    flops = 2.0 * n * active_params(model.config)
     record(benchmark, name, tok_s=n / t, seconds=t, max_batch_tokens=batch, gflop_s=flops / t / 1e9)
-
-
-def _active_params(model) -> float:
-    c = model.config
-    H, I, k = c["hidden_size"], c["intermediate_size"], c["experts_per_token"]
-    q, kv = c["num_heads"] * c["head_dim"], c["num_kv_heads"] * c["head_dim"]
-    per_layer = (q + 2 * kv) * H + H * q + c["num_experts"] * H + k * (2 * I * H + H * I)
-    return per_layer * c["num_layers"]  # plus one row of logits per prompt, left out
 
 
 def test_prefill_128(benchmark, model):
