@@ -39,6 +39,19 @@ def active_params(c: dict) -> float:
     return per_layer * c["num_layers"]
 
 
+def time_prefill(benchmark, model, prompt, max_batch_tokens: int, context_length: int, rounds: int) -> float:
+    """Best time (s) of reset + append + process(logits="last") of `prompt` in one context."""
+    ctx = gon.Context(model, context_length=context_length, max_batch_tokens=max_batch_tokens)
+
+    def run():
+        ctx.reset()
+        ctx.append(prompt)
+        ctx.process(logits="last")
+
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    return benchmark.stats.stats.min
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     env = os.environ.get("GON_BENCH_MODEL")

@@ -21,7 +21,7 @@ import pytest
 
 import gpt_oss_native as gon
 from gpt_oss_native._default import cache_dir
-from conftest import active_params, record
+from conftest import active_params, record, time_prefill
 
 LONG = 8192
 CONFIG = {"preset": "20b", "num_hidden_layers": 2, "num_local_experts": 4, "intermediate_size": 64}
@@ -53,16 +53,7 @@ def _attention_flops(c, n):
 
 
 def test_prefill_8k_attention(benchmark, attn_model):
-    ctx = gon.Context(attn_model, context_length=LONG + 64, max_batch_tokens=512)
-    prompt = _prompt(attn_model, LONG)
-
-    def run():
-        ctx.reset()
-        ctx.append(prompt)
-        ctx.process(logits="last")
-
-    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
-    t = benchmark.stats.stats.min
+    t = time_prefill(benchmark, attn_model, _prompt(attn_model, LONG), 512, context_length=LONG + 64, rounds=1)
     c = attn_model.config
     att, wts = _attention_flops(c, LONG), 2.0 * LONG * active_params(c)
     record(benchmark, "prefill_8k_attention", seconds=t, tok_s=LONG / t, attention_gflop=att / 1e9,

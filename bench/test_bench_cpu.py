@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 import gpt_oss_native as gon
-from conftest import active_params, record
+from conftest import active_params, record, time_prefill
 
 DECODE_TOKENS = 16
 
@@ -95,16 +95,8 @@ def test_decode_batch1(benchmark, model, read_bandwidth):
 
 
 def _prefill(benchmark, model, n, batch, name):
-    ctx = gon.Context(model, context_length=max(2048, n + 1), max_batch_tokens=batch)
     prompt = _prompt(n, model.vocab_size, seed=n)
-
-    def run():
-        ctx.reset()
-        ctx.append(prompt)
-        ctx.process(logits="last")
-
-    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
-    t = benchmark.stats.stats.min
+    t = time_prefill(benchmark, model, prompt, batch, context_length=max(2048, n + 1), rounds=2)
     flops = 2.0 * n * active_params(model.config)
     record(benchmark, name, tok_s=n / t, seconds=t, max_batch_tokens=batch, gflop_s=flops / t / 1e9)
 
