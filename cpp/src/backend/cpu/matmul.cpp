@@ -5,7 +5,8 @@
 // avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for);
 // everywhere else the portable kernels. The choice is made once, on first use,
 // and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
-// debugging and comparisons). This file is compiled without AVX-512 flags.
+// debugging and comparisons); attention.cpp follows the same choice. This file
+// is compiled without AVX-512 flags.
 #include "backend/cpu/matmul.hpp"
 
 #include <cstdlib>
