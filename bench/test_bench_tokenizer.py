@@ -14,7 +14,6 @@ checkpoint (it does not request the model fixtures).
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import pathlib
 
@@ -58,11 +57,7 @@ def rank_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ranks(rank_file):
-    out = {}
-    for line in rank_file.read_bytes().splitlines():
-        token, rank = line.split()
-        out[base64.b64decode(token)] = int(rank)
-    return out
+    return _tests.read_rank_file(rank_file)
 
 
 def _tiktoken(ranks):

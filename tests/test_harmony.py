@@ -347,6 +347,12 @@ def test_json_schema_to_typescript():
 # ---- parsing: agreement with openai-harmony ----------------------------------------------------
 
 
+def parser_state(p):
+    """What a streaming parser exposes after each token (ours mirrors openai-harmony's names)."""
+    return (p.current_role and p.current_role.value, p.current_channel, p.current_recipient,
+            p.current_content_type, p.last_content_delta, p.state.name, len(p.messages), p.current_content)
+
+
 def harmony_stream(henc, tokens, role):
     """Per-token states of openai-harmony's parser; stops where it raises."""
     p = oh.StreamableParser(henc, None if role is None else oh.Role(role.value))
@@ -354,9 +360,7 @@ def harmony_stream(henc, tokens, role):
     try:
         for t in tokens:
             p.process(t)
-            states.append((p.current_role and p.current_role.value, p.current_channel, p.current_recipient,
-                           p.current_content_type, p.last_content_delta, p.state.name, len(p.messages),
-                           p.current_content))
+            states.append(parser_state(p))
         p.process_eos()
     except oh.HarmonyError:
         return states, None
@@ -368,9 +372,7 @@ def our_stream(tok, tokens, role):
     states = []
     for t in tokens:
         p.process(t)
-        states.append((p.current_role and p.current_role.value, p.current_channel, p.current_recipient,
-                       p.current_content_type, p.last_content_delta, p.state.name, len(p.messages),
-                       p.current_content))
+        states.append(parser_state(p))
     p.process_eos()
     return states, [as_tuple(m) for m in p.messages], p.warnings
 

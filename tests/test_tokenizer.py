@@ -136,13 +136,18 @@ def rank_file(o200k_rank_file):
     return o200k_rank_file
 
 
-@pytest.fixture(scope="module")
-def ranks(rank_file):
+def read_rank_file(path) -> dict:
+    """token bytes -> rank, from a tiktoken rank file (what tiktoken's Encoding takes)."""
     out = {}
-    for line in rank_file.read_bytes().splitlines():
+    for line in path.read_bytes().splitlines():
         token, rank = line.split()
         out[base64.b64decode(token)] = int(rank)
     return out
+
+
+@pytest.fixture(scope="module")
+def ranks(rank_file):
+    return read_rank_file(rank_file)
 
 
 @pytest.fixture(scope="module")

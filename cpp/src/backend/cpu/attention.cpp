@@ -43,12 +43,14 @@ void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
     for (int i = 0; i < r.count; ++i) {
       const int a = std::max(r.lo[i], j0), b = std::min(r.hi[i], j0 + kKvBlock - 1);
       if (a > b) continue;  // no visible key here: the block would change nothing
-      float s[kKvBlock], p[kKvBlock];
+      float s[kKvBlock] = {}, p[kKvBlock];
+      for (int d = 0; d < hd; ++d) {  // a row of the transposed block at a time (vectorises)
+        const float qd = r.q[i][d];
+        for (int e = 0; e < kKvBlock; ++e) s[e] += qd * kt[d * kKvBlock + e];
+      }
       float mx = neg_inf;
       for (int e = 0; e < kKvBlock; ++e) {
-        float acc = 0.f;
-        for (int d = 0; d < hd; ++d) acc += r.q[i][d] * kt[d * kKvBlock + e];
-        s[e] = (j0 + e >= a && j0 + e <= b) ? acc * c.scale : neg_inf;
+        s[e] = (j0 + e >= a && j0 + e <= b) ? s[e] * c.scale : neg_inf;
         mx = std::max(mx, s[e]);
       }
       const float mnew = std::max(m[i], mx);
