@@ -22,7 +22,7 @@ import pytest
 from conftest import record
 from gpt_oss_native.tokenizer import Tokenizer
 
-tiktoken = pytest.importorskip("tiktoken")
+import tiktoken  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "_tokenizer_tests", pathlib.Path(__file__).resolve().parents[1] / "tests" / "test_tokenizer.py")

@@ -19,8 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gpt_oss_native import checkpoint as ck  # noqa: E402
 
-torch = pytest.importorskip("torch")
-safetensors = pytest.importorskip("safetensors")
+import oracle  # noqa: E402
+import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
 SEED = 1234
@@ -354,7 +354,6 @@ def test_bf16_rounding_is_nearest_even():
 
 @pytest.mark.parametrize("cid", list(CONFIGS))
 def test_transformers_loads_hf_layout(written, cid):
-    oracle = pytest.importorskip("oracle")
     w = written(cid)
     cfg, a = w["cfg"], w["hf_arrays"]
     model = oracle.load_reference(w["hf"])          # asserts no missing/unexpected/mismatched
@@ -388,7 +387,6 @@ def test_transformers_loads_hf_layout(written, cid):
 
 
 def test_oracle_rejects_incomplete_checkpoint(tmp_path):
-    oracle = pytest.importorskip("oracle")
     from safetensors.torch import load_file, save_file
     d = ck.write_checkpoint(tmp_path / "m", {"preset": "tiny", "num_hidden_layers": 1},
                             seed=3, progress=False)
@@ -574,7 +572,6 @@ def test_invalid_write_arguments(tmp_path):
 def test_oracle_agrees_with_numpy_forward(written, cid):
     """The transformers oracle matches a float64 numpy forward written from the doc's formulas
     (sliding window 4 < T exercises the window; sinks, YaRN, routing, clamped SwiGLU)."""
-    oracle = pytest.importorskip("oracle")
     w = written(cid)
     tokens = np.random.default_rng(3).integers(0, w["cfg"]["vocab_size"], 24)
     ref = oracle.reference_logits(w["hf"], tokens)

@@ -16,8 +16,9 @@ import random
 
 import pytest
 
-H = pytest.importorskip("gpt_oss_native.harmony")
-oh = pytest.importorskip("openai_harmony")
+import openai_harmony as oh
+
+import gpt_oss_native.harmony as H
 
 
 START, END, MESSAGE, CHANNEL, CONSTRAIN, RETURN, CALL = 200006, 200007, 200008, 200005, 200003, 200002, 200012

@@ -24,6 +24,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+import tiktoken
 
 from gpt_oss_native import _core
 from gpt_oss_native.errors import (
@@ -34,8 +35,6 @@ from gpt_oss_native.errors import (
     UnsupportedCheckpointError,
 )
 from gpt_oss_native.tokenizer import StreamDecoder, Tokenizer
-
-tiktoken = pytest.importorskip("tiktoken")
 
 
 O200K_PATTERN = "|".join([
