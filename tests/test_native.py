@@ -53,13 +53,18 @@ def sanitized_build():
     return build
 
 
-def test_cpp_tests_under_asan_and_ubsan(sanitized_build):
+def test_cpp_tests_under_asan_and_ubsan(sanitized_build, o200k_rank_file):
+    # GON_O200K_BASE: the real vocabulary, for the C++ harmony test against openai-harmony's tokens.
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1", "GON_O200K_BASE": str(o200k_rank_file)}
     proc = _run(["ctest", "--test-dir", sanitized_build, "--output-on-failure", "-j", "1"], env=env, timeout=3600)
     assert "tests passed" in proc.stdout
     names = {p.name for p in sanitized_build.glob("test_*") if p.is_file()}
     assert {"test_context", "test_matmul", "test_json", "test_safetensors"} <= names
+    # ctest shows no output of passing tests: check directly that the real-vocabulary test ran.
+    harmony = _run([str(sanitized_build / "test_harmony")], env=env, timeout=600)
+    assert "[PASS] real_vocabulary_when_available" in harmony.stdout
+    assert "skipped" not in harmony.stdout
 
 
 @pytest.mark.parametrize("target,corpus", [("fuzz_safetensors", "safetensors"), ("fuzz_json", "json"),
