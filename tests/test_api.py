@@ -253,3 +253,39 @@ def test_model_properties(small_model, small_model_path):
     seen = []
     gon.Model(small_model_path, prefetch="always", progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1] == small_model.weight_bytes
+
+
+def test_cancel_before_and_during_process(small_model, rng):
+    import threading
+    import time
+
+    tokens = rng.integers(0, small_model.vocab_size, size=600)
+    # A cancel with nothing running stops the next call before any forward pass.
+    ctx = gon.Context(small_model, context_length=1024, max_batch_tokens=1)
+    ctx.append(tokens)
+    ctx.cancel()
+    with pytest.raises(gon.CancelledError):
+        ctx.process()
+    assert ctx.num_processed == 0
+    # From another thread, during a prefill of one token per chunk.
+    errors = []
+
+    def run():
+        try:
+            ctx.process()
+        except gon.CancelledError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while ctx.num_processed < 5:
+        time.sleep(0.001)
+    ctx.cancel()
+    t.join()
+    assert len(errors) == 1 and 0 < ctx.num_processed < tokens.size
+    # The context goes on from where it stopped and ends where a fresh one does.
+    ctx.process()
+    ref = gon.Context(small_model, context_length=1024, max_batch_tokens=64)
+    ref.append(tokens)
+    ref.process()
+    np.testing.assert_array_equal(ctx.logits, ref.logits)

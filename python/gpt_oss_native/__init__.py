@@ -18,6 +18,7 @@ from __future__ import annotations
 from . import _core
 from .errors import (
     BackendUnavailableError,
+    CancelledError,
     CheckpointError,
     CheckpointNotFoundError,
     ContextOverflowError,
@@ -52,5 +53,6 @@ __all__ = [
     "UnsupportedCheckpointError",
     "OutOfMemoryError",
     "BackendUnavailableError",
+    "CancelledError",
     "__version__",
 ]

@@ -51,6 +51,11 @@ class BackendUnavailableError(Error):
     """The requested device is not built into this installation or not present."""
 
 
+class CancelledError(Error):
+    """A call was cancelled (``Context.cancel()``, e.g. on Ctrl-C) before it finished.
+    The context stays usable: tokens processed before the cancellation keep their cache."""
+
+
 __all__ = [
     "Error",
     "InvalidArgumentError",
@@ -62,4 +67,5 @@ __all__ = [
     "UnsupportedCheckpointError",
     "OutOfMemoryError",
     "BackendUnavailableError",
+    "CancelledError",
 ]

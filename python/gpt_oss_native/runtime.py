@@ -403,6 +403,13 @@ class Context:
         """Drops every token; the buffers stay allocated."""
         self._core.reset()
 
+    def cancel(self) -> None:
+        """Makes a :meth:`process`, :meth:`sample` or generation running on another thread stop
+        before its next forward pass (a long prefill checks between chunks of
+        ``max_batch_tokens``) and raise :class:`CancelledError`; when none is running, the next
+        one does. Tokens processed before it keep their cache; the context stays usable."""
+        self._core.cancel()
+
     @property
     def context_length(self) -> int:
         return self._core.context_length

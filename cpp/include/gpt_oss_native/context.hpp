@@ -88,6 +88,13 @@ class Context {
   // pending tokens first), appends it (unprocessed) and returns it.
   SampleResult sample(const SampleOptions& options);
 
+  // Makes a process() or sample() running on another thread stop before its
+  // next forward pass (prefill checks between chunks of max_batch_tokens) and
+  // throw gon::Error(kCancelled); with none running, the next such call does.
+  // The tokens processed before it keep their cache and the context stays
+  // usable. Safe to call from any thread (and from a signal handler).
+  void cancel() noexcept;
+
   // Logits of the last process() call: logits_rows() rows of vocab_size fp32,
   // in the context's own buffer; overwritten by the next process()/sample().
   const float* logits() const;

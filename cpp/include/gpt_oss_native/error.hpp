@@ -24,6 +24,7 @@ enum class Status {
   kOutOfMemory,           // an allocation failed
   kBackendUnavailable,    // the requested device is not built in or not present
   kInternal,              // a broken invariant: a bug in the runtime
+  kCancelled,             // the call was cancelled (Context::cancel) before it finished
 };
 
 // Short stable name of a status, e.g. "invalid_argument".

@@ -83,6 +83,7 @@ void init_context(nb::module_& m) {
             return nb::ndarray<nb::numpy, const int32_t, nb::ndim<1>>(self.tokens(), 1, shape, self_handle);
           },
           nb::rv_policy::reference_internal)
+      .def("cancel", &Context::cancel, "Stop a process()/sample() running on another thread (CancelledError).")
       .def("rewind", &Context::rewind, nb::arg("num_tokens"))
       .def("reset", &Context::reset)
       .def_prop_ro("context_length", [](const Context& s) { return s.options().context_length; })

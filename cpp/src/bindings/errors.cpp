@@ -25,6 +25,7 @@ const char* class_name(Status s) {
     case Status::kOutOfMemory: return "OutOfMemoryError";
     case Status::kBackendUnavailable: return "BackendUnavailableError";
     case Status::kInternal: return "Error";
+    case Status::kCancelled: return "CancelledError";
   }
   return "Error";
 }

@@ -3,6 +3,7 @@
 #include "gpt_oss_native/context.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <random>
@@ -39,6 +40,8 @@ struct Context::Impl {
   // Serialises calls from different threads on one Context (the Python
   // bindings release the GIL while processing).
   std::mutex mutex;
+  // Set by cancel() from any thread; consumed (cleared) by the process() that sees it.
+  std::atomic<bool> cancel_requested{false};
 
   void process(LogitsMode mode);
 
@@ -194,6 +197,9 @@ void Context::Impl::process(LogitsMode mode) {
   s.last_logits_valid = false;
   s.logits_rows = 0;
   while (s.num_processed < s.num_tokens) {
+    if (s.cancel_requested.exchange(false, std::memory_order_acq_rel))
+      GON_THROW(kCancelled, "process: cancelled after ", s.num_processed, " of ", s.num_tokens,
+                " tokens (the processed ones keep their cache)");
     const int count = std::min(B, s.num_tokens - s.num_processed);
     const Batch batch{s.num_processed, count};
     const bool last_chunk = s.num_processed + count == s.num_tokens;
@@ -233,6 +239,8 @@ SampleResult Context::sample(const SampleOptions& o) {
   s.last_logits_valid = false;
   return r;
 }
+
+void Context::cancel() noexcept { impl_->cancel_requested.store(true, std::memory_order_release); }
 
 const float* Context::logits() const { return impl_->logits; }
 int Context::logits_rows() const { return impl_->logits_rows; }

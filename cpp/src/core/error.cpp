@@ -15,6 +15,7 @@ const char* status_name(Status status) noexcept {
     case Status::kOutOfMemory: return "out_of_memory";
     case Status::kBackendUnavailable: return "backend_unavailable";
     case Status::kInternal: return "internal";
+    case Status::kCancelled: return "cancelled";
   }
   return "unknown";
 }
