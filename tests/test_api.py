@@ -106,7 +106,9 @@ def test_logits_view_keeps_the_context_alive(small_model, rng):
 def test_memory_is_allocated_once(small_model, rng):
     ctx = gon.Context(small_model, context_length=256, max_batch_tokens=16)
     stats = ctx.memory_stats()
-    assert stats["arena_allocations"] == 2 and stats["late_allocations"] == 0
+    # One arena of backend memory on the CPU (plus a host arena where backend memory is not host memory).
+    assert stats["arena_allocations"] == (1 if small_model.device == "cpu" else 2)
+    assert stats["late_allocations"] == 0
     ctx.append(rng.integers(0, small_model.vocab_size, size=40))
     ctx.process()
     for _ in range(20):

@@ -155,6 +155,7 @@ TEST(no_allocation_while_processing_or_sampling) {
   gon::Context ctx(model, o);
   ctx.append(tokens.data(), 8);
   ctx.process(gon::LogitsMode::kLast);  // warm-up
+  const auto blocks_at_creation = ctx.memory_stats().arena_allocations;
   g_allocations = 0;
   g_counting = true;
   ctx.append(tokens.data() + 8, 32);
@@ -169,7 +170,7 @@ TEST(no_allocation_while_processing_or_sampling) {
   CHECK(g_allocations.load() == 0);
   auto stats = ctx.memory_stats();
   CHECK(stats.late_allocations == 0);
-  CHECK(stats.arena_allocations == 2);
+  CHECK(stats.arena_allocations == blocks_at_creation && blocks_at_creation >= 1);
   CHECK(stats.kv_cache_bytes > 0 && stats.device_bytes > stats.kv_cache_bytes);
 }
 

@@ -21,6 +21,10 @@ from .errors import InvalidArgumentError
 
 ProgressArg = Union[None, bool, Callable[[int, int], Any]]
 
+#: The default sampling temperature of every API (C++, the binding and Python): 1.0,
+#: the setting gpt-oss was tuned for. Pass ``temperature=0`` for greedy decoding.
+DEFAULT_TEMPERATURE = 1.0
+
 _PROGRESS_THRESHOLD_BYTES = 1 << 30
 
 
@@ -151,7 +155,7 @@ class Model:
         prompt: Union[str, Sequence[int], np.ndarray],
         *,
         max_tokens: int = 256,
-        temperature: float = 0.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         top_p: float = 1.0,
         seed: Optional[int] = None,
         stop: Union[None, str, Iterable[str]] = None,
@@ -297,6 +301,10 @@ class Context:
         rewind_window: how far behind the furthest processed token a rewind
             keeps the KV cache (default ``max(1024, max_batch_tokens)``); a
             rewind further back is still correct but recomputes.
+        kv_dtype: element type of the KV cache: ``"fp32"``, ``"bf16"`` (half
+            the memory and the bytes attention reads; logits then agree with an
+            fp32 reference to about 1e-2 instead of 1e-5) or ``"auto"`` (the
+            backend's default: fp32 on the CPU, bf16 on a GPU).
 
     Sliding-window layers keep a ring of ``sliding_window + rewind_window``
     positions instead of the whole context; :attr:`rewind_window` tells the
@@ -311,6 +319,7 @@ class Context:
         *,
         logits_capacity: Optional[int] = None,
         rewind_window: Optional[int] = None,
+        kv_dtype: str = "auto",
     ) -> None:
         if not isinstance(model, Model):
             raise InvalidArgumentError(f"model must be a gpt_oss_native.Model, got {type(model).__name__}")
@@ -318,8 +327,11 @@ class Context:
         max_batch_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1)
         logits_capacity = 0 if logits_capacity is None else _check_int("logits_capacity", logits_capacity, 1)
         rewind_window = -1 if rewind_window is None else _check_int("rewind_window", rewind_window, 0)
+        if not isinstance(kv_dtype, str):
+            raise InvalidArgumentError(f"kv_dtype must be a str, got {type(kv_dtype).__name__}")
         self.model = model
-        self._core = _core.Context(model._core, context_length, max_batch_tokens, logits_capacity, rewind_window)
+        self._core = _core.Context(model._core, context_length, max_batch_tokens, logits_capacity, rewind_window,
+                                   kv_dtype)
 
     def append(self, tokens: Union[str, int, Sequence[int], np.ndarray, Any], *, allowed_special="all") -> None:
         """Appends tokens without processing them.
@@ -337,6 +349,19 @@ class Context:
                                                           disallowed_special=())
         self._core.append(_as_token_array(tokens))
 
+    def assign(self, tokens: Union[str, Sequence[int], np.ndarray, Any], *, allowed_special="all") -> int:
+        """Makes the context hold exactly ``tokens``, keeping the KV cache of the longest
+        common prefix with what it holds now (as far as :meth:`rewind` would keep it).
+
+        The way to continue a conversation: assign the whole rendered conversation
+        each turn and only the new part is processed. Accepts what :meth:`append`
+        accepts; returns the number of tokens whose cache was kept.
+        """
+        if isinstance(tokens, str):
+            tokens = self.model.tokenizer.encode_to_numpy(tokens, allowed_special=allowed_special,
+                                                          disallowed_special=())
+        return self._core.assign(_as_token_array(tokens))
+
     def process(self, logits: str = "last") -> None:
         """Runs the model over the tokens appended since the last call.
 
@@ -350,18 +375,29 @@ class Context:
         self._core.process(logits)
 
     @property
-    def logits(self) -> np.ndarray:
-        """float32 ``[rows, vocab]`` view of the context's logits buffer (no copy).
+    def logits(self):
+        """float32 ``[rows, vocab]`` logits of the last :meth:`process`, without a copy.
 
-        The array shares memory with the runtime: it stays valid as long as it
-        exists (it keeps the context alive), but its contents are overwritten by
-        the next :meth:`process` or :meth:`sample`. Copy it
-        (``ctx.logits.copy()``) to keep values. ``torch.from_dlpack(ctx.logits)``
-        gives a tensor over the same memory.
+        On the CPU a NumPy view of the context's buffer; on a GPU an array in
+        device memory that speaks DLPack, so ``torch.from_dlpack(ctx.logits)``
+        gives a tensor on that device over the same memory (use
+        :meth:`logits_host` for a NumPy copy). The array keeps the context alive,
+        but its contents are overwritten by the next :meth:`process` or
+        :meth:`sample`: copy it to keep values.
         """
         return self._core.logits
 
-    def sample(self, temperature: float = 0.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[int, float]:
+    def logits_host(self) -> np.ndarray:
+        """A NumPy copy of :attr:`logits` (on every backend)."""
+        return self._core.logits_host()
+
+    @property
+    def kv_dtype(self) -> str:
+        """Element type of the KV cache: ``"fp32"`` or ``"bf16"``."""
+        return self._core.kv_dtype
+
+    def sample(self, temperature: float = DEFAULT_TEMPERATURE, top_p: float = 1.0,
+               seed: Optional[int] = None) -> Tuple[int, float]:
         """Samples the next token, appends it, and returns ``(token, logprob)``.
 
         Pending tokens are processed first. ``temperature`` 0 takes the argmax;
@@ -435,7 +471,7 @@ class Context:
         self,
         *,
         max_tokens: int = 256,
-        temperature: float = 0.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         top_p: float = 1.0,
         seed: Optional[int] = None,
         stop: Union[None, str, Iterable[str]] = None,

@@ -7,6 +7,12 @@
 
 namespace gon {
 
+// Element type of a KV cache (a Context or Engine option): fp32 keeps keys and
+// values exactly as computed; bf16 halves the cache's memory and the bytes
+// attention reads, at a cost in agreement with an fp32 reference (see README).
+enum class KVDType : uint8_t { kF32, kBF16 };
+const char* kv_dtype_name(KVDType t);  // "fp32", "bf16"
+
 struct ModelConfig {
   int num_layers = 0;
   int num_experts = 0;

@@ -17,14 +17,20 @@
 // anything. Rewinding further is still correct: the tokens are kept and the
 // next process() recomputes the cache from the start.
 //
-// A Context is not thread-safe; different Contexts of one Model may be used
-// from different threads (the CPU backend runs one batch at a time).
+// A Context is not thread-safe (except cancel()); different Contexts of one
+// Model may be used from different threads (each has its own execution state:
+// on the CPU they take turns on the thread pool, on a GPU each has a stream).
+//
+// Work runs asynchronously where the backend queues it: process() returns once
+// the work is queued, and reading results (logits, a sampled token) waits.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+
+#include "gpt_oss_native/config.hpp"
 
 namespace gon {
 
@@ -35,7 +41,15 @@ struct ContextOptions {
   int max_batch_tokens = 128;  // tokens per forward pass while prefilling
   int logits_capacity = 0;     // rows of logits process(kAll) can return; 0 = max_batch_tokens
   int rewind_window = -1;      // guaranteed rewind without recompute; -1 = max(1024, max_batch_tokens)
+  // KV cache element type; nullopt = the backend's default (fp32 on the CPU,
+  // bf16 on a GPU).
+  std::optional<KVDType> kv_dtype;
 };
+
+// The default sampling temperature everywhere (C++, Python, the command line's
+// library calls): 1.0, the setting gpt-oss was tuned for. Pass 0 for greedy
+// decoding.
+inline constexpr float kDefaultTemperature = 1.0f;
 
 enum class LogitsMode {
   kNone,  // compute no logits (prefill that will be continued)
@@ -44,7 +58,7 @@ enum class LogitsMode {
 };
 
 struct SampleOptions {
-  float temperature = 1.0f;    // 0 = argmax
+  float temperature = kDefaultTemperature;  // 0 = argmax
   float top_p = 1.0f;          // nucleus: smallest set of tokens with probability mass >= top_p
   std::optional<uint64_t> seed;  // same seed, same position -> same token; nullopt = from the OS
   // Optional [vocab_size] flags: tokens whose flag is 0 are never sampled
@@ -55,6 +69,13 @@ struct SampleOptions {
 struct SampleResult {
   int32_t token;
   float logprob;  // log-probability of token under the model (temperature 1, no top-p)
+};
+
+// A buffer in a backend's memory, as DLPack describes its place.
+struct DeviceBuffer {
+  const void* data = nullptr;
+  int device_type = 1;  // DLPack: 1 = CPU, 2 = CUDA, 8 = Metal
+  int device_id = 0;
 };
 
 struct MemoryStats {
@@ -79,6 +100,13 @@ class Context {
   void append(const int32_t* tokens, size_t count);
   void append(const int64_t* tokens, size_t count);
 
+  // Makes the context hold exactly these tokens, keeping the cache of the
+  // longest common prefix with what it holds now (as far as a rewind keeps
+  // it): the way to continue a conversation whose earlier turns are cached.
+  // Returns the number of tokens whose cache was kept. Errors as append().
+  int assign(const int32_t* tokens, size_t count);
+  int assign(const int64_t* tokens, size_t count);
+
   // Runs the model over the tokens appended since the last process(), in
   // chunks of max_batch_tokens. With kAll, throws kInvalidArgument before doing
   // anything when more than logits_capacity tokens are pending.
@@ -96,8 +124,11 @@ class Context {
   void cancel() noexcept;
 
   // Logits of the last process() call: logits_rows() rows of vocab_size fp32,
-  // in the context's own buffer; overwritten by the next process()/sample().
-  const float* logits() const;
+  // overwritten by the next process()/sample(). On the CPU this is the
+  // context's own buffer; on a GPU a host copy, made when this is called.
+  const float* logits();
+  // The logits buffer itself, in the backend's memory (waits for pending work).
+  DeviceBuffer logits_buffer();
   int logits_rows() const;
   int vocab_size() const;
 
@@ -111,7 +142,7 @@ class Context {
   void rewind(int n);
   void reset();
 
-  const ContextOptions& options() const;  // with defaults resolved
+  const ContextOptions& options() const;  // with defaults resolved (kv_dtype set)
   MemoryStats memory_stats() const;
   const Model& model() const;
 

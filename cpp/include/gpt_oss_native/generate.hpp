@@ -21,7 +21,7 @@ namespace gon {
 
 struct GenerateOptions {
   int max_tokens = 256;               // tokens to sample at most
-  SampleOptions sampling{0.0f, 1.0f, std::nullopt};
+  SampleOptions sampling;             // temperature kDefaultTemperature (1.0), top_p 1.0, no seed
   std::vector<std::string> stop;      // stop strings: generation ends before the first one
   std::vector<int32_t> stop_tokens;   // stop token ids (not part of the text); empty = the defaults below
   bool default_stop_tokens = true;    // add the model's eos and harmony's <|return|> and <|call|>

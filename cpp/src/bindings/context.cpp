@@ -9,6 +9,8 @@
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
+
 #include "bindings/bindings.hpp"
 #include "core/check.hpp"
 #include "gpt_oss_native/context.hpp"
@@ -21,6 +23,13 @@ namespace gon::bindings {
 namespace {
 template <typename T>
 using TokenArray = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+std::optional<KVDType> parse_kv_dtype(const std::string& s) {
+  if (s == "auto") return std::nullopt;
+  if (s == "fp32" || s == "float32") return KVDType::kF32;
+  if (s == "bf16" || s == "bfloat16") return KVDType::kBF16;
+  GON_THROW(kInvalidArgument, "kv_dtype must be 'auto', 'fp32' or 'bf16', got '", s, "'");
+}
 
 LogitsMode parse_mode(const std::string& s) {
   if (s == "last") return LogitsMode::kLast;
@@ -35,16 +44,18 @@ void init_context(nb::module_& m) {
       .def(
           "__init__",
           [](Context* self, std::shared_ptr<Model> model, int context_length, int max_batch_tokens,
-             int logits_capacity, int rewind_window) {
+             int logits_capacity, int rewind_window, const std::string& kv_dtype) {
             ContextOptions o;
             o.context_length = context_length;
             o.max_batch_tokens = max_batch_tokens;
             o.logits_capacity = logits_capacity;
             o.rewind_window = rewind_window;
+            o.kv_dtype = parse_kv_dtype(kv_dtype);
+            nb::gil_scoped_release release;
             new (self) Context(std::move(model), o);
           },
           nb::arg("model"), nb::arg("context_length") = 4096, nb::arg("max_batch_tokens") = 128,
-          nb::arg("logits_capacity") = 0, nb::arg("rewind_window") = -1)
+          nb::arg("logits_capacity") = 0, nb::arg("rewind_window") = -1, nb::arg("kv_dtype") = "auto")
       .def(
           "append",
           [](Context& self, TokenArray<int32_t> tokens) { self.append(tokens.data(), tokens.shape(0)); },
@@ -52,6 +63,14 @@ void init_context(nb::module_& m) {
       .def(
           "append",
           [](Context& self, TokenArray<int64_t> tokens) { self.append(tokens.data(), tokens.shape(0)); },
+          nb::arg("tokens").noconvert())
+      .def(
+          "assign",
+          [](Context& self, TokenArray<int32_t> tokens) { return self.assign(tokens.data(), tokens.shape(0)); },
+          nb::arg("tokens").noconvert())
+      .def(
+          "assign",
+          [](Context& self, TokenArray<int64_t> tokens) { return self.assign(tokens.data(), tokens.shape(0)); },
           nb::arg("tokens").noconvert())
       .def(
           "process", [](Context& self, const std::string& logits) { self.process(parse_mode(logits)); },
@@ -62,17 +81,43 @@ void init_context(nb::module_& m) {
             SampleResult r = self.sample({temperature, top_p, seed});
             return std::make_pair(r.token, r.logprob);
           },
-          nb::arg("temperature") = 1.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = nb::none(),
+          nb::arg("temperature") = kDefaultTemperature, nb::arg("top_p") = 1.0f, nb::arg("seed") = nb::none(),
           nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro(
           "logits",
-          [](nb::handle self_handle) {
+          [](nb::handle self_handle) -> nb::object {
             Context& self = nb::cast<Context&>(self_handle);
+            DeviceBuffer b;
+            {
+              nb::gil_scoped_release release;
+              b = self.logits_buffer();
+            }
             size_t shape[2] = {static_cast<size_t>(self.logits_rows()), static_cast<size_t>(self.vocab_size())};
-            return nb::ndarray<nb::numpy, float, nb::ndim<2>>(const_cast<float*>(self.logits()), 2, shape,
-                                                              self_handle);
+            float* data = const_cast<float*>(static_cast<const float*>(b.data));
+            if (b.device_type == nb::device::cpu::value)
+              return nb::cast(nb::ndarray<nb::numpy, float, nb::ndim<2>>(data, 2, shape, self_handle),
+                              nb::rv_policy::reference);
+            // Device memory: an array that only speaks DLPack (torch.from_dlpack, cupy...).
+            return nb::cast(nb::ndarray<float, nb::ndim<2>>(data, 2, shape, self_handle, nullptr,
+                                                            nb::dtype<float>(), b.device_type, b.device_id),
+                            nb::rv_policy::reference);
           },
-          nb::rv_policy::reference_internal)
+          "The logits of the last process(): a NumPy view on the CPU, a DLPack array on a GPU (no copy).")
+      .def(
+          "logits_host",
+          [](Context& self) {
+            const size_t rows = static_cast<size_t>(self.logits_rows()), V = static_cast<size_t>(self.vocab_size());
+            float* copy = new float[rows * V > 0 ? rows * V : 1];
+            nb::capsule owner(copy, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+            {
+              nb::gil_scoped_release release;
+              const float* src = self.logits();
+              std::copy(src, src + rows * V, copy);
+            }
+            size_t shape[2] = {rows, V};
+            return nb::ndarray<nb::numpy, float, nb::ndim<2>>(copy, 2, shape, owner);
+          },
+          "A NumPy copy of the logits of the last process().")
       .def_prop_ro("num_tokens", &Context::num_tokens)
       .def_prop_ro("num_processed", &Context::num_processed)
       .def_prop_ro(
@@ -90,6 +135,7 @@ void init_context(nb::module_& m) {
       .def_prop_ro("max_batch_tokens", [](const Context& s) { return s.options().max_batch_tokens; })
       .def_prop_ro("logits_capacity", [](const Context& s) { return s.options().logits_capacity; })
       .def_prop_ro("rewind_window", [](const Context& s) { return s.options().rewind_window; })
+      .def_prop_ro("kv_dtype", [](const Context& s) { return std::string(kv_dtype_name(*s.options().kv_dtype)); })
       .def("memory_stats", [](const Context& s) {
         MemoryStats st = s.memory_stats();
         nb::dict d;

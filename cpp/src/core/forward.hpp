@@ -1,39 +1,19 @@
-// The gpt-oss forward pass, written once for every backend as a sequence of
-// backend operations (see backend/backend.hpp):
+// The gpt-oss forward pass, written once for every backend over an
+// Executor's blocks (backend/executor.hpp):
 //   x = embed(tokens)
-//   per layer: x += out(attention(rope(qkv(rmsnorm(x)))));  x += moe(rmsnorm(x))
-//   logits = unembed(rmsnorm(x))
+//   per layer: x += attention(x);  x += moe(x)
+//   logits = unembed(rmsnorm(x)) for the output rows, then (optionally) sampling
 #pragma once
 
-#include <vector>
-
-#include "backend/backend.hpp"
+#include "backend/executor.hpp"
 
 namespace gon {
 
-// Activation buffers of a Context, in the backend's memory.
-struct ForwardBuffers {
-  float* x = nullptr;        // [B, H] residual stream
-  float* xn = nullptr;       // [B, H] normalised
-  float* qkv = nullptr;      // [B, (nq + 2 nkv) * hd]
-  float* attn = nullptr;     // [B, nq * hd]
-  int32_t* expert_ids = nullptr;  // [B, k]
-  float* expert_weights = nullptr;  // [B, k]
-  void* workspace = nullptr;
-  std::vector<KVCacheLayer> kv;  // [layers]
-};
+// The model graph for one step (called by Executor::execute, possibly while
+// a GPU backend captures it into a graph).
+void forward(Executor& executor, const ModelConfig& config, const StepShape& shape);
 
-// Which logits to produce for a batch: rows [first_row, first_row + num_rows)
-// of the batch, written to `logits` (host-visible, row stride vocab).
-struct LogitsRequest {
-  int first_row = 0;
-  int num_rows = 0;
-  float* logits = nullptr;
-};
-
-// Runs one batch (b.count <= the buffers' capacity). The backend must be
-// locked by the caller; the batch is bracketed by begin_batch()/end_batch().
-void forward(Backend& backend, const ModelWeights& w, const ModelConfig& c, const ForwardBuffers& buf,
-             const int32_t* tokens, const Batch& b, const LogitsRequest& logits);
+// Runs one step on `executor` with the inputs already written to inputs().
+void run_step(Executor& executor, const ModelConfig& config, const StepShape& shape);
 
 }  // namespace gon

@@ -60,7 +60,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     options.progress(checkpoint->total_bytes(), checkpoint->total_bytes());
   }
   std::shared_ptr<Model> model(new Model());
-  model->impl_->weights = backend->prepare_weights(checkpoint->weights(), checkpoint->config());
+  model->impl_->weights = backend->prepare_weights(checkpoint->weights(), checkpoint->config(), options.progress);
   model->impl_->checkpoint = std::move(checkpoint);
   model->impl_->backend = std::move(backend);
   return model;

@@ -11,7 +11,7 @@ namespace gon::profile {
 
 namespace {
 const char* const kNames[kNumOps] = {"embed", "rmsnorm", "linear(qkv)", "rope_kv_store", "attention",
-                                     "linear(out)", "router", "moe", "unembed"};
+                                     "linear(out)", "router", "moe", "unembed", "sample"};
 
 struct Table {
   std::mutex mutex;

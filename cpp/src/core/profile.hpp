@@ -9,7 +9,7 @@
 
 namespace gon::profile {
 
-enum Op { kEmbed, kRmsnorm, kQkv, kRopeKv, kAttention, kOut, kRouter, kMoe, kUnembed, kNumOps };
+enum Op { kEmbed, kRmsnorm, kQkv, kRopeKv, kAttention, kOut, kRouter, kMoe, kUnembed, kSample, kNumOps };
 
 bool enabled();
 void add(Op op, double seconds, int tokens);

@@ -1,25 +1,25 @@
-// Sampling the next token from a row of logits: argmax at temperature 0,
-// otherwise softmax(logits / temperature) restricted to the top-p nucleus.
-// Uses only caller-provided scratch (no allocation) and a counter-based
-// generator, so a (seed, position) pair gives the same token on every run and
-// every machine.
+// Sampling rule shared by every backend, and its random numbers.
+//
+// For a row of logits l and SampleParams (backend/executor.hpp):
+//  * tokens with NaN logits, and (with use_mask) tokens the allowed-token mask
+//    excludes, are never chosen; if the mask excludes every token, the
+//    unrestricted argmax is returned;
+//  * temperature 0 (or no finite allowed logit): the argmax among the allowed
+//    tokens (the first index on ties);
+//  * otherwise p_i = exp((l_i - max) / temperature) (max over the allowed
+//    tokens), and with top_p < 1 only the nucleus is kept: tokens in order of
+//    decreasing p (ties: lower index first) until their mass reaches
+//    top_p * sum(p). A uniform u = uniform_from(seed, counter) picks the first
+//    token (in index order for top_p = 1, in nucleus order otherwise) at which
+//    the running mass exceeds u * (mass of the candidates).
+//  * logprob = log softmax(l)[token] at temperature 1 over all tokens.
+// uniform_from() is a counter-based generator, so a (seed, counter) pair gives
+// the same draw on every run, machine and backend.
 #pragma once
 
 #include <cstdint>
 
 namespace gon {
-
-struct SamplerScratch {
-  float* probs = nullptr;     // [vocab]
-  int32_t* order = nullptr;   // [vocab]
-};
-
-// Returns the chosen token; *logprob receives log softmax(logits)[token] at
-// temperature 1. `uniform` is a draw in [0, 1) used when temperature > 0.
-// `allowed` (nullable, [vocab]) excludes tokens whose flag is 0; if it
-// excludes every token, the unrestricted argmax is returned.
-int32_t sample_token(const float* logits, int vocab, float temperature, float top_p, double uniform,
-                     const SamplerScratch& scratch, const uint8_t* allowed, float* logprob);
 
 // A uniform double in [0, 1) from (seed, counter): splitmix64 mixing.
 double uniform_from(uint64_t seed, uint64_t counter);

@@ -1,13 +1,15 @@
 // Attention kernels of the CPU backend: the KV cache layout and the per-row
 // kernel contract shared by the portable and the AVX-512 implementation.
 //
-// Cache layout (one layer; `capacity` positions, position p in slot p % capacity,
-// `slots` = capacity rounded up to a multiple of kKvBlock), kv head major so
-// that one head's keys and values are two sequential streams:
-//  * V: [num_kv_heads][slots][head_dim] fp32.
-//  * K: [num_kv_heads][slots / kKvBlock][head_dim][kKvBlock] fp32: blocks of
+// Cache layout (one layer and sequence slot; `capacity` positions, position p
+// in slot p % capacity, `slots` = capacity rounded up to a multiple of
+// kKvBlock), kv head major so that one head's keys and values are two
+// sequential streams; elements are fp32 or bf16 (the context's KV dtype):
+//  * V: [num_kv_heads][slots][head_dim].
+//  * K: [num_kv_heads][slots / kKvBlock][head_dim][kKvBlock]: blocks of
 //    kKvBlock positions, transposed, so the keys of a block are read as one
 //    vector per dimension.
+// Sequence slots follow each other (KVCacheLayer::seq_stride elements apart).
 //  A ring's capacity is a multiple of kKvBlock (or never wraps), so the aligned
 //  positions [16b, 16b + 16) always share one slot block.
 //
@@ -40,10 +42,11 @@ inline size_t v_row_offset(int slot, int h, int capacity, int hd) {
   return (static_cast<size_t>(h) * kv_slots(capacity) + static_cast<size_t>(slot)) * hd;
 }
 
-// One kv head's cache, as the kernel reads it.
+// One kv head's cache, as the kernel reads it. KV is float or uint16_t (bf16 bits).
+template <typename KV>
 struct AttnCache {
-  const float* k;  // whole layer (layout above)
-  const float* v;
+  const KV* k;  // the sequence slot's whole layer (layout above)
+  const KV* v;
   int capacity;
   int nkv, hd, head;  // kv heads, head dim, this kernel call's kv head
   float scale;        // 1 / sqrt(head_dim)
@@ -63,11 +66,13 @@ struct AttnRows {
 inline size_t attend_scratch_floats(int hd) { return static_cast<size_t>(kAttnRows) * ((hd + 15) / 16 * 16) + 64; }
 
 namespace generic {
-void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch);
+template <typename KV>
+void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
 }
 #if GON_HAVE_AVX512_KERNELS
 namespace avx512 {
-void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch);
+template <typename KV>
+void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
 }
 #endif
 

@@ -52,9 +52,18 @@ inline __mmask16 lane_range(int a, int b) {
   return static_cast<__mmask16>(((2u << b) - 1u) & ~((1u << a) - 1u));
 }
 
+// 16 cache elements (fp32, or bf16 widened exactly) as fp32 lanes; `mask`
+// selects the elements read (the others are 0).
+inline __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 mask) {
+  const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 }  // namespace
 
-void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
+template <typename KV>
+void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch) {
   static_assert(kKvBlock == 16 && kAttnRows % 8 == 0, "one zmm of scores per row, rows in tiles of 8");
   const int hd = c.hd, hdp = (hd + 15) / 16 * 16, n = r.count;
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -78,13 +87,13 @@ void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
   // for all rows and stay in L1 while the rows use them.
   for (int j0 = lo / kKvBlock * kKvBlock; j0 <= hi; j0 += kKvBlock) {
     const int slot0 = j0 % c.capacity;
-    const float* kt = c.k + kt_block_offset(slot0, c.head, c.capacity, hd);
-    const float* v0 = c.v + v_row_offset(slot0, c.head, c.capacity, hd);
+    const KV* kt = c.k + kt_block_offset(slot0, c.head, c.capacity, hd);
+    const KV* v0 = c.v + v_row_offset(slot0, c.head, c.capacity, hd);
     for (int i0 = 0; i0 < n; i0 += 8) {
       __m512 s[8];
       for (int i = 0; i < 8; ++i) s[i] = _mm512_setzero_ps();
       for (int d = 0; d < hd; ++d) {
-        const __m512 kd = _mm512_loadu_ps(kt + static_cast<size_t>(d) * kKvBlock);
+        const __m512 kd = load16(kt + static_cast<size_t>(d) * kKvBlock, 0xffff);
         for (int i = 0; i < 8; ++i) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i0 + i][d]), kd, s[i]);
       }
       for (int i = i0; i < std::min(n, i0 + 8); ++i) {
@@ -106,11 +115,11 @@ void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
           __m512 acc[4];
           for (int k = 0; k < chunks; ++k) acc[k] = _mm512_mul_ps(_mm512_load_ps(o + d0 + 16 * k), av);
           for (int j = a; j <= b; ++j) {
-            const float* v = v0 + static_cast<size_t>(j - j0) * hd + d0;
+            const KV* v = v0 + static_cast<size_t>(j - j0) * hd + d0;
             const __m512 pj = _mm512_set1_ps(p[j - j0]);
             for (int k = 0; k < chunks; ++k) {
               const __mmask16 mk = k == chunks - 1 ? tail : static_cast<__mmask16>(0xffff);
-              acc[k] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(mk, v + 16 * k), acc[k]);
+              acc[k] = _mm512_fmadd_ps(pj, load16(v + 16 * k, mk), acc[k]);
             }
           }
           for (int k = 0; k < chunks; ++k) _mm512_store_ps(o + d0 + 16 * k, acc[k]);
@@ -128,5 +137,8 @@ void attend_rows(const AttnCache& c, const AttnRows& r, float* scratch) {
     }
   }
 }
+
+template void attend_rows<float>(const AttnCache<float>&, const AttnRows&, float*);
+template void attend_rows<uint16_t>(const AttnCache<uint16_t>&, const AttnRows&, float*);
 
 }  // namespace gon::cpu::avx512

@@ -1,12 +1,17 @@
 // The CPU backend: weights used in place from the memory-mapped checkpoint,
 // activations in host memory, every operation split across a fixed pool of
-// threads (see thread_pool.hpp) and computed in fp32 by vectorised kernels
-// (matmul.hpp for the weight products).
+// threads (thread_pool.hpp) and computed in fp32 by vectorised kernels
+// (matmul.hpp for the weight products, attention.hpp, sampler.hpp).
+//
+// CpuBackend is shared by the executors of one model; they take turns on its
+// thread pool (a step holds the pool for its duration).
 #pragma once
 
+#include <atomic>
 #include <mutex>
 
 #include "backend/backend.hpp"
+#include "backend/composed.hpp"
 #include "backend/cpu/thread_pool.hpp"
 
 namespace gon::cpu {
@@ -16,41 +21,64 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int threads);
 
   std::string name() const override { return "cpu"; }
+  std::string description() const override;
   int threads() const override { return pool_.size(); }
 
   void* allocate(size_t bytes, bool host_visible) override;
   void release(void* block, bool host_visible) noexcept override;
-  size_t workspace_bytes(const ModelConfig& config, int max_tokens, int context_length) const override;
+  bool host_addressable() const override { return true; }
+  void copy_to_device(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  uint64_t memory_in_use() const override { return in_use_.load(); }
+  uint64_t memory_peak() const override { return peak_.load(); }
   // K is stored in blocks of kKvBlock positions, transposed (attention.hpp).
   int kv_block_positions() const override;
 
-  void lock() override { mutex_.lock(); }
-  void unlock() override { mutex_.unlock(); }
-  void begin_batch(const Batch&) override {}
-  void end_batch() override {}
-
-  void embed(const ModelWeights& w, const int32_t* tokens, const Batch& b, float* x) override;
-  void rmsnorm(const float* x, const uint16_t* weight, const Batch& b, int width, float eps, float* y) override;
-  void linear(const float* x, const BF16Matrix* mats, int num_mats, const Batch& b, float* y, size_t ldy,
-              bool accumulate, void* workspace) override;
-  void rope_kv_store(float* qkv, const ModelWeights& w, const ModelConfig& c, const Batch& b,
-                     const KVCacheLayer& cache) override;
-  void attention(const float* qkv, const uint16_t* sinks, const ModelConfig& c, const Batch& b,
-                 const KVCacheLayer& cache, int window, float* out, void* workspace) override;
-  void router(const float* x, const BF16Matrix& router, int k, const Batch& b, int32_t* ids, float* weights,
-              void* workspace) override;
-  void moe(const float* x, const int32_t* ids, const float* weights, int k, const LayerWeights& layer,
-           const ModelConfig& c, const Batch& b, float* y, void* workspace) override;
-  void unembed(const ModelWeights& w, const float* x, int first_row, int num_rows, int width, float* logits,
-               void* workspace) override;
-
-  std::unique_ptr<ModelWeights> prepare_weights(const ModelWeights& host_weights, const ModelConfig& c) override;
+  std::unique_ptr<ModelWeights> prepare_weights(const ModelWeights& host_weights, const ModelConfig& c,
+                                                const Progress& progress) override;
+  std::unique_ptr<Executor> create_executor(const ModelWeights& weights, const ModelConfig& c,
+                                            const ExecutorOptions& options) override;
+  double measure_read_bandwidth(size_t bytes) override;
 
   ThreadPool& pool() { return pool_; }
+  std::mutex& pool_mutex() { return mutex_; }
 
  private:
   ThreadPool pool_;
   std::mutex mutex_;
+  std::atomic<uint64_t> in_use_{0};
+  std::atomic<uint64_t> peak_{0};
+};
+
+class CpuExecutor final : public ComposedExecutor {
+ public:
+  CpuExecutor(CpuBackend& backend, const ModelWeights& weights, const ModelConfig& c, const ExecutorOptions& o);
+
+  void execute(const StepShape& shape, const ForwardFn& forward) override;
+  void synchronize() override {}
+
+  void embed(const int32_t* tokens, int count, float* x) override;
+  void rmsnorm(const float* x, const int32_t* rows, int count, int width, const uint16_t* weight, float eps,
+               float* y) override;
+  void linear(const float* x, int count, const BF16Matrix* mats, int num_mats, float* y, size_t ldy,
+              bool accumulate) override;
+  void rope_kv_store(float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                     const KVCacheLayer& cache) override;
+  void attention(const float* qkv, const int32_t* positions, const int32_t* seqs, int count, const uint16_t* sinks,
+                 const KVCacheLayer& cache, int window, float* out) override;
+  void router(const float* x, int count, const BF16Matrix& router, int k, int32_t* ids, float* weights) override;
+  void moe(const float* x, int count, const int32_t* ids, const float* weights, int k, const LayerWeights& layer,
+           float* y) override;
+  void unembed(const float* x, int rows, float* logits) override;
+  void sample(const float* logits, int rows, const SampleParams* params, const uint8_t* mask, int32_t* tokens,
+              float* logprobs) override;
+
+  // Scratch the operations need (bytes), for steps of up to max_tokens tokens.
+  static size_t workspace_bytes(const ModelConfig& c, int max_tokens, int threads);
+
+ private:
+  ThreadPool& pool_;
+  std::mutex& pool_mutex_;
 };
 
 // Bump allocation inside an op's workspace; 64-byte aligned pieces.
@@ -74,5 +102,6 @@ class WorkspaceCarver {
 // Workspace each operation needs (bytes), shared by workspace_bytes() and the ops.
 size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens);
 size_t attention_workspace_bytes(const ModelConfig& c, int threads);
+size_t sampler_workspace_bytes(int vocab, int threads);
 
 }  // namespace gon::cpu

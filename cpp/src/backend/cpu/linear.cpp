@@ -25,10 +25,11 @@ void pack_rows(ThreadPool& pool, const float* x, size_t ldx, int M, int K, void*
 }
 }  // namespace
 
-void CpuBackend::linear(const float* x, const BF16Matrix* mats, int num_mats, const Batch& b, float* y,
-                        size_t ldy, bool accumulate, void* workspace) {
-  const int K = mats[0].cols, M = b.count;
-  void* packed = workspace;
+void CpuExecutor::linear(const float* x, int count, const BF16Matrix* mats, int num_mats, float* y, size_t ldy,
+                         bool accumulate) {
+  if (count <= 0) return;
+  const int K = mats[0].cols, M = count;
+  void* packed = workspace();
   pack_rows(pool_, x, K, M, K, packed);
   int64_t total = 0;
   for (int i = 0; i < num_mats; ++i) total += mats[i].rows;
@@ -45,21 +46,22 @@ void CpuBackend::linear(const float* x, const BF16Matrix* mats, int num_mats, co
   });
 }
 
-void CpuBackend::unembed(const ModelWeights& w, const float* x, int first_row, int num_rows, int width,
-                         float* logits, void* workspace) {
-  const BF16Matrix& u = w.unembedding;
-  void* packed = workspace;
-  pack_rows(pool_, x + static_cast<size_t>(first_row) * width, width, num_rows, width, packed);
+void CpuExecutor::unembed(const float* x, int num_rows, float* logits) {
+  if (num_rows <= 0) return;
+  const BF16Matrix& u = weights_.unembedding;
+  const int width = u.cols;
+  void* packed = workspace();
+  pack_rows(pool_, x, width, num_rows, width, packed);
   pool_.parallel_chunks(u.rows, bf16_row_chunk(width), [&](int64_t n0, int64_t n1) {
     matmul_bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
                 static_cast<int>(n1), false);
   });
 }
 
-void CpuBackend::router(const float* x, const BF16Matrix& r, int k, const Batch& b, int32_t* ids, float* weights,
-                        void* workspace) {
-  const int M = b.count, E = r.rows, K = r.cols;
-  WorkspaceCarver carve(workspace);
+void CpuExecutor::router(const float* x, int count, const BF16Matrix& r, int k, int32_t* ids, float* weights) {
+  if (count <= 0) return;
+  const int M = count, E = r.rows, K = r.cols;
+  WorkspaceCarver carve(workspace());
   float* logits = carve.take<float>(static_cast<size_t>(M) * E);
   void* packed = carve.take_bytes(packed_activation_bytes(M, K));
   pack_rows(pool_, x, K, M, K, packed);

@@ -85,10 +85,12 @@ size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens) {
   return bytes;
 }
 
-void CpuBackend::moe(const float* x, const int32_t* ids, const float* weights, int k, const LayerWeights& layer,
-                     const ModelConfig& c, const Batch& b, float* y, void* workspace) {
-  const int T = b.count, E = c.num_experts, H = c.hidden_size, I = c.intermediate_size, P = T * k;
-  MoeScratch s = carve_scratch(workspace, c, T);
+void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float* weights, int k,
+                      const LayerWeights& layer, float* y) {
+  if (count <= 0) return;
+  const ModelConfig& c = config_;
+  const int T = count, E = c.num_experts, H = c.hidden_size, I = c.intermediate_size, P = T * k;
+  MoeScratch s = carve_scratch(workspace(), c, T);
 
   // Group the (token, slot) pairs by expert, tokens in order within a group.
   std::fill(s.offsets, s.offsets + E + 1, 0);
