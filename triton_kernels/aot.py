@@ -1,0 +1,101 @@
+"""Ahead-of-time compilation of the project's Triton kernels into cubins.
+
+Every kernel module of this folder lists its compiled forms in ``VARIANTS``:
+one :class:`Variant` per combination of compile-time choices the C++ runtime
+launches. ``build.py`` compiles each variant for each target architecture with
+Triton's own compiler and ptxas (no GPU, no CUDA toolkit needed) and writes the
+cubins and a manifest that the C++ CUDA backend embeds and checks at load.
+
+Conventions every variant follows (the C++ launchers rely on them):
+
+* ``signature`` lists every run-time argument in order with its Triton type
+  (``*fp32``, ``*bf16``, ``*i32``, ``*u8``, ``*u64``, ``i32``, ``i64``,
+  ``fp32``); constexprs are given in ``constexprs``. The launch passes exactly
+  these arguments, then Triton's two scratch pointers.
+* Pointer arguments are always 16-byte aligned (the runtime allocates so) and
+  are hinted as such. An integer argument may be hinted divisible by 16 only if
+  listed in ``div16``, and the runtime guarantees it for every launch of that
+  variant (the C++ side checks before launching).
+* A variant's name is unique across all modules; the C++ code names variants,
+  never Triton functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+ARCHS = (80, 90, 100)  # sm_80 (Ampere, Ada), sm_90a (Hopper), sm_100a (Blackwell)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str                      # unique; what the C++ launcher asks for
+    kernel: Any                    # the @triton.jit function
+    signature: Dict[str, str]      # run-time arguments in order -> Triton type
+    constexprs: Dict[str, Any]     # compile-time values
+    num_warps: int = 4
+    num_stages: int = 2
+    div16: Tuple[str, ...] = ()    # integer arguments hinted divisible by 16
+    archs: Tuple[int, ...] = ARCHS
+
+    def attrs(self) -> dict:
+        names = list(self.signature)
+        hinted = {}
+        for i, n in enumerate(names):
+            if self.signature[n].startswith("*") or n in self.div16:
+                hinted[(i,)] = [["tt.divisibility", 16]]
+        return hinted
+
+    def full_signature(self) -> dict:
+        sig = dict(self.signature)
+        for k in self.constexprs:
+            sig[k] = "constexpr"
+        return sig
+
+
+def compile_variant(v: Variant, arch: int):
+    """Compiles one variant for one architecture; returns (cubin bytes, metadata dict)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    for name in v.div16:
+        if name not in v.signature or v.signature[name] not in ("i32", "i64"):
+            raise ValueError(f"{v.name}: div16 names {name!r}, which is not an integer argument")
+    src = ASTSource(fn=v.kernel, signature=v.full_signature(), constexprs=dict(v.constexprs), attrs=v.attrs())
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                        options={"num_warps": v.num_warps, "num_stages": v.num_stages})
+    md = ck.metadata
+    meta = {
+        "function": md.name,
+        "num_warps": md.num_warps,
+        "num_ctas": md.num_ctas,
+        "shared": md.shared,
+        "global_scratch_size": md.global_scratch_size,
+        "global_scratch_align": md.global_scratch_align,
+        "profile_scratch_size": md.profile_scratch_size,
+        "launch_pdl": bool(md.launch_pdl),
+        "launch_cooperative_grid": bool(md.launch_cooperative_grid),
+    }
+    return ck.asm["cubin"], meta
+
+
+# The kernel modules of this folder (imported by name: build.py and the tests put
+# this folder first on sys.path; it is a source folder, never an installed package).
+MODULES = ("elementwise", "linear", "moe", "attention", "sampling")
+
+
+def all_variants() -> Sequence[Variant]:
+    """Every variant of every kernel module, checked for unique names."""
+    import importlib
+
+    out = []
+    seen = set()
+    for mod in (importlib.import_module(m) for m in MODULES):
+        for v in mod.VARIANTS:
+            if v.name in seen:
+                raise ValueError(f"duplicate variant name {v.name!r}")
+            seen.add(v.name)
+            out.append(v)
+    return out
