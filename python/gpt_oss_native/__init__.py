@@ -30,7 +30,8 @@ from .errors import (
     UnsupportedCheckpointError,
 )
 from . import harmony
-from .runtime import Context, Generation, GenerationChunk, Model
+from .runtime import DEFAULT_TEMPERATURE, Context, Generation, GenerationChunk, Model
+from .engine import Engine, Request
 from .tokenizer import StreamDecoder, Tokenizer
 
 __version__ = _core.__version__
@@ -38,6 +39,9 @@ __version__ = _core.__version__
 __all__ = [
     "Model",
     "Context",
+    "Engine",
+    "Request",
+    "DEFAULT_TEMPERATURE",
     "Generation",
     "GenerationChunk",
     "Tokenizer",

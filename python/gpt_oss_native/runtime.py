@@ -191,6 +191,13 @@ class Model:
                             stop_tokens=stop_tokens, default_stop_tokens=default_stop_tokens,
                             return_tokens=return_tokens)
 
+    def generate_batch(self, prompts, **kwargs):
+        """Completes every prompt at once with continuous batching (an :class:`Engine`);
+        returns the finished requests in order. See :func:`gpt_oss_native.engine.generate_batch`."""
+        from .engine import generate_batch
+
+        return generate_batch(self, prompts, **kwargs)
+
     def __repr__(self) -> str:
         c = self.config
         return (

@@ -34,8 +34,46 @@ struct GeneratedPiece {
   float logprob = 0.0f;
 };
 
-enum class FinishReason { kNone, kStopToken, kStopString, kLength, kContextFull };
+enum class FinishReason { kNone, kStopToken, kStopString, kLength, kContextFull, kCancelled };
+// "none", "stop_token", "stop_string", "length", "context_full", "cancelled".
 const char* finish_reason_name(FinishReason reason);
+
+// Turns sampled tokens into text, applying stop tokens and stop strings: the
+// text of each token is released once it can no longer be the start of a stop
+// string, never splitting a UTF-8 character; a stop string ends the stream
+// with the text before it, a stop token with the text before it. Used by
+// Generator and Engine; useful for a sampling loop of one's own.
+class TextStream {
+ public:
+  TextStream(std::shared_ptr<const Tokenizer> tokenizer, std::vector<std::string> stop,
+             std::vector<int32_t> stop_tokens);
+  // Feeds one token; returns the text it releases. Sets `finish` to
+  // kStopToken or kStopString when the token ended the stream (the text
+  // returned then includes everything held back).
+  std::string push(int32_t token, FinishReason& finish);
+  // Whatever is held back (at the end of a stream that did not stop).
+  std::string flush();
+  void reset();
+  bool is_stop_token(int32_t token) const;
+  const std::vector<int32_t>& stop_tokens() const { return stop_tokens_; }
+
+ private:
+  std::string take(bool final);
+
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  std::vector<std::string> stop_;
+  std::vector<int32_t> stop_tokens_;
+  StreamDecoder decoder_;
+  std::string held_;
+};
+
+// The stop tokens generation adds by default: the model's eos and harmony's
+// <|return|> and <|call|> (those the tokenizer and vocabulary have).
+std::vector<int32_t> default_stop_tokens(int eos_token_id, int vocab_size, const Tokenizer& tokenizer);
+// [vocab_size] flags, 1 for ids that may be sampled: ids the tokenizer has text
+// for, and the stop tokens. Empty when every id may be sampled.
+std::vector<uint8_t> sampleable_tokens(const Tokenizer& tokenizer, int vocab_size,
+                                       const std::vector<int32_t>& stop_tokens);
 
 class Generator {
  public:
@@ -51,16 +89,11 @@ class Generator {
   int tokens_generated() const { return generated_; }
 
  private:
-  bool is_stop_token(int32_t token) const;
-  std::string take_text(bool final);  // emits what can no longer be the start of a stop string
-
   Context& ctx_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   GenerateOptions options_;
-  StreamDecoder decoder_;
-  std::vector<int32_t> stop_tokens_;
-  std::vector<uint8_t> has_text_;  // [vocab] 1 when the id has bytes (others are never sampled)
-  std::string held_;               // decoded text not yet emitted (possible stop-string prefix)
+  std::unique_ptr<TextStream> stream_;
+  std::vector<uint8_t> has_text_;  // [vocab] 1 when the id may be sampled (empty: all may)
   FinishReason finish_ = FinishReason::kNone;
   int generated_ = 0;
   bool flushed_ = false;

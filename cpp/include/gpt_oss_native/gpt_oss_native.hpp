@@ -12,6 +12,7 @@
 
 #include "gpt_oss_native/config.hpp"
 #include "gpt_oss_native/context.hpp"
+#include "gpt_oss_native/engine.hpp"
 #include "gpt_oss_native/error.hpp"
 #include "gpt_oss_native/generate.hpp"
 #include "gpt_oss_native/harmony.hpp"

@@ -6,6 +6,11 @@
 
 #include <nanobind/nanobind.h>
 
+#include <optional>
+#include <string>
+
+#include "gpt_oss_native/context.hpp"
+
 namespace gon::bindings {
 
 void init_errors(nanobind::module_& m);
@@ -15,5 +20,10 @@ void init_utils(nanobind::module_& m);
 void init_tokenizer(nanobind::module_& m);
 void init_harmony(nanobind::module_& m);
 void init_generate(nanobind::module_& m);
+void init_engine(nanobind::module_& m);
+
+// "auto" (nullopt), "fp32"/"float32", "bf16"/"bfloat16"; anything else is kInvalidArgument.
+std::optional<KVDType> parse_kv_dtype(const std::string& s);
+nanobind::dict memory_stats_dict(const MemoryStats& st);
 
 }  // namespace gon::bindings

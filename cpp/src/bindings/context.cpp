@@ -20,16 +20,27 @@ namespace nb = nanobind;
 
 namespace gon::bindings {
 
-namespace {
-template <typename T>
-using TokenArray = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-
 std::optional<KVDType> parse_kv_dtype(const std::string& s) {
   if (s == "auto") return std::nullopt;
   if (s == "fp32" || s == "float32") return KVDType::kF32;
   if (s == "bf16" || s == "bfloat16") return KVDType::kBF16;
   GON_THROW(kInvalidArgument, "kv_dtype must be 'auto', 'fp32' or 'bf16', got '", s, "'");
 }
+
+nb::dict memory_stats_dict(const MemoryStats& st) {
+  nb::dict d;
+  d["host_bytes"] = st.host_bytes;
+  d["device_bytes"] = st.device_bytes;
+  d["kv_cache_bytes"] = st.kv_cache_bytes;
+  d["arena_allocations"] = st.arena_allocations;
+  d["buffers"] = st.buffers;
+  d["late_allocations"] = st.late_allocations;
+  return d;
+}
+
+namespace {
+template <typename T>
+using TokenArray = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 LogitsMode parse_mode(const std::string& s) {
   if (s == "last") return LogitsMode::kLast;
@@ -136,17 +147,7 @@ void init_context(nb::module_& m) {
       .def_prop_ro("logits_capacity", [](const Context& s) { return s.options().logits_capacity; })
       .def_prop_ro("rewind_window", [](const Context& s) { return s.options().rewind_window; })
       .def_prop_ro("kv_dtype", [](const Context& s) { return std::string(kv_dtype_name(*s.options().kv_dtype)); })
-      .def("memory_stats", [](const Context& s) {
-        MemoryStats st = s.memory_stats();
-        nb::dict d;
-        d["host_bytes"] = st.host_bytes;
-        d["device_bytes"] = st.device_bytes;
-        d["kv_cache_bytes"] = st.kv_cache_bytes;
-        d["arena_allocations"] = st.arena_allocations;
-        d["buffers"] = st.buffers;
-        d["late_allocations"] = st.late_allocations;
-        return d;
-      });
+      .def("memory_stats", [](const Context& s) { return memory_stats_dict(s.memory_stats()); });
 }
 
 }  // namespace gon::bindings

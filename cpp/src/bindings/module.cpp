@@ -18,4 +18,5 @@ NB_MODULE(_core, m) {
   gon::bindings::init_tokenizer(m);
   gon::bindings::init_harmony(m);
   gon::bindings::init_generate(m);
+  gon::bindings::init_engine(m);
 }

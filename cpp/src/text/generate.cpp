@@ -1,4 +1,4 @@
-// Streaming generation (see gpt_oss_native/generate.hpp).
+// Streaming generation and the text stream under it (see gpt_oss_native/generate.hpp).
 #include "gpt_oss_native/generate.hpp"
 
 #include <algorithm>
@@ -16,53 +16,31 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kStopString: return "stop_string";
     case FinishReason::kLength: return "length";
     case FinishReason::kContextFull: return "context_full";
+    case FinishReason::kCancelled: return "cancelled";
   }
   return "none";
 }
 
-Generator::Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, const GenerateOptions& options)
-    : ctx_(ctx), tokenizer_(std::move(tokenizer)), options_(options), decoder_(tokenizer_) {
-  GON_CHECK(tokenizer_ != nullptr, kInvalidArgument, "generate: the model has no tokenizer");
-  GON_CHECK(options_.max_tokens >= 0, kInvalidArgument, "generate: max_tokens must be >= 0, got ",
-            options_.max_tokens);
-  const SampleOptions& so = options_.sampling;
-  GON_CHECK(std::isfinite(so.temperature) && so.temperature >= 0.0f, kInvalidArgument,
-            "generate: temperature must be a finite number >= 0, got ", so.temperature);
-  GON_CHECK(std::isfinite(so.top_p) && so.top_p > 0.0f && so.top_p <= 1.0f, kInvalidArgument,
-            "generate: top_p must be in (0, 1], got ", so.top_p);
-  for (const std::string& s : options_.stop)
-    GON_CHECK(!s.empty(), kInvalidArgument, "generate: stop strings must not be empty");
-  const int V = ctx_.vocab_size();
-  for (int32_t t : options_.stop_tokens)
-    GON_CHECK(t >= 0 && t < V, kTokenOutOfRange, "generate: stop token ", t, " is outside [0, ", V, ")");
-  stop_tokens_ = options_.stop_tokens;
-  if (options_.default_stop_tokens) {
-    const int eos = ctx_.model().config().eos_token_id;
-    if (eos >= 0 && eos < V) stop_tokens_.push_back(eos);
-    for (const char* name : {"<|return|>", "<|call|>"}) {
-      auto id = tokenizer_->special_token(name);
-      if (id && *id < V) stop_tokens_.push_back(*id);
-    }
-  }
-  // Ids without text (a tokenizer smaller than the model's vocabulary) are
-  // never sampled, unless they are stop tokens.
-  has_text_.assign(V, 1);
-  bool gaps = false;
-  for (int i = 0; i < V; ++i) {
-    if (!tokenizer_->has_token(i) && !is_stop_token(i)) {
-      has_text_[i] = 0;
-      gaps = true;
-    }
-  }
-  if (!gaps) has_text_.clear();
-  options_.sampling.allowed = has_text_.empty() ? nullptr : has_text_.data();
+// ---- TextStream ------------------------------------------------------------------
+
+TextStream::TextStream(std::shared_ptr<const Tokenizer> tokenizer, std::vector<std::string> stop,
+                       std::vector<int32_t> stop_tokens)
+    : tokenizer_(std::move(tokenizer)), stop_(std::move(stop)), stop_tokens_(std::move(stop_tokens)),
+      decoder_(tokenizer_) {
+  GON_CHECK(tokenizer_ != nullptr, kInvalidArgument, "text stream: the model has no tokenizer");
+  for (const std::string& s : stop_) GON_CHECK(!s.empty(), kInvalidArgument, "stop strings must not be empty");
 }
 
-bool Generator::is_stop_token(int32_t token) const {
+bool TextStream::is_stop_token(int32_t token) const {
   return std::find(stop_tokens_.begin(), stop_tokens_.end(), token) != stop_tokens_.end();
 }
 
-std::string Generator::take_text(bool final) {
+void TextStream::reset() {
+  decoder_.reset();
+  held_.clear();
+}
+
+std::string TextStream::take(bool final) {
   if (final) {
     held_ += decoder_.flush();
     std::string out;
@@ -71,7 +49,7 @@ std::string Generator::take_text(bool final) {
   }
   // Keep the shortest suffix that could still begin a stop string.
   size_t keep_from = held_.size();
-  for (const std::string& stop : options_.stop) {
+  for (const std::string& stop : stop_) {
     const size_t start = held_.size() > stop.size() ? held_.size() - stop.size() + 1 : 0;
     for (size_t i = start; i < held_.size(); ++i) {
       if (stop.compare(0, held_.size() - i, held_, i, held_.size() - i) == 0) {
@@ -85,11 +63,86 @@ std::string Generator::take_text(bool final) {
   return out;
 }
 
+std::string TextStream::flush() { return take(true); }
+
+std::string TextStream::push(int32_t token, FinishReason& finish) {
+  if (is_stop_token(token)) {
+    finish = FinishReason::kStopToken;
+    return take(true);
+  }
+  held_ += decoder_.push(token);
+  // The earliest complete stop string ends the stream; text before it is released.
+  size_t cut = std::string::npos;
+  for (const std::string& stop : stop_) cut = std::min(cut, held_.find(stop));
+  if (cut != std::string::npos) {
+    held_.resize(cut);
+    finish = FinishReason::kStopString;
+    std::string text;
+    text.swap(held_);
+    decoder_.reset();
+    return text;
+  }
+  return take(false);
+}
+
+std::vector<int32_t> default_stop_tokens(int eos_token_id, int vocab_size, const Tokenizer& tokenizer) {
+  std::vector<int32_t> out;
+  if (eos_token_id >= 0 && eos_token_id < vocab_size) out.push_back(eos_token_id);
+  for (const char* name : {"<|return|>", "<|call|>"}) {
+    auto id = tokenizer.special_token(name);
+    if (id && *id < vocab_size && std::find(out.begin(), out.end(), *id) == out.end()) out.push_back(*id);
+  }
+  return out;
+}
+
+std::vector<uint8_t> sampleable_tokens(const Tokenizer& tokenizer, int vocab_size,
+                                       const std::vector<int32_t>& stop_tokens) {
+  std::vector<uint8_t> flags(vocab_size, 1);
+  bool gaps = false;
+  for (int i = 0; i < vocab_size; ++i) {
+    if (!tokenizer.has_token(i) && std::find(stop_tokens.begin(), stop_tokens.end(), i) == stop_tokens.end()) {
+      flags[i] = 0;
+      gaps = true;
+    }
+  }
+  if (!gaps) flags.clear();
+  return flags;
+}
+
+// ---- Generator -------------------------------------------------------------------
+
+Generator::Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, const GenerateOptions& options)
+    : ctx_(ctx), tokenizer_(std::move(tokenizer)), options_(options) {
+  GON_CHECK(tokenizer_ != nullptr, kInvalidArgument, "generate: the model has no tokenizer");
+  GON_CHECK(options_.max_tokens >= 0, kInvalidArgument, "generate: max_tokens must be >= 0, got ",
+            options_.max_tokens);
+  const SampleOptions& so = options_.sampling;
+  GON_CHECK(std::isfinite(so.temperature) && so.temperature >= 0.0f, kInvalidArgument,
+            "generate: temperature must be a finite number >= 0, got ", so.temperature);
+  GON_CHECK(std::isfinite(so.top_p) && so.top_p > 0.0f && so.top_p <= 1.0f, kInvalidArgument,
+            "generate: top_p must be in (0, 1], got ", so.top_p);
+  for (const std::string& s : options_.stop)
+    GON_CHECK(!s.empty(), kInvalidArgument, "generate: stop strings must not be empty");
+  const int V = ctx_.vocab_size();
+  for (int32_t t : options_.stop_tokens)
+    GON_CHECK(t >= 0 && t < V, kTokenOutOfRange, "generate: stop token ", t, " is outside [0, ", V, ")");
+  std::vector<int32_t> stops = options_.stop_tokens;
+  if (options_.default_stop_tokens) {
+    for (int32_t t : default_stop_tokens(ctx_.model().config().eos_token_id, V, *tokenizer_))
+      if (std::find(stops.begin(), stops.end(), t) == stops.end()) stops.push_back(t);
+  }
+  // Ids without text (a tokenizer smaller than the model's vocabulary) are
+  // never sampled, unless they are stop tokens.
+  has_text_ = sampleable_tokens(*tokenizer_, V, stops);
+  options_.sampling.allowed = has_text_.empty() ? nullptr : has_text_.data();
+  stream_ = std::make_unique<TextStream>(tokenizer_, options_.stop, std::move(stops));
+}
+
 bool Generator::next(GeneratedPiece& piece) {
   if (finish_ != FinishReason::kNone) {
     if (flushed_) return false;
     flushed_ = true;
-    std::string rest = take_text(true);
+    std::string rest = stream_->flush();
     if (rest.empty()) return false;
     piece = {std::move(rest), -1, 0.0f};
     return true;
@@ -100,27 +153,13 @@ bool Generator::next(GeneratedPiece& piece) {
   }
   const SampleResult r = ctx_.sample(options_.sampling);
   ++generated_;
-  if (is_stop_token(r.token)) {
-    finish_ = FinishReason::kStopToken;
+  FinishReason stop = FinishReason::kNone;
+  std::string text = stream_->push(r.token, stop);
+  if (stop != FinishReason::kNone) {
+    finish_ = stop;
     flushed_ = true;
-    piece = {take_text(true), r.token, r.logprob};
-    return true;
   }
-  held_ += decoder_.push(r.token);
-  // The earliest complete stop string ends generation; text before it is emitted.
-  size_t cut = std::string::npos;
-  for (const std::string& stop : options_.stop) cut = std::min(cut, held_.find(stop));
-  if (cut != std::string::npos) {
-    held_.resize(cut);
-    finish_ = FinishReason::kStopString;
-    flushed_ = true;
-    std::string text;
-    text.swap(held_);
-    decoder_.reset();
-    piece = {std::move(text), r.token, r.logprob};
-    return true;
-  }
-  piece = {take_text(false), r.token, r.logprob};
+  piece = {std::move(text), r.token, r.logprob};
   return true;
 }
 
