@@ -90,7 +90,7 @@ template void attend_rows<uint16_t>(const AttnCache<uint16_t>&, const AttnRows&,
 namespace {
 // The split of one layer's attention into work units (see the top of this file).
 template <typename KV>
-void attention_units(ThreadPool& pool, const ModelConfig& c, const float* qkv, const int32_t* positions,
+void attention_units(const MatmulKernels& mm, ThreadPool& pool, const ModelConfig& c, const float* qkv, const int32_t* positions,
                      const int32_t* seqs, int count, const uint16_t* sinks, const KVCacheLayer& cache, int window,
                      float* out, void* workspace) {
   const int hd = c.head_dim, nq = c.num_heads, nkv = c.num_kv_heads, group = nq / nkv;
@@ -100,7 +100,7 @@ void attention_units(ThreadPool& pool, const ModelConfig& c, const float* qkv, c
   const int64_t tiles = (count + tokens_per_unit - 1) / tokens_per_unit;
   const int64_t units = tiles * nkv;
   const size_t per_thread = attend_scratch_floats(hd) * sizeof(float) + 64;
-  auto kernel = std::strcmp(matmul_isa(), "generic") == 0 ? &generic::attend_rows<KV> :
+  auto kernel = std::strcmp(mm.name, "generic") == 0 ? &generic::attend_rows<KV> :
 #if GON_HAVE_AVX512_KERNELS
                                                             &avx512::attend_rows<KV>;
 #else
@@ -161,9 +161,9 @@ void CpuExecutor::attention(const float* qkv, const int32_t* positions, const in
                             const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out) {
   if (count <= 0) return;
   if (cache.dtype == KVDType::kBF16) {
-    attention_units<uint16_t>(pool_, config_, qkv, positions, seqs, count, sinks, cache, window, out, workspace());
+    attention_units<uint16_t>(mm_, pool_, config_, qkv, positions, seqs, count, sinks, cache, window, out, workspace());
   } else {
-    attention_units<float>(pool_, config_, qkv, positions, seqs, count, sinks, cache, window, out, workspace());
+    attention_units<float>(mm_, pool_, config_, qkv, positions, seqs, count, sinks, cache, window, out, workspace());
   }
 }
 

@@ -34,10 +34,12 @@ std::string cpu_model_name() {
 }
 }  // namespace
 
-CpuBackend::CpuBackend(int threads) : pool_(threads > 0 ? threads : available_cores()) {}
+CpuBackend::CpuBackend(int threads, const MatmulKernels* kernels)
+    : kernels_(kernels != nullptr ? *kernels : default_matmul_kernels()),
+      pool_(threads > 0 ? threads : available_cores()) {}
 
 std::string CpuBackend::description() const {
-  return cpu_model_name() + ", " + std::to_string(pool_.size()) + " threads, " + matmul_isa() + " kernels";
+  return cpu_model_name() + ", " + std::to_string(pool_.size()) + " threads, " + kernels_.name + " kernels";
 }
 
 void* CpuBackend::allocate(size_t bytes, bool) {
@@ -84,23 +86,24 @@ double CpuBackend::measure_read_bandwidth(size_t bytes) {
 
 // ---- executor -----------------------------------------------------------------
 
-size_t CpuExecutor::workspace_bytes(const ModelConfig& c, int max_tokens, int threads) {
+size_t CpuExecutor::workspace_bytes(const MatmulKernels& k, const ModelConfig& c, int max_tokens, int threads) {
   const int widest = std::max({c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size});
-  const size_t linear = packed_activation_bytes(max_tokens, widest) + 64;
+  const size_t linear = k.packed_bytes(max_tokens, widest) + 64;
   const size_t router = linear + static_cast<size_t>(max_tokens) * c.num_experts * sizeof(float) + 64;
   const size_t attention = attention_workspace_bytes(c, threads);
-  const size_t moe = moe_workspace_bytes(c, max_tokens);
+  const size_t moe = moe_workspace_bytes(k, c, max_tokens);
   const size_t sampler = sampler_workspace_bytes(c.vocab_size, threads);
   return std::max({linear, router, attention, moe, sampler}) + 4096;
 }
 
 CpuExecutor::CpuExecutor(CpuBackend& backend, const ModelWeights& weights, const ModelConfig& c,
                          const ExecutorOptions& o)
-    : ComposedExecutor(backend, weights, c, o, workspace_bytes(c, o.max_tokens, backend.threads()),
+    : ComposedExecutor(backend, weights, c, o, workspace_bytes(backend.kernels(), c, o.max_tokens, backend.threads()),
                        [&c](int capacity) {
                          return static_cast<int64_t>(c.num_kv_heads) * static_cast<int64_t>(kv_slots(capacity)) *
                                 c.head_dim;
                        }),
+      mm_(backend.kernels()),
       pool_(backend.pool()),
       pool_mutex_(backend.pool_mutex()) {}
 

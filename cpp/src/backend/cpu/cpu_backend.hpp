@@ -12,13 +12,16 @@
 
 #include "backend/backend.hpp"
 #include "backend/composed.hpp"
+#include "backend/cpu/matmul.hpp"
 #include "backend/cpu/thread_pool.hpp"
 
 namespace gon::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads);
+  // `kernels`: the instruction set of every kernel (matrix products,
+  // attention, sampling); nullptr = default_matmul_kernels().
+  explicit CpuBackend(int threads, const MatmulKernels* kernels = nullptr);
 
   std::string name() const override { return "cpu"; }
   std::string description() const override;
@@ -42,8 +45,10 @@ class CpuBackend final : public Backend {
 
   ThreadPool& pool() { return pool_; }
   std::mutex& pool_mutex() { return mutex_; }
+  const MatmulKernels& kernels() const { return kernels_; }
 
  private:
+  const MatmulKernels& kernels_;
   ThreadPool pool_;
   std::mutex mutex_;
   std::atomic<uint64_t> in_use_{0};
@@ -74,9 +79,10 @@ class CpuExecutor final : public ComposedExecutor {
               float* logprobs) override;
 
   // Scratch the operations need (bytes), for steps of up to max_tokens tokens.
-  static size_t workspace_bytes(const ModelConfig& c, int max_tokens, int threads);
+  static size_t workspace_bytes(const MatmulKernels& k, const ModelConfig& c, int max_tokens, int threads);
 
  private:
+  const MatmulKernels& mm_;
   ThreadPool& pool_;
   std::mutex& pool_mutex_;
 };
@@ -100,7 +106,7 @@ class WorkspaceCarver {
 };
 
 // Workspace each operation needs (bytes), shared by workspace_bytes() and the ops.
-size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens);
+size_t moe_workspace_bytes(const MatmulKernels& k, const ModelConfig& c, int max_tokens);
 size_t attention_workspace_bytes(const ModelConfig& c, int threads);
 size_t sampler_workspace_bytes(int vocab, int threads);
 

@@ -17,10 +17,10 @@ namespace {
 // other work on their cores hand the rest to the others (parallel_chunks).
 int64_t bf16_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (2 * int64_t{K}) / 8 * 8); }
 
-void pack_rows(ThreadPool& pool, const float* x, size_t ldx, int M, int K, void* packed) {
+void pack_rows(const MatmulKernels& mm, ThreadPool& pool, const float* x, size_t ldx, int M, int K, void* packed) {
   int64_t grain = std::max<int64_t>(1, 32768 / std::max(K, 1));
   pool.parallel_for(M, grain, [&](int64_t m0, int64_t m1) {
-    pack_activations(x, ldx, nullptr, M, K, static_cast<int>(m0), static_cast<int>(m1), packed);
+    mm.pack(x, ldx, nullptr, M, K, static_cast<int>(m0), static_cast<int>(m1), packed);
   });
 }
 }  // namespace
@@ -30,7 +30,7 @@ void CpuExecutor::linear(const float* x, int count, const BF16Matrix* mats, int 
   if (count <= 0) return;
   const int K = mats[0].cols, M = count;
   void* packed = workspace();
-  pack_rows(pool_, x, K, M, K, packed);
+  pack_rows(mm_, pool_, x, K, M, K, packed);
   int64_t total = 0;
   for (int i = 0; i < num_mats; ++i) total += mats[i].rows;
   pool_.parallel_chunks(total, bf16_row_chunk(K), [&](int64_t r0, int64_t r1) {
@@ -39,7 +39,7 @@ void CpuExecutor::linear(const float* x, int count, const BF16Matrix* mats, int 
       const BF16Matrix& w = mats[i];
       int64_t n0 = std::max<int64_t>(r0 - offset, 0), n1 = std::min<int64_t>(r1 - offset, w.rows);
       if (n0 < n1)
-        matmul_bf16(w.data, w.cols, w.bias, packed, M, K, y + offset, ldy, static_cast<int>(n0),
+        mm_.bf16(w.data, w.cols, w.bias, packed, M, K, y + offset, ldy, static_cast<int>(n0),
                     static_cast<int>(n1), accumulate);
       offset += w.rows;
     }
@@ -51,9 +51,9 @@ void CpuExecutor::unembed(const float* x, int num_rows, float* logits) {
   const BF16Matrix& u = weights_.unembedding;
   const int width = u.cols;
   void* packed = workspace();
-  pack_rows(pool_, x, width, num_rows, width, packed);
+  pack_rows(mm_, pool_, x, width, num_rows, width, packed);
   pool_.parallel_chunks(u.rows, bf16_row_chunk(width), [&](int64_t n0, int64_t n1) {
-    matmul_bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
+    mm_.bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
                 static_cast<int>(n1), false);
   });
 }
@@ -63,10 +63,10 @@ void CpuExecutor::router(const float* x, int count, const BF16Matrix& r, int k, 
   const int M = count, E = r.rows, K = r.cols;
   WorkspaceCarver carve(workspace());
   float* logits = carve.take<float>(static_cast<size_t>(M) * E);
-  void* packed = carve.take_bytes(packed_activation_bytes(M, K));
-  pack_rows(pool_, x, K, M, K, packed);
+  void* packed = carve.take_bytes(mm_.packed_bytes(M, K));
+  pack_rows(mm_, pool_, x, K, M, K, packed);
   pool_.parallel_for(E, 8, [&](int64_t n0, int64_t n1) {
-    matmul_bf16(r.data, r.cols, r.bias, packed, M, K, logits, E, static_cast<int>(n0), static_cast<int>(n1), false);
+    mm_.bf16(r.data, r.cols, r.bias, packed, M, K, logits, E, static_cast<int>(n0), static_cast<int>(n1), false);
   });
   // Top-k by value (ties: lower expert id first), then softmax over the k.
   for (int t = 0; t < M; ++t) {

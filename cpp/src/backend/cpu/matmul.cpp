@@ -30,32 +30,14 @@ bool cpu_supported() {
 
 namespace {
 
-struct Impl {
-  const char* name;
-  size_t (*bytes)(int, int);
-  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
-  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
-  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
-                bool);
-};
-
-Impl choose() {
-  const char* force = std::getenv("GON_MATMUL_ISA");
-  const bool want_generic = force && std::strcmp(force, "generic") == 0;
+const MatmulKernels kGeneric{"generic", &generic::packed_activation_bytes, &generic::pack_activations,
+                             &generic::matmul_bf16, &generic::matmul_mxfp4};
 #if GON_HAVE_AVX512_KERNELS
-  if (!want_generic && avx512::cpu_supported())
-    return {"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations, &avx512::matmul_bf16,
-            &avx512::matmul_mxfp4};
+const MatmulKernels kAvx512{"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations,
+                            &avx512::matmul_bf16, &avx512::matmul_mxfp4};
 #endif
-  (void)want_generic;
-  return {"generic", &generic::packed_activation_bytes, &generic::pack_activations, &generic::matmul_bf16,
-          &generic::matmul_mxfp4};
-}
 
-const Impl& impl() {
-  static const Impl chosen = choose();
-  return chosen;
-}
+const MatmulKernels& impl() { return default_matmul_kernels(); }
 
 void check_shape(const char* fn, int M, int K) {
   GON_CHECK(M >= 1, kInvalidArgument, fn, ": M must be >= 1, got ", M);
@@ -69,9 +51,36 @@ void check_rows(const char* fn, int M, int K, int n0, int n1) {
 
 }  // namespace
 
+const MatmulKernels* matmul_kernels(const char* isa) {
+  if (std::strcmp(isa, "generic") == 0) return &kGeneric;
+#if GON_HAVE_AVX512_KERNELS
+  if (std::strcmp(isa, "avx512bf16") == 0 && avx512::cpu_supported()) return &kAvx512;
+#endif
+  return nullptr;
+}
+
+const MatmulKernels& default_matmul_kernels() {
+  static const MatmulKernels* chosen = [] {
+    const char* force = std::getenv("GON_MATMUL_ISA");
+    if (force != nullptr && *force != '\0') {
+      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx512bf16") == 0, kInvalidArgument,
+                "GON_MATMUL_ISA='", force, "' is not a kernel set: use 'generic' or 'avx512bf16' (or leave it unset)");
+      const MatmulKernels* k = matmul_kernels(force);
+      GON_CHECK(k != nullptr, kBackendUnavailable, "GON_MATMUL_ISA='", force,
+                "': this CPU or build cannot run those kernels (use 'generic' or leave it unset)");
+      return k;
+    }
+#if GON_HAVE_AVX512_KERNELS
+    if (const MatmulKernels* k = matmul_kernels("avx512bf16")) return k;
+#endif
+    return &kGeneric;
+  }();
+  return *chosen;
+}
+
 size_t packed_activation_bytes(int M, int K) {
   check_shape("packed_activation_bytes", M, K);
-  return impl().bytes(M, K);
+  return impl().packed_bytes(M, K);
 }
 
 void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1, void* packed) {

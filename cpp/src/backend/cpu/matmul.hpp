@@ -47,4 +47,23 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
 // Which implementation is in use ("avx512bf16" or "generic").
 const char* matmul_isa();
 
+// One implementation of the above, without argument checks (callers pass
+// valid shapes). The CPU backend holds one, so two backends of one process can
+// use different instruction sets (the op harness runs both).
+struct MatmulKernels {
+  const char* name;  // "avx512bf16" or "generic"
+  size_t (*packed_bytes)(int M, int K);
+  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
+  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
+  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
+                bool);
+};
+// The implementation for an instruction set name, or nullptr when this build
+// or this CPU does not have it.
+const MatmulKernels* matmul_kernels(const char* isa);
+// The default: GON_MATMUL_ISA when set ("generic", "avx512bf16"), else the best
+// this CPU runs. Throws kInvalidArgument for an unknown GON_MATMUL_ISA and
+// kBackendUnavailable when it names a set this CPU or build lacks.
+const MatmulKernels& default_matmul_kernels();
+
 }  // namespace gon::cpu

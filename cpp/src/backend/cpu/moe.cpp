@@ -24,8 +24,8 @@ int64_t mxfp4_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) 
 
 // Packed storage for `rows` activation rows split into at most `groups`
 // groups: generous enough for any per-group padding of the packed format.
-size_t grouped_packed_bytes(int rows, int groups, int K) {
-  return packed_activation_bytes(rows, K) + static_cast<size_t>(groups) * (packed_activation_bytes(1, K) + 64);
+size_t grouped_packed_bytes(const MatmulKernels& mm, int rows, int groups, int K) {
+  return mm.packed_bytes(rows, K) + static_cast<size_t>(groups) * (mm.packed_bytes(1, K) + 64);
 }
 
 struct MoeScratch {
@@ -42,7 +42,7 @@ struct MoeScratch {
   float* y2;         // [T*k, H]
 };
 
-MoeScratch carve_scratch(void* workspace, const ModelConfig& c, int T) {
+MoeScratch carve_scratch(const MatmulKernels& mm, void* workspace, const ModelConfig& c, int T) {
   const int E = c.num_experts, P = T * c.experts_per_token, H = c.hidden_size, I = c.intermediate_size;
   WorkspaceCarver carve(workspace);
   MoeScratch s;
@@ -52,8 +52,8 @@ MoeScratch carve_scratch(void* workspace, const ModelConfig& c, int T) {
   s.pair_of = carve.take<int>(P);
   s.packed1_at = carve.take<size_t>(E);
   s.packed2_at = carve.take<size_t>(E);
-  s.packed1 = static_cast<char*>(carve.take_bytes(grouped_packed_bytes(P, E, H)));
-  s.packed2 = static_cast<char*>(carve.take_bytes(grouped_packed_bytes(P, E, I)));
+  s.packed1 = static_cast<char*>(carve.take_bytes(grouped_packed_bytes(mm, P, E, H)));
+  s.packed2 = static_cast<char*>(carve.take_bytes(grouped_packed_bytes(mm, P, E, I)));
   s.y1 = carve.take<float>(static_cast<size_t>(P) * 2 * I);
   s.act = carve.take<float>(static_cast<size_t>(P) * I);
   s.y2 = carve.take<float>(static_cast<size_t>(P) * H);
@@ -67,7 +67,7 @@ inline float swiglu(float gate, float up, float limit, float alpha) {
 }
 }  // namespace
 
-size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens) {
+size_t moe_workspace_bytes(const MatmulKernels& mm, const ModelConfig& c, int max_tokens) {
   const int E = c.num_experts, P = max_tokens * c.experts_per_token, H = c.hidden_size, I = c.intermediate_size;
   size_t bytes = 0;
   auto add = [&](size_t b) { bytes += (b + 63) & ~size_t{63}; };
@@ -77,8 +77,8 @@ size_t moe_workspace_bytes(const ModelConfig& c, int max_tokens) {
   add(P * sizeof(int));
   add(E * sizeof(size_t));
   add(E * sizeof(size_t));
-  add(grouped_packed_bytes(P, E, H));
-  add(grouped_packed_bytes(P, E, I));
+  add(grouped_packed_bytes(mm, P, E, H));
+  add(grouped_packed_bytes(mm, P, E, I));
   add(static_cast<size_t>(P) * 2 * I * sizeof(float));
   add(static_cast<size_t>(P) * I * sizeof(float));
   add(static_cast<size_t>(P) * H * sizeof(float));
@@ -90,7 +90,8 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
   if (count <= 0) return;
   const ModelConfig& c = config_;
   const int T = count, E = c.num_experts, H = c.hidden_size, I = c.intermediate_size, P = T * k;
-  MoeScratch s = carve_scratch(workspace(), c, T);
+  MoeScratch s = carve_scratch(mm_, workspace(), c, T);
+  const MatmulKernels& mm = mm_;
 
   // Group the (token, slot) pairs by expert, tokens in order within a group.
   std::fill(s.offsets, s.offsets + E + 1, 0);
@@ -111,11 +112,11 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
     s.packed1_at[e] = at1;
     s.packed2_at[e] = at2;
     if (m > 0) {
-      at1 += (packed_activation_bytes(m, H) + 63) & ~size_t{63};
-      at2 += (packed_activation_bytes(m, I) + 63) & ~size_t{63};
+      at1 += (mm.packed_bytes(m, H) + 63) & ~size_t{63};
+      at2 += (mm.packed_bytes(m, I) + 63) & ~size_t{63};
     }
   }
-  GON_CHECK(at1 <= grouped_packed_bytes(P, E, H) && at2 <= grouped_packed_bytes(P, E, I), kInternal,
+  GON_CHECK(at1 <= grouped_packed_bytes(mm, P, E, H) && at2 <= grouped_packed_bytes(mm, P, E, I), kInternal,
             "moe: grouped packed activations exceed their workspace");
 
   // Phase 1: pack each group's token rows (split over all grouped pairs).
@@ -124,7 +125,7 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
       const int g0 = s.offsets[e], g1 = s.offsets[e + 1];
       const int a = std::max<int>(g0, static_cast<int>(p0)), z = std::min<int>(g1, static_cast<int>(p1));
       if (a < z)
-        pack_activations(x, H, s.pair_token + g0, g1 - g0, H, a - g0, z - g0, s.packed1 + s.packed1_at[e]);
+        mm.pack(x, H, s.pair_token + g0, g1 - g0, H, a - g0, z - g0, s.packed1 + s.packed1_at[e]);
     }
   });
 
@@ -145,7 +146,7 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
         const int e = active[i];
         const int g0 = s.offsets[e], m = s.offsets[e + 1] - g0;
         const size_t row_blocks = static_cast<size_t>(K / 32);
-        matmul_mxfp4(w.blocks + static_cast<size_t>(e) * rows * row_blocks * 16,
+        mm.mxfp4(w.blocks + static_cast<size_t>(e) * rows * row_blocks * 16,
                      w.scales + static_cast<size_t>(e) * rows * row_blocks,
                      w.bias + static_cast<size_t>(e) * rows, packed + packed_at[e], m, K,
                      out + static_cast<size_t>(g0) * ld, ld, static_cast<int>(n0), static_cast<int>(n1), false);
@@ -167,7 +168,7 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
     for (int e = 0; e < E; ++e) {
       const int g0 = s.offsets[e], g1 = s.offsets[e + 1];
       const int a = std::max<int>(g0, static_cast<int>(p0)), z = std::min<int>(g1, static_cast<int>(p1));
-      if (a < z) pack_activations(s.act + static_cast<size_t>(g0) * I, I, nullptr, g1 - g0, I, a - g0, z - g0,
+      if (a < z) mm.pack(s.act + static_cast<size_t>(g0) * I, I, nullptr, g1 - g0, I, a - g0, z - g0,
                                   s.packed2 + s.packed2_at[e]);
     }
   });

@@ -44,15 +44,14 @@ double exp_sum(const float* l, int n, const uint8_t* mask, double shift, double 
 }
 }  // namespace generic
 
-const SamplerKernels& sampler_kernels() {
-  static const SamplerKernels k = [] {
+const SamplerKernels& sampler_kernels(const char* isa) {
+  static const SamplerKernels portable{&generic::max_allowed, &generic::first_equal, &generic::exp_sum};
 #if GON_HAVE_AVX512_KERNELS
-    if (std::strcmp(matmul_isa(), "generic") != 0)
-      return SamplerKernels{&avx512::max_allowed, &avx512::first_equal, &avx512::exp_sum};
+  static const SamplerKernels vector{&avx512::max_allowed, &avx512::first_equal, &avx512::exp_sum};
+  if (std::strcmp(isa, "generic") != 0) return vector;
 #endif
-    return SamplerKernels{&generic::max_allowed, &generic::first_equal, &generic::exp_sum};
-  }();
-  return k;
+  (void)isa;
+  return portable;
 }
 
 namespace {
@@ -133,9 +132,8 @@ SamplerScratch carve_sampler_scratch(void* base, int vocab) {
   return s;
 }
 
-int32_t sample_row(const float* logits, int V, const SampleParams& params, const uint8_t* mask_in,
-                   const SamplerScratch& s, float* logprob) {
-  const SamplerKernels& k = sampler_kernels();
+int32_t sample_row(const SamplerKernels& k, const float* logits, int V, const SampleParams& params,
+                   const uint8_t* mask_in, const SamplerScratch& s, float* logprob) {
   const uint8_t* mask = params.use_mask ? mask_in : nullptr;
   // Unrestricted argmax (first index of the largest non-NaN logit; 0 if none)
   // and the log-sum-exp at temperature 1 for the logprob.
@@ -228,13 +226,14 @@ void CpuExecutor::sample(const float* logits, int rows, const SampleParams* para
   if (rows <= 0) return;
   const int V = config_.vocab_size;
   const size_t per_thread = sampler_scratch_bytes(V) + 64;
+  const SamplerKernels& k = sampler_kernels(mm_.name);
   std::atomic<int> next{0};
   auto body = [&](int thread, int) {
     void* base = reinterpret_cast<void*>(
         (reinterpret_cast<uintptr_t>(workspace()) + per_thread * static_cast<size_t>(thread) + 63) & ~uintptr_t{63});
     const SamplerScratch s = carve_sampler_scratch(base, V);
     for (int r = next.fetch_add(1); r < rows; r = next.fetch_add(1))
-      tokens[r] = sample_row(logits + static_cast<size_t>(r) * V, V, params[r], mask, s, &logprobs[r]);
+      tokens[r] = sample_row(k, logits + static_cast<size_t>(r) * V, V, params[r], mask, s, &logprobs[r]);
   };
   if (rows == 1) {
     body(0, 1);

@@ -30,9 +30,6 @@ struct SamplerScratch {
 size_t sampler_scratch_bytes(int vocab);
 SamplerScratch carve_sampler_scratch(void* base, int vocab);
 
-// Samples one row: returns the token, *logprob its log-probability.
-int32_t sample_row(const float* logits, int vocab, const SampleParams& params, const uint8_t* mask,
-                   const SamplerScratch& scratch, float* logprob);
 
 // Bulk passes (portable and AVX-512 versions with identical results up to the
 // rounding of the double sums and of exp's last bit).
@@ -45,7 +42,12 @@ struct SamplerKernels {
   // p non-null also p[i] = float(that) (0 for NaN or excluded tokens).
   double (*exp_sum)(const float* l, int n, const uint8_t* mask, double shift, double inv_t, float* p);
 };
-const SamplerKernels& sampler_kernels();
+// The passes for a kernel set name ("generic": portable; otherwise AVX-512 where built).
+const SamplerKernels& sampler_kernels(const char* isa);
+
+// Samples one row: returns the token, *logprob its log-probability.
+int32_t sample_row(const SamplerKernels& kernels, const float* logits, int vocab, const SampleParams& params,
+                   const uint8_t* mask, const SamplerScratch& scratch, float* logprob);
 
 namespace generic {
 float max_allowed(const float* l, int n, const uint8_t* mask);
