@@ -109,6 +109,22 @@ def test_topk_softmax(rng, T, E, K):
         np.testing.assert_allclose(wts[t].numpy(), ref, rtol=1e-5)
 
 
+def test_cast_bf16(rng):
+    k = kernels().elementwise
+    n = 2 * 1024 + 13
+    x = torch.from_numpy((rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, size=n)).astype(np.float32))
+    y = torch.full((n,), float("nan"), dtype=torch.bfloat16)
+    k.cast_bf16[((n + 1023) // 1024,)](x, y, n, BLOCK=1024)
+    # The GPU rounds to nearest even (as torch does); Triton's interpreter truncates: either way
+    # the result is one of the two bf16 neighbours of x.
+    bits = x.numpy().view(np.uint32)
+    down = (bits & 0xFFFF0000).view(np.float32)
+    up_bits = (bits & 0xFFFF0000) + 0x10000
+    up = up_bits.astype(np.uint32).view(np.float32)
+    got = y.float().numpy()
+    assert np.all((got == down) | (got == up)) and not np.isnan(got).any()
+
+
 def test_read_sum(rng):
     k = kernels().elementwise
     n = 3 * 1024 * 8 + 77

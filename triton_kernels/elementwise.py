@@ -20,6 +20,8 @@ Contracts (shapes row-major; T tokens of the step, H hidden size):
   topk_softmax(logits[T,E] fp32, ids[T,K] i32, weights[T,K] fp32, T, E, K)
                                                               grid (T,)
       the K largest logits (ties: lower id first), softmax over those K.
+  cast_bf16(x[n] fp32, y[n] bf16, n)                          grid (cdiv(n, BLOCK),)
+      y = bf16(x), round to nearest even (activations for the tensor-core products)
   read_sum(x[n] i64, n, out[grid] i64)                        grid (cdiv(n, BLOCK * ITERS),)
       a sum of every element (the read-bandwidth probe; values are not used).
 """
@@ -135,6 +137,13 @@ def topk_softmax(logits_ptr, ids_ptr, weights_ptr, T, E, K, BLOCK_E: tl.constexp
 
 
 @triton.jit
+def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n, other=0.0)
+    tl.store(y_ptr + offs, x.to(tl.bfloat16), mask=offs < n)
+
+
+@triton.jit
 def read_sum(x_ptr, n, out_ptr, BLOCK: tl.constexpr, ITERS: tl.constexpr):
     pid = tl.program_id(0)
     base = pid.to(tl.int64) * BLOCK * ITERS
@@ -172,6 +181,8 @@ VARIANTS = [
             constexprs={"KV_BF16": kv, "BLOCK_HALF": half}, num_warps=1, num_stages=1)
     for half in (16, 32, 64, 128, 256) for kv in (0, 1)
 ] + [
+    Variant(name="cast_bf16", kernel=cast_bf16, signature={"x_ptr": "*fp32", "y_ptr": "*bf16", "n": "i64"},
+            constexprs={"BLOCK": 1024}, num_warps=4, num_stages=1),
     Variant(name="read_sum", kernel=read_sum, signature={"x_ptr": "*i64", "n": "i64", "out_ptr": "*i64"},
             constexprs={"BLOCK": 1024, "ITERS": 8}, num_warps=8, num_stages=1),
 ]

@@ -103,7 +103,7 @@ class ComposedExecutor : public Executor {
  protected:
   // Copies the step inputs a shape uses from staging to backend memory (a
   // no-op when the backend is host-addressable and they are the same).
-  void upload_inputs(const StepShape& s);
+  virtual void upload_inputs(const StepShape& s);
   void* workspace() const { return buf_.workspace; }
 
   Backend& backend_;
@@ -111,7 +111,6 @@ class ComposedExecutor : public Executor {
   const ModelConfig& config_;
   ExecutorOptions options_;
 
- private:
   struct Buffers {
     float* x = nullptr;          // [T, H] residual stream
     float* xn = nullptr;         // [T, H] normalised
@@ -125,16 +124,18 @@ class ComposedExecutor : public Executor {
     uint8_t* mask = nullptr;     // [V]
     void* workspace = nullptr;
   };
-  Arena host_;
-  Arena device_;
   Buffers buf_;
-  std::vector<KVCacheLayer> kv_;
-  uint64_t kv_bytes_ = 0;
   bool mask_set_ = false;
   StepInputs device_inputs_;  // in backend memory
   StepInputs staging_;        // what inputs() hands out (== device_inputs_ when host-addressable)
   int32_t* host_sampled_ = nullptr;   // host mirror of sampled tokens (non-host-addressable backends)
   float* host_logprobs_ = nullptr;
+
+ private:
+  Arena host_;
+  Arena device_;
+  std::vector<KVCacheLayer> kv_;
+  uint64_t kv_bytes_ = 0;
 };
 
 }  // namespace gon

@@ -1,0 +1,565 @@
+// CudaExecutor: one stream, its buffers, captured graphs, and the operations
+// as launches of the Triton kernels (see cuda_backend.hpp; the kernels'
+// contracts are the docstrings of triton_kernels/*.py).
+//
+// Precision: activations between operations are fp32 (as on the CPU); the
+// decode path (steps of up to 8 tokens) computes every product in fp32 from the
+// exact bf16/MXFP4 weights, so its logits agree with the CPU backend to
+// rounding; longer steps cast activations to bf16 for the tensor cores (fp32
+// accumulation). The KV cache is bf16 by default (a Context option).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cuda/cuda_backend.hpp"
+#include "core/check.hpp"
+#include "core/profile.hpp"
+
+namespace gon::cuda {
+
+namespace {
+constexpr int kMaxGraphTokens = 64;  // steps of up to this many tokens are captured into graphs
+constexpr int kMaxGemvTokens = 8;    // up to this many rows use the fp32 gemv kernels
+constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
+constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
+
+int bucket(int n) {
+  int b = 1;
+  while (b < n) b *= 2;
+  return b;
+}
+template <typename T>
+CUdeviceptr dptr(const T* p) {
+  return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
+}
+size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+// Device scratch carved from the executor's workspace, and pinned host buffers.
+struct CudaExecutor::Scratch {
+  uint16_t* xb = nullptr;        // [T, widest] bf16 activations for the tensor-core products
+  float* part_ml = nullptr;      // [T_graph, NQ, S, 2] decode attention partials
+  float* part_o = nullptr;       // [T_graph, NQ, S, HD]
+  float* router_logits = nullptr;  // [T, E]
+  float* act = nullptr;          // [P, I] fp32 expert activations (gemv path)
+  uint16_t* act_b = nullptr;     // [P, I] bf16 expert activations (grouped path)
+  float* y2 = nullptr;           // [P, H] grouped expert outputs
+  int32_t* pair_order = nullptr; // [P]
+  int32_t* pair_pos = nullptr;   // [P]
+  int32_t* moe_tiles = nullptr;  // [max_tiles, 3]
+  int32_t* moe_num_tiles = nullptr;  // [1]
+  int32_t* attn_tiles = nullptr;     // [T, 4]
+  float* sampler = nullptr;      // sampling scratch
+  int32_t* host_tiles = nullptr; // [T, 4] pinned
+  int max_moe_tiles = 0;
+  size_t sampler_floats_per_row = 0;
+};
+
+ExecutorOptions CudaExecutor::internal_options(const ExecutorOptions& o) {
+  ExecutorOptions io = o;
+  io.num_seqs = o.num_seqs + 1;  // the last slot takes the padding rows of graph buckets
+  io.max_tokens = std::max(o.max_tokens, bucket(std::min(o.max_tokens, kMaxGraphTokens)));
+  io.max_outputs = std::max(o.max_outputs, bucket(std::min(o.max_outputs, kMaxGraphTokens)));
+  io.logits_rows = std::max(o.logits_rows, io.max_outputs);
+  return io;
+}
+
+namespace {
+struct ScratchPlan {
+  size_t bytes = 0;
+  size_t add(size_t n) {
+    const size_t at = bytes;
+    bytes += align_up(n);
+    return at;
+  }
+};
+
+// Sampling scratch per row, in floats (triton_kernels/sampling.py SCRATCH).
+size_t sampler_floats(int vocab) { return static_cast<size_t>(vocab) + 8192; }
+
+size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, int splits, size_t* offsets) {
+  const size_t T = io.max_tokens, TG = std::min(io.max_tokens, kMaxGraphTokens), H = c.hidden_size;
+  const size_t I = c.intermediate_size, E = c.num_experts, P = T * c.experts_per_token;
+  const size_t NQ = c.num_heads, HD = c.head_dim;
+  const size_t widest = std::max({H, NQ * HD, I});
+  const size_t max_tiles = (P + 15) / 16 + E;
+  ScratchPlan p;
+  size_t i = 0;
+  offsets[i++] = p.add(T * widest * 2);
+  offsets[i++] = p.add(TG * NQ * splits * 2 * 4);
+  offsets[i++] = p.add(TG * NQ * splits * HD * 4);
+  offsets[i++] = p.add(T * E * 4);
+  offsets[i++] = p.add(P * I * 4);
+  offsets[i++] = p.add(P * I * 2);
+  offsets[i++] = p.add(P * H * 4);
+  offsets[i++] = p.add(P * 4);
+  offsets[i++] = p.add(P * 4);
+  offsets[i++] = p.add(max_tiles * 3 * 4);
+  offsets[i++] = p.add(4);
+  offsets[i++] = p.add(T * 4 * 4);
+  offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * sampler_floats(c.vocab_size) * 4);
+  return p.bytes;
+}
+constexpr int kScratchParts = 13;
+
+int choose_splits(const KernelSet& k, int context_length, bool kv_bf16) {
+  // Enough splits that one token's 8 kv heads fill the GPU, about 128 keys
+  // each at the full context; the largest compiled variant not above that.
+  const int want = std::clamp(context_length / 128, 1, 64);
+  int best = 1;
+  for (int s = 1; s <= 64; s *= 2) {
+    const std::string name =
+        "attention_decode_s" + std::to_string(s) + (kv_bf16 ? "_bf16" : "_f32");
+    if (k.has(name) && s <= want) best = s;
+  }
+  return best;
+}
+}  // namespace
+
+CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, const ModelConfig& c,
+                           const ExecutorOptions& o)
+    : ComposedExecutor(backend, weights, c, internal_options(o),
+                       [&] {
+                         size_t offs[kScratchParts];
+                         const ExecutorOptions io = internal_options(o);
+                         return scratch_bytes(c, io,
+                                              choose_splits(backend.kernels(), o.context_length,
+                                                            o.kv_dtype == KVDType::kBF16),
+                                              offs);
+                       }(),
+                       [&c](int capacity) {
+                         return static_cast<int64_t>(c.num_kv_heads) * capacity * c.head_dim;
+                       }),
+      cuda_(backend),
+      k_(backend.kernels()),
+      user_options_(o) {
+  backend.make_current();
+  const Driver& d = driver();
+  GON_CU(d.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING));
+  attention_splits_ = choose_splits(k_, o.context_length, o.kv_dtype == KVDType::kBF16);
+  size_t offs[kScratchParts];
+  scratch_bytes(c, options_, attention_splits_, offs);
+  char* base = static_cast<char*>(workspace());
+  scratch_ = std::make_unique<Scratch>();
+  Scratch& s = *scratch_;
+  int i = 0;
+  s.xb = reinterpret_cast<uint16_t*>(base + offs[i++]);
+  s.part_ml = reinterpret_cast<float*>(base + offs[i++]);
+  s.part_o = reinterpret_cast<float*>(base + offs[i++]);
+  s.router_logits = reinterpret_cast<float*>(base + offs[i++]);
+  s.act = reinterpret_cast<float*>(base + offs[i++]);
+  s.act_b = reinterpret_cast<uint16_t*>(base + offs[i++]);
+  s.y2 = reinterpret_cast<float*>(base + offs[i++]);
+  s.pair_order = reinterpret_cast<int32_t*>(base + offs[i++]);
+  s.pair_pos = reinterpret_cast<int32_t*>(base + offs[i++]);
+  s.moe_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
+  s.moe_num_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
+  s.attn_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
+  s.sampler = reinterpret_cast<float*>(base + offs[i++]);
+  s.sampler_floats_per_row = sampler_floats(c.vocab_size);
+  s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
+                                     c.num_experts);
+  s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
+  // Padding rows of graph buckets: token 0 at position 0 of the scratch slot.
+  StepInputs& in = staging_;
+  for (int t = 0; t < options_.max_tokens; ++t) {
+    in.tokens[t] = 0;
+    in.positions[t] = 0;
+    in.seqs[t] = user_options_.num_seqs;
+  }
+}
+
+CudaExecutor::~CudaExecutor() {
+  cuda_.make_current();
+  const Driver& d = driver();
+  if (stream_) d.cuStreamSynchronize(stream_);
+  for (auto& [key, exec] : graphs_) d.cuGraphExecDestroy(exec);
+  for (CUgraph g : graph_sources_) d.cuGraphDestroy(g);
+  if (scratch_ && scratch_->host_tiles) cuda_.release(scratch_->host_tiles, true);
+  if (stream_) d.cuStreamDestroy(stream_);
+}
+
+// ---- stepping -------------------------------------------------------------------
+
+void CudaExecutor::upload_inputs(const StepShape& s) {
+  GON_CHECK(s.num_tokens >= 0 && s.num_tokens <= options_.max_tokens, kInternal, "step of ", s.num_tokens,
+            " tokens exceeds max_tokens ", options_.max_tokens);
+  GON_CHECK(s.num_outputs >= 0 && s.num_outputs <= options_.max_outputs && s.output_offset >= 0 &&
+                s.output_offset + s.num_outputs <= options_.logits_rows,
+            kInternal, "step outputs exceed the executor's buffers");
+  const Driver& d = driver();
+  auto up = [&](void* dst, const void* src, size_t bytes) {
+    if (bytes) GON_CU(d.cuMemcpyHtoDAsync(dptr(dst), src, bytes, stream_));
+  };
+  const size_t T = s.num_tokens, R = s.num_outputs;
+  up(device_inputs_.tokens, staging_.tokens, T * 4);
+  up(device_inputs_.positions, staging_.positions, T * 4);
+  up(device_inputs_.seqs, staging_.seqs, T * 4);
+  up(device_inputs_.output_rows, staging_.output_rows, R * 4);
+  if (s.sample) up(device_inputs_.params, staging_.params, R * sizeof(SampleParams));
+}
+
+void CudaExecutor::copy_results_async(int offset, int count) {
+  const Driver& d = driver();
+  GON_CU(d.cuMemcpyDtoHAsync(host_sampled_ + offset, dptr(buf_.sampled + offset), count * sizeof(int32_t), stream_));
+  GON_CU(d.cuMemcpyDtoHAsync(host_logprobs_ + offset, dptr(buf_.logprobs + offset), count * sizeof(float), stream_));
+}
+
+void CudaExecutor::build_attention_tiles(int count) {
+  // Runs of consecutive positions of one sequence, cut into tiles of the
+  // prefill kernel's BLOCK_M rows.
+  const int block = static_cast<int>(k_.get("attention_prefill_f32_bf16kv").constexpr_value("BLOCK_M"));
+  int n = 0;
+  int32_t* h = scratch_->host_tiles;
+  for (int t = 0; t < count;) {
+    int len = 1;
+    while (t + len < count && len < block && staging_.seqs[t + len] == staging_.seqs[t] &&
+           staging_.positions[t + len] == staging_.positions[t] + len)
+      ++len;
+    h[4 * n + 0] = t;
+    h[4 * n + 1] = len;
+    h[4 * n + 2] = staging_.seqs[t];
+    h[4 * n + 3] = staging_.positions[t];
+    ++n;
+    t += len;
+  }
+  GON_CU(driver().cuMemcpyHtoDAsync(dptr(scratch_->attn_tiles), h, static_cast<size_t>(n) * 16, stream_));
+  tiles_ = n;
+}
+
+void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
+  cuda_.make_current();
+  const Driver& d = driver();
+  // Bind the caller's view of sequence slots: rows of real sequences only.
+  for (int t = 0; t < shape.num_tokens; ++t)
+    GON_CHECK(staging_.seqs[t] >= 0 && staging_.seqs[t] < user_options_.num_seqs, kInternal, "step row ", t,
+              " names sequence slot ", staging_.seqs[t]);
+  const bool graph = shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 && shape.num_tokens > 0;
+  if (!graph) {
+    upload_inputs(shape);
+    tiles_ = -1;
+    if (shape.num_tokens >= kPrefillAttentionMin) build_attention_tiles(shape.num_tokens);
+    forward(*this, shape);
+    tiles_ = -1;
+  } else {
+    StepShape padded = shape;
+    padded.num_tokens = bucket(shape.num_tokens);
+    padded.num_outputs = shape.num_outputs > 0 ? bucket(shape.num_outputs) : 0;
+    for (int t = shape.num_tokens; t < padded.num_tokens; ++t) {
+      staging_.tokens[t] = 0;
+      staging_.positions[t] = 0;
+      staging_.seqs[t] = user_options_.num_seqs;
+    }
+    for (int r = shape.num_outputs; r < padded.num_outputs; ++r) {
+      staging_.output_rows[r] = padded.num_tokens - 1;
+      staging_.params[r] = SampleParams{};
+      staging_.params[r].temperature = 0.0f;
+    }
+    upload_inputs(padded);
+    const auto key = std::make_tuple(padded.num_tokens, padded.num_outputs, padded.sample);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      GON_CU(d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+      capturing_ = true;
+      CUgraph g = nullptr;
+      try {
+        forward(*this, padded);
+      } catch (...) {
+        capturing_ = false;
+        d.cuStreamEndCapture(stream_, &g);
+        if (g) d.cuGraphDestroy(g);
+        throw;
+      }
+      capturing_ = false;
+      GON_CU(d.cuStreamEndCapture(stream_, &g));
+      graph_sources_.push_back(g);
+      CUgraphExec exec = nullptr;
+      GON_CU(d.cuGraphInstantiateWithFlags(&exec, g, 0));
+      it = graphs_.emplace(key, exec).first;
+    }
+    GON_CU(d.cuGraphLaunch(it->second, stream_));
+  }
+  if (shape.sample && shape.num_outputs > 0) copy_results_async(shape.output_offset, shape.num_outputs);
+}
+
+void CudaExecutor::synchronize() {
+  cuda_.make_current();
+  GON_CU(driver().cuStreamSynchronize(stream_));
+}
+
+void CudaExecutor::sample_rows(int offset, int count) {
+  GON_CHECK(count >= 0 && count <= options_.max_outputs && offset >= 0 && offset + count <= options_.logits_rows,
+            kInternal, "sample_rows: rows outside the logits buffer");
+  cuda_.make_current();
+  GON_CU(driver().cuMemcpyHtoDAsync(dptr(device_inputs_.params), staging_.params, count * sizeof(SampleParams),
+                                    stream_));
+  sample(buf_.logits + static_cast<size_t>(offset) * config_.vocab_size, count, device_inputs_.params,
+         mask_set_ ? buf_.mask : nullptr, buf_.sampled + offset, buf_.logprobs + offset);
+  copy_results_async(offset, count);
+}
+
+const int32_t* CudaExecutor::sampled_tokens() {
+  synchronize();
+  return host_sampled_;
+}
+
+const float* CudaExecutor::sampled_logprobs() {
+  synchronize();
+  return host_logprobs_;
+}
+
+LogitsView CudaExecutor::logits() { return {buf_.logits, 2, cuda_.device_id()}; }
+
+void CudaExecutor::set_allowed_tokens(const uint8_t* mask) {
+  synchronize();  // a step in flight may be reading the mask
+  ComposedExecutor::set_allowed_tokens(mask);
+}
+
+// ---- fine operations ---------------------------------------------------------------
+
+void CudaExecutor::embed(const int32_t* tokens, int count, float* x) {
+  const Kernel& k = k_.get("embed");
+  const int H = config_.hidden_size;
+  const unsigned blocks = static_cast<unsigned>((H + k.constexpr_value("BLOCK_H") - 1) / k.constexpr_value("BLOCK_H"));
+  k.launch(stream_, {static_cast<unsigned>(count), blocks, 1}, {tokens, weights_.embedding, x, H});
+}
+
+void CudaExecutor::rmsnorm(const float* x, const int32_t* rows, int count, int width, const uint16_t* weight,
+                           float eps, float* y) {
+  const Kernel& k = k_.get(rows ? "rmsnorm_rows" : "rmsnorm");
+  k.launch(stream_, {static_cast<unsigned>(count), 1, 1}, {x, rows ? rows : device_inputs_.tokens, weight, y, count,
+                                                          width, eps});
+}
+
+void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16_t* norm_w, const BF16Matrix& w,
+                               int count, int n_rows, float* y, size_t ldy, bool accumulate) {
+  GON_CHECK(count >= 1 && count <= kMaxGemvTokens, kInternal, "gemv with ", count, " rows");
+  std::string name = "linear_gemv_m" + std::to_string(bucket(count));
+  if (norm_w) name += "_norm";
+  if (rows) name += "_rows";
+  if (w.bias) name += "_bias";
+  if (accumulate) name += "_acc";
+  const Kernel& k = k_.get(name);
+  const int64_t bn = k.constexpr_value("BLOCK_N");
+  const unsigned grid = static_cast<unsigned>((n_rows + bn - 1) / bn);
+  const void* dummy = w.data;
+  k.launch(stream_, {grid, 1, 1},
+           {x, rows ? static_cast<const void*>(rows) : dummy, norm_w ? static_cast<const void*>(norm_w) : dummy,
+            w.data, w.bias ? static_cast<const void*>(w.bias) : dummy, y, count, n_rows, w.cols,
+            static_cast<int32_t>(ldy), config_.rms_norm_eps});
+}
+
+void CudaExecutor::linear_matrix(const float* x, const uint16_t* x_bf16, int count, const uint16_t* w,
+                                 const uint16_t* bias, int N, int K, float* y, size_t ldy, bool accumulate) {
+  if (count <= kMaxGemvTokens && x != nullptr) {
+    launch_gemv(x, nullptr, nullptr, BF16Matrix{w, bias, N, K}, count, N, y, ldy, accumulate);
+    return;
+  }
+  if (x_bf16 == nullptr) {
+    const Kernel& cast = k_.get("cast_bf16");
+    const int64_t n = static_cast<int64_t>(count) * K;
+    const int64_t block = cast.constexpr_value("BLOCK");
+    cast.launch(stream_, {static_cast<unsigned>((n + block - 1) / block), 1, 1}, {x, scratch_->xb, n});
+    x_bf16 = scratch_->xb;
+  }
+  std::string name = "linear_gemm";
+  if (bias) name += "_bias";
+  if (accumulate) name += "_acc";
+  const Kernel& k = k_.get(name);
+  const int64_t bm = k.constexpr_value("BLOCK_M"), bn = k.constexpr_value("BLOCK_N");
+  k.launch(stream_, {static_cast<unsigned>((count + bm - 1) / bm), static_cast<unsigned>((N + bn - 1) / bn), 1},
+           {x_bf16, w, bias ? static_cast<const void*>(bias) : static_cast<const void*>(w), y, count, N, K, K,
+            static_cast<int32_t>(ldy)});
+}
+
+void CudaExecutor::linear(const float* x, int count, const BF16Matrix* mats, int num_mats, float* y, size_t ldy,
+                          bool accumulate) {
+  if (count <= 0) return;
+  // Matrices stored one after the other (q, k, v: see prepare_weights) are one product.
+  bool contiguous = true;
+  int rows = mats[0].rows;
+  for (int i = 1; i < num_mats; ++i) {
+    contiguous &= mats[i].data == mats[i - 1].data + static_cast<size_t>(mats[i - 1].rows) * mats[i - 1].cols &&
+                  mats[i].cols == mats[0].cols && (mats[i].bias == nullptr) == (mats[0].bias == nullptr) &&
+                  (mats[i].bias == nullptr || mats[i].bias == mats[i - 1].bias + mats[i - 1].rows);
+    rows += mats[i].rows;
+  }
+  if (contiguous) {
+    linear_matrix(x, nullptr, count, mats[0].data, mats[0].bias, rows, mats[0].cols, y, ldy, accumulate);
+    return;
+  }
+  size_t offset = 0;
+  for (int i = 0; i < num_mats; ++i) {
+    linear_matrix(x, nullptr, count, mats[i].data, mats[i].bias, mats[i].rows, mats[i].cols, y + offset, ldy,
+                  accumulate);
+    offset += mats[i].rows;
+  }
+}
+
+void CudaExecutor::rope_kv_store(float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                                 const KVCacheLayer& cache) {
+  const ModelConfig& c = config_;
+  const int half = std::max(16, bucket(c.head_dim / 2));
+  const bool bf16 = cache.dtype == KVDType::kBF16;
+  const Kernel& k = k_.get("rope_kv_store_h" + std::to_string(half) + (bf16 ? "_bf16" : "_f32"));
+  k.launch(stream_, {static_cast<unsigned>(count), static_cast<unsigned>(c.num_heads + c.num_kv_heads), 1},
+           {qkv, positions, seqs, weights_.rope_inv_freq, cache.k, cache.v, count, c.qkv_rows(), cache.seq_stride,
+            cache.capacity, weights_.rope_scaling, c.num_heads, c.num_kv_heads, c.head_dim});
+}
+
+void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                                    const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out,
+                                    bool out_bf16) {
+  const ModelConfig& c = config_;
+  const bool bf16 = cache.dtype == KVDType::kBF16;
+  const int S = attention_splits_;
+  const Kernel& dec = k_.get("attention_decode_s" + std::to_string(S) + (bf16 ? "_bf16" : "_f32"));
+  const Kernel& comb = k_.get(out_bf16 ? "attention_combine_obf16" : "attention_combine");
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const int step = std::min(count, kMaxGraphTokens);  // partials hold this many tokens
+  for (int t0 = 0; t0 < count; t0 += step) {
+    const int n = std::min(step, count - t0);
+    dec.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
+               {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v,
+                scratch_->part_ml, scratch_->part_o, n, c.qkv_rows(), cache.seq_stride, cache.capacity, window, scale,
+                c.num_heads, c.num_kv_heads, c.head_dim});
+    const size_t width = static_cast<size_t>(c.num_heads) * c.head_dim;
+    comb.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_heads), 1},
+                {scratch_->part_ml, scratch_->part_o, sinks,
+                 out_bf16 ? static_cast<void*>(reinterpret_cast<uint16_t*>(out) + t0 * width)
+                          : static_cast<void*>(out + t0 * width),
+                 n, c.num_heads, c.head_dim, static_cast<int32_t>(width)});
+  }
+}
+
+void CudaExecutor::attention(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                             const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out) {
+  const ModelConfig& c = config_;
+  if (tiles_ > 0 && count >= kPrefillAttentionMin) {
+    const bool bf16 = cache.dtype == KVDType::kBF16;
+    const Kernel& k = k_.get(std::string("attention_prefill_f32") + (bf16 ? "_bf16kv" : "_f32kv"));
+    const int width = c.num_heads * c.head_dim;
+    k.launch(stream_, {static_cast<unsigned>(tiles_), static_cast<unsigned>(c.num_heads), 1},
+             {qkv, scratch_->attn_tiles, cache.k, cache.v, sinks, out, tiles_, c.qkv_rows(), width, cache.seq_stride,
+              cache.capacity, window, 1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.num_heads, c.num_kv_heads,
+              c.head_dim});
+    return;
+  }
+  attention_decode(qkv, positions, seqs, count, sinks, cache, window, out, false);
+}
+
+void CudaExecutor::router(const float* x, int count, const BF16Matrix& r, int k, int32_t* ids, float* weights) {
+  linear_matrix(x, nullptr, count, r.data, r.bias, r.rows, r.cols, scratch_->router_logits, r.rows, false);
+  const int be = r.rows <= 32 ? 32 : r.rows <= 128 ? 128 : 512;
+  GON_CHECK(r.rows <= 512, kUnsupportedCheckpoint, "cuda: models with more than 512 experts are not supported");
+  k_.get("topk_softmax_e" + std::to_string(be))
+      .launch(stream_, {static_cast<unsigned>(count), 1, 1}, {scratch_->router_logits, ids, weights, count, r.rows, k});
+}
+
+void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const float* weights, int k,
+                       const LayerWeights& L, float* y) {
+  const ModelConfig& c = config_;
+  const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts;
+  Scratch& s = *scratch_;
+  if (count <= kMaxMoeGemvTokens) {
+    const Kernel& m1 = k_.get("moe_mlp1_gemv");
+    const Kernel& m2 = k_.get("moe_mlp2_gemv");
+    const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
+    m1.launch(stream_, {static_cast<unsigned>(count * k), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
+              {x, ids, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act, count, H, I, k, c.swiglu_limit,
+               c.swiglu_alpha});
+    m2.launch(stream_, {static_cast<unsigned>(count), static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
+              {s.act, ids, weights, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, y, count, H, I, k});
+    return;
+  }
+  const int P = count * k;
+  const Kernel& sort = k_.get("moe_sort");
+  const Kernel& m1 = k_.get("moe_mlp1_gemm");
+  const Kernel& m2 = k_.get("moe_mlp2_gemm");
+  const Kernel& comb = k_.get("moe_combine");
+  sort.launch(stream_, {1, 1, 1}, {ids, P, E, s.pair_order, s.pair_pos, s.moe_tiles, s.moe_num_tiles});
+  // The experts read bf16 activations (tensor cores).
+  const Kernel& cast = k_.get("cast_bf16");
+  const int64_t n = static_cast<int64_t>(count) * H, cb = cast.constexpr_value("BLOCK");
+  cast.launch(stream_, {static_cast<unsigned>((n + cb - 1) / cb), 1, 1}, {x, s.xb, n});
+  const int max_tiles = (P + static_cast<int>(m1.constexpr_value("BLOCK_M")) - 1) /
+                            static_cast<int>(m1.constexpr_value("BLOCK_M")) + E;
+  const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
+  m1.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
+            {s.xb, s.pair_order, s.moe_tiles, s.moe_num_tiles, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act_b, H,
+             I, k, c.swiglu_limit, c.swiglu_alpha});
+  m2.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
+            {s.act_b, s.moe_tiles, s.moe_num_tiles, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, s.y2, H, I});
+  const int64_t bh = comb.constexpr_value("BLOCK_H");
+  comb.launch(stream_, {static_cast<unsigned>(count), static_cast<unsigned>((H + bh - 1) / bh), 1},
+              {s.y2, s.pair_pos, weights, y, count, H, k});
+}
+
+void CudaExecutor::unembed(const float* x, int rows, float* logits) {
+  const BF16Matrix& u = weights_.unembedding;
+  linear_matrix(x, nullptr, rows, u.data, nullptr, u.rows, u.cols, logits, u.rows, false);
+}
+
+void CudaExecutor::sample(const float* logits, int rows, const SampleParams* params, const uint8_t* mask,
+                          int32_t* tokens, float* logprobs) {
+  if (rows <= 0) return;
+  const int V = config_.vocab_size;
+  const Kernel& reduce = k_.get("sample_reduce");
+  const Kernel& pick = k_.get("sample_pick");
+  const unsigned chunks = static_cast<unsigned>(reduce.constexpr_value("NUM_CHUNKS"));
+  float* partial = scratch_->sampler;
+  float* probs = scratch_->sampler + static_cast<size_t>(rows) * 8192;
+  const void* m = mask ? static_cast<const void*>(mask) : static_cast<const void*>(logits);
+  reduce.launch(stream_, {static_cast<unsigned>(rows), chunks, 1}, {logits, params, params, m, partial, rows, V});
+  pick.launch(stream_, {static_cast<unsigned>(rows), 1, 1},
+              {logits, params, params, params, m, partial, probs, tokens, logprobs, rows, V});
+}
+
+// ---- fused blocks ----------------------------------------------------------------------
+
+void CudaExecutor::attention_block(int layer, const StepShape& s) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[layer];
+  const int T = s.num_tokens, H = c.hidden_size;
+  const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
+  if (T <= kMaxGemvTokens) {
+    // rmsnorm fused into the qkv product; out-projection accumulates into x.
+    launch_gemv(buf_.x, nullptr, L.attn_norm, qkv, T, c.qkv_rows(), buf_.qkv, c.qkv_rows(), false);
+  } else {
+    k_.get("rmsnorm_bf16").launch(stream_, {static_cast<unsigned>(T), 1, 1},
+                                  {buf_.x, device_inputs_.tokens, L.attn_norm, scratch_->xb, T, H, c.rms_norm_eps});
+    linear_matrix(nullptr, scratch_->xb, T, qkv.data, qkv.bias, qkv.rows, H, buf_.qkv, c.qkv_rows(), false);
+  }
+  rope_kv_store(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, kv_layer(layer));
+  attention(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, L.sinks, kv_layer(layer),
+            L.sliding ? c.sliding_window : 0, buf_.attn);
+  linear_matrix(buf_.attn, nullptr, T, L.out.data, L.out.bias, H, L.out.cols, buf_.x, H, true);
+}
+
+void CudaExecutor::moe_block(int layer, const StepShape& s) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[layer];
+  const int T = s.num_tokens, k = c.experts_per_token;
+  rmsnorm(buf_.x, nullptr, T, c.hidden_size, L.mlp_norm, c.rms_norm_eps, buf_.xn);
+  router(buf_.xn, T, L.router, k, buf_.expert_ids, buf_.expert_weights);
+  moe(buf_.xn, T, buf_.expert_ids, buf_.expert_weights, k, L, buf_.x);
+}
+
+void CudaExecutor::output_block(const StepShape& s) {
+  const ModelConfig& c = config_;
+  const int R = s.num_outputs;
+  float* logits = buf_.logits + static_cast<size_t>(s.output_offset) * c.vocab_size;
+  if (R <= kMaxGemvTokens) {
+    // Final norm of the output rows fused into the unembedding.
+    launch_gemv(buf_.x, device_inputs_.output_rows, weights_.final_norm, weights_.unembedding, R, c.vocab_size, logits,
+                c.vocab_size, false);
+  } else {
+    rmsnorm(buf_.x, device_inputs_.output_rows, R, c.hidden_size, weights_.final_norm, c.rms_norm_eps, buf_.xn);
+    unembed(buf_.xn, R, logits);
+  }
+  if (s.sample)
+    sample(logits, R, device_inputs_.params, mask_set_ ? buf_.mask : nullptr, buf_.sampled + s.output_offset,
+           buf_.logprobs + s.output_offset);
+}
+
+}  // namespace gon::cuda
