@@ -137,6 +137,42 @@ def test_config_mismatch_and_unsupported(ckpt):
         gon.Model(ckpt)
 
 
+@pytest.mark.parametrize("change,error,match", [
+    ({"rms_norm_eps": -1e-5}, gon.CorruptCheckpointError, "rms_norm_eps"),
+    ({"rms_norm_eps": 0.0}, gon.CorruptCheckpointError, "rms_norm_eps"),
+    ({"head_dim": None, "hidden_size": 64, "num_attention_heads": 96}, gon.CorruptCheckpointError, "head_dim"),
+    ({"num_experts_per_tok": 9}, gon.CorruptCheckpointError, "experts_per_token"),
+    ({"num_key_value_heads": 8}, gon.CorruptCheckpointError, "num_key_value_heads"),
+    ({"sliding_window": -2}, gon.CorruptCheckpointError, "sliding_window"),
+    ({"swiglu_limit": -7.0}, gon.CorruptCheckpointError, "swiglu_limit"),
+    ({"rope_theta": 0.5}, gon.CorruptCheckpointError, "rope_theta"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 0.5, "beta_fast": 32, "beta_slow": 1,
+                       "original_max_position_embeddings": 4096, "truncate": False}},
+     gon.CorruptCheckpointError, "scaling factor"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 32, "beta_fast": 1, "beta_slow": 32,
+                       "original_max_position_embeddings": 4096, "truncate": False}},
+     gon.CorruptCheckpointError, "beta_fast"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 32, "beta_fast": 32, "beta_slow": 1,
+                       "original_max_position_embeddings": 0, "truncate": False}},
+     gon.CorruptCheckpointError, "original_max_position_embeddings"),
+    ({"eos_token_id": 5000}, gon.CorruptCheckpointError, "eos_token_id"),
+    ({"max_position_embeddings": 0}, gon.CorruptCheckpointError, "max_position_embeddings"),
+    ({"head_dim": 15}, gon.UnsupportedCheckpointError, "head_dim"),
+])
+def test_config_values_checked_at_load(ckpt, change, error, match):
+    """Every config value the forward pass uses is range-checked when the model loads."""
+    cfg_path = ckpt / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for k, v in change.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(error, match=match):
+        gon.Model(ckpt)
+
+
 def test_extra_and_dequantized_tensors(ckpt):
     shard = _shard(ckpt)
     tensors = load_file(shard)

@@ -76,22 +76,56 @@ class ConfigReader {
   std::string origin_;
 };
 
+// Every value the forward pass depends on, range-checked when the model loads,
+// so a bad config.json fails here with its name rather than as NaN logits or an
+// internal error later. Out-of-range values that no gpt-oss model can have are
+// corrupt (kCorruptCheckpoint); well-formed values this runtime cannot run are
+// unsupported (kUnsupportedCheckpoint).
 void validate_config(const ModelConfig& c, const std::string& origin) {
+  auto corrupt_unless = [&](bool ok, const auto&... why) {
+    GON_CHECK(ok, kCorruptCheckpoint, origin, ": ", why...);
+  };
   auto fail_unless = [&](bool ok, const auto&... why) {
     GON_CHECK(ok, kUnsupportedCheckpoint, origin, ": ", why...);
   };
+  corrupt_unless(c.head_dim >= 2, "head_dim ", c.head_dim,
+                 " is too small (hidden_size / num_attention_heads rounds to it when head_dim is absent)");
+  corrupt_unless(c.num_kv_heads >= 1 && c.num_kv_heads <= c.num_heads, "num_key_value_heads ", c.num_kv_heads,
+                 " must be in [1, num_attention_heads = ", c.num_heads, "]");
+  corrupt_unless(c.experts_per_token >= 1 && c.experts_per_token <= c.num_experts, "experts_per_token ",
+                 c.experts_per_token, " must be in [1, num_experts = ", c.num_experts, "]");
+  corrupt_unless(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0.0f && c.rms_norm_eps <= 1.0f, "rms_norm_eps ",
+                 c.rms_norm_eps, " must be in (0, 1]");
+  corrupt_unless(std::isfinite(c.swiglu_limit) && c.swiglu_limit > 0.0f, "swiglu_limit ", c.swiglu_limit,
+                 " must be a positive number");
+  corrupt_unless(std::isfinite(c.swiglu_alpha) && c.swiglu_alpha > 0.0f, "swiglu_alpha ", c.swiglu_alpha,
+                 " must be a positive number");
+  corrupt_unless(c.sliding_window >= 0, "sliding_window ", c.sliding_window, " must be >= 0");
+  corrupt_unless(c.max_context >= 1, "the maximum context ", c.max_context, " must be >= 1");
+  corrupt_unless(std::isfinite(c.rope_theta) && c.rope_theta > 1.0, "rope_theta ", c.rope_theta, " must be > 1");
+  corrupt_unless(std::isfinite(c.rope_scaling_factor) && c.rope_scaling_factor >= 1.0, "rope scaling factor ",
+                 c.rope_scaling_factor, " must be >= 1");
+  corrupt_unless(c.rope_original_context >= 1, "original_max_position_embeddings ", c.rope_original_context,
+                 " must be >= 1");
+  if (c.rope_scaling_factor > 1.0) {
+    corrupt_unless(std::isfinite(c.rope_beta_fast) && std::isfinite(c.rope_beta_slow) && c.rope_beta_slow > 0.0 &&
+                       c.rope_beta_fast > c.rope_beta_slow,
+                   "YaRN needs beta_fast > beta_slow > 0, got beta_fast ", c.rope_beta_fast, ", beta_slow ",
+                   c.rope_beta_slow);
+  }
+  corrupt_unless(c.eos_token_id < c.vocab_size, "eos_token_id ", c.eos_token_id, " is outside the vocabulary of ",
+                 c.vocab_size);
+  corrupt_unless(c.pad_token_id < c.vocab_size, "pad_token_id ", c.pad_token_id, " is outside the vocabulary of ",
+                 c.vocab_size);
   fail_unless(c.hidden_size % 32 == 0, "hidden_size ", c.hidden_size, " is not a multiple of 32 (MXFP4 blocks)");
   fail_unless(c.intermediate_size % 32 == 0, "intermediate_size ", c.intermediate_size,
               " is not a multiple of 32 (MXFP4 blocks)");
   fail_unless(c.num_heads % c.num_kv_heads == 0, "num_attention_heads ", c.num_heads,
               " is not a multiple of num_key_value_heads ", c.num_kv_heads);
   fail_unless(c.head_dim % 2 == 0 && c.head_dim <= 512, "head_dim ", c.head_dim, " must be even and <= 512");
-  fail_unless(c.experts_per_token <= c.num_experts, "experts_per_token ", c.experts_per_token, " > num_experts ",
-              c.num_experts);
   fail_unless((c.num_heads * c.head_dim) % 32 == 0, "num_attention_heads * head_dim must be a multiple of 32");
   fail_unless(static_cast<int>(c.layer_is_sliding.size()) == c.num_layers, "layer_types has ",
               c.layer_is_sliding.size(), " entries for ", c.num_layers, " layers");
-  fail_unless(c.rope_scaling_factor >= 1.0 && c.rope_theta > 1.0, "unsupported rope parameters");
 }
 
 ModelConfig parse_hf_config(const Json& root, const std::string& origin) {
@@ -446,6 +480,9 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
   }
   loader.check_all_used();
   compute_rope(ck->config_, ck->rope_inv_freq_, ck->weights_.rope_scaling);
+  for (float f : ck->rope_inv_freq_)
+    GON_CHECK(std::isfinite(f) && f > 0.0f, kCorruptCheckpoint, ck->directory_,
+              ": the RoPE parameters give a non-finite frequency (rope_theta ", ck->config_.rope_theta, ")");
   ck->weights_.rope_inv_freq = ck->rope_inv_freq_.data();
   return ck;
 }
