@@ -7,6 +7,7 @@ Commands:
   chat MODEL         interactive harmony chat in the terminal
   make-checkpoint    write a random-weight checkpoint in the real layout
   info MODEL         print a checkpoint's configuration and sizes
+  bench [MODEL]      measure load, prefill, decode and batched decoding on this machine
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print a checkpoint's configuration")
     i.add_argument("model")
+
+    from .bench import add_arguments as bench_arguments
+
+    b = sub.add_parser("bench", help="measure load, prefill, decode and batched throughput on this machine")
+    bench_arguments(b)
     return p
 
 
@@ -177,6 +183,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .chat import run
 
             return run(args)
+        if args.command == "bench":
+            from .bench import main as bench_main
+
+            return bench_main(args)
     except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

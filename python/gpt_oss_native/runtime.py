@@ -65,8 +65,10 @@ class Model:
 
     Args:
         path: the checkpoint directory (or its config.json / a .safetensors file in it).
-        device: ``"cpu"`` or ``"auto"``. ``"cuda"`` and ``"metal"`` raise
-            :class:`BackendUnavailableError` until those backends are built in.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when a usable GPU is
+            present, else the CPU). ``"cuda"`` raises :class:`BackendUnavailableError`
+            saying why when it cannot run here (not built, no driver or GPU, no
+            kernels for its architecture); ``"metal"`` until that backend exists.
         threads: CPU worker threads; ``None`` uses every available core.
         prefetch: ``"auto"`` (read the weights into memory when they fit),
             ``"always"`` or ``"never"`` (pages load on first use).
@@ -122,6 +124,26 @@ class Model:
     @property
     def threads(self) -> int:
         return self._core.threads
+
+    @property
+    def device_description(self) -> str:
+        """The device in words: the CPU model and its kernels, or the GPU's name and architecture."""
+        return self._core.device_description
+
+    @property
+    def backend_memory_in_use(self) -> int:
+        """Bytes of backend memory (GPU memory for CUDA) in use: weights plus every context's buffers."""
+        return self._core.backend_memory_in_use
+
+    @property
+    def backend_memory_peak(self) -> int:
+        """Most bytes of backend memory in use at once so far."""
+        return self._core.backend_memory_peak
+
+    def measure_read_bandwidth(self, bytes: int = 1 << 31) -> float:
+        """Measures the best read bandwidth of the backend's memory now (bytes/s): the
+        denominator of the decode floor (:attr:`decode_bytes_per_token` / bandwidth)."""
+        return self._core.measure_read_bandwidth(_check_int("bytes", bytes, 1 << 20))
 
     @property
     def weight_bytes(self) -> int:

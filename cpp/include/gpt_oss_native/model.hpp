@@ -22,9 +22,10 @@ class Checkpoint;
 class Tokenizer;
 
 struct LoadOptions {
-  // "cpu", or "auto" (the best backend built in and present). "cuda" and
-  // "metal" are recognised and raise kBackendUnavailable until those
-  // backends are built in.
+  // "cpu", "cuda" or "auto" (CUDA when it is built in and a usable GPU is
+  // present, else the CPU). "cuda" raises kBackendUnavailable saying why when
+  // it cannot run here (not built, no driver, no GPU, no kernels for its
+  // architecture); "metal" until that backend is built in.
   std::string device = "cpu";
   // Worker threads for the CPU backend; 0 means one per available core.
   int threads = 0;
@@ -55,6 +56,14 @@ class Model {
   const std::string& path() const;            // the directory the checkpoint was loaded from
   const std::string& checkpoint_format() const;  // "hf" or "original"
   std::string device() const;                 // backend name, e.g. "cpu"
+  std::string device_description() const;     // the device in words (CPU model and kernels, GPU name)
+  // Backend memory (GPU memory for CUDA; allocated arenas on the CPU) in use now
+  // and at most so far, in bytes: weights uploaded plus every context's buffers.
+  uint64_t backend_memory_in_use() const;
+  uint64_t backend_memory_peak() const;
+  // The best read bandwidth of the backend's memory, bytes/s, measured now over
+  // a buffer of `bytes` (the denominator of the decode floor).
+  double measure_read_bandwidth(size_t bytes) const;
   int threads() const;                        // worker threads of the backend
   uint64_t weight_bytes() const;              // bytes of all tensors in the checkpoint
   // Bytes of weights read to decode one token at batch 1 (attention, router,

@@ -80,6 +80,11 @@ void init_model(nb::module_& m) {
       .def_prop_ro("path", &Model::path)
       .def_prop_ro("checkpoint_format", &Model::checkpoint_format)
       .def_prop_ro("device", &Model::device)
+      .def_prop_ro("device_description", &Model::device_description)
+      .def_prop_ro("backend_memory_in_use", &Model::backend_memory_in_use)
+      .def_prop_ro("backend_memory_peak", &Model::backend_memory_peak)
+      .def("measure_read_bandwidth", &Model::measure_read_bandwidth, nb::arg("bytes") = size_t{1} << 31,
+           nb::call_guard<nb::gil_scoped_release>(), "Best read bandwidth of the backend's memory, bytes/s.")
       .def_prop_ro("threads", &Model::threads)
       .def_prop_ro("weight_bytes", &Model::weight_bytes)
       .def_prop_ro("decode_bytes_per_token", &Model::decode_bytes_per_token);

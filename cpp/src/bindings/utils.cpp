@@ -4,6 +4,7 @@
 #include "backend/cpu/bandwidth.hpp"
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/thread_pool.hpp"
+#include "backend/registry.hpp"
 #include "bindings/bindings.hpp"
 
 namespace nb = nanobind;
@@ -16,6 +17,8 @@ void init_utils(nb::module_& m) {
         "Best memory read bandwidth of this machine in bytes/s (sums a buffer with all cores).");
   m.def("cpu_kernel_isa", &cpu::matmul_isa, "Instruction set of the CPU matrix kernels in use.");
   m.def("cpu_cores", &cpu::available_cores, "Cores this process may run on.");
+  m.def("built_backends", &built_backends, "Backends compiled into this build, e.g. 'cpu,cuda'.");
+  m.def("cuda_usable", &cuda_backend_usable, "Whether the CUDA backend can run here (driver, GPU, kernels).");
 }
 
 }  // namespace gon::bindings

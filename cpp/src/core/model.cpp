@@ -70,6 +70,10 @@ const ModelConfig& Model::config() const { return impl_->checkpoint->config(); }
 const std::string& Model::path() const { return impl_->checkpoint->directory(); }
 const std::string& Model::checkpoint_format() const { return impl_->checkpoint->format(); }
 std::string Model::device() const { return impl_->backend->name(); }
+std::string Model::device_description() const { return impl_->backend->description(); }
+uint64_t Model::backend_memory_in_use() const { return impl_->backend->memory_in_use(); }
+uint64_t Model::backend_memory_peak() const { return impl_->backend->memory_peak(); }
+double Model::measure_read_bandwidth(size_t bytes) const { return impl_->backend->measure_read_bandwidth(bytes); }
 int Model::threads() const { return impl_->backend->threads(); }
 uint64_t Model::weight_bytes() const { return impl_->checkpoint->total_bytes(); }
 Backend& Model::backend() const { return *impl_->backend; }

@@ -1,0 +1,326 @@
+"""How fast is it on this machine: ``python -m gpt_oss_native bench [MODEL]``.
+
+One measuring code for the command and the pytest-benchmark suite (bench/):
+each ``measure_*`` function runs one kind of measurement on a loaded model and
+returns plain numbers, and both front ends call them.
+
+    python -m gpt_oss_native bench                        # the embedded default model
+    python -m gpt_oss_native bench /path/to/gpt-oss-20b --device cuda \\
+        --prompt-tokens 128,1024,8192 --gen-tokens 64 --batch-sizes 1,4,16,64 \\
+        --output results.json --plot results.png
+
+Reported: load time; per prompt length, time to first token, prefill tok/s and
+decode latency per token (median and p90) after that prompt; aggregate decode
+throughput per batch size (an Engine with that many sequences); peak host RSS
+and backend memory; the read bandwidth of the backend's memory measured in the
+same run and the decode floor it implies (decode_bytes_per_token /
+bandwidth), with decode as a fraction of it. Prompts are random token ids
+(speed does not depend on the text); decoding is greedy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+__all__ = ["measure_load", "measure_prefill", "measure_decode", "measure_batched_decode", "decode_tokens",
+           "peak_host_rss", "run", "add_arguments", "main"]
+
+
+# ---- measurements (shared with bench/) ------------------------------------------------
+
+def random_prompt(model, n: int, seed: int = 0) -> np.ndarray:
+    """`n` random token ids below the first special token (or the vocabulary size)."""
+    hi = min(model.vocab_size, 199998)
+    return np.random.default_rng(seed).integers(0, hi, size=n).astype(np.int32)
+
+
+def measure_load(path, device: str, threads: Optional[int] = None):
+    """(seconds, model): wall time of loading a checkpoint (files already cached: the warm load)."""
+    import gpt_oss_native as gon
+
+    t = time.perf_counter()
+    model = gon.Model(path, device=device, threads=threads, progress=False)
+    return time.perf_counter() - t, model
+
+
+def decode_tokens(ctx, n: int) -> None:
+    """`n` greedy decode steps: each ctx.sample() runs the pending token through the model
+    (batch 1) and samples the next on the backend (what the pytest benchmark times)."""
+    for _ in range(n):
+        ctx.sample(temperature=0.0)
+
+
+def measure_prefill(model, prompt_tokens: int, *, max_batch_tokens: int = 512, repeats: int = 2,
+                    kv_dtype: str = "auto") -> Dict[str, float]:
+    """Time to first token (append + prefill + the first sampled token) and prefill tok/s
+    (the prefill alone), best of `repeats` after a warm-up."""
+    import gpt_oss_native as gon
+
+    prompt = random_prompt(model, prompt_tokens, seed=prompt_tokens)
+    ctx = gon.Context(model, context_length=prompt_tokens + 1, max_batch_tokens=min(max_batch_tokens, prompt_tokens),
+                      kv_dtype=kv_dtype)
+    best_ttft = best_prefill = float("inf")
+    for r in range(repeats + 1):
+        ctx.reset()
+        t0 = time.perf_counter()
+        ctx.append(prompt)
+        ctx.process(logits="none")
+        ctx.rewind(prompt_tokens - 1)  # keep the cache; the last token runs again with its logits and sample
+        t1 = time.perf_counter()
+        ctx.sample(temperature=0.0)
+        t2 = time.perf_counter()
+        if r > 0:  # the first round warms up (graphs, caches)
+            best_prefill = min(best_prefill, t1 - t0)
+            best_ttft = min(best_ttft, t2 - t0)
+    return {"prompt_tokens": prompt_tokens, "ttft_ms": best_ttft * 1e3, "prefill_tok_s": prompt_tokens / best_prefill}
+
+
+def measure_decode(model, prompt_tokens: int, gen_tokens: int, *, kv_dtype: str = "auto",
+                   warmup: int = 4) -> Dict[str, float]:
+    """Decode latency per token at batch 1 after a prompt of `prompt_tokens`: each of
+    `gen_tokens` greedy steps timed alone (median, p90, tok/s from the median)."""
+    import gpt_oss_native as gon
+
+    ctx = gon.Context(model, context_length=prompt_tokens + gen_tokens + warmup + 1,
+                      max_batch_tokens=min(512, prompt_tokens), kv_dtype=kv_dtype)
+    ctx.append(random_prompt(model, prompt_tokens, seed=1))
+    ctx.process(logits="none")
+    decode_tokens(ctx, warmup)
+    times = []
+    cpu0 = time.process_time()
+    for _ in range(gen_tokens):
+        t = time.perf_counter()
+        ctx.sample(temperature=0.0)
+        times.append(time.perf_counter() - t)
+    cpu = time.process_time() - cpu0
+    times.sort()
+    median = statistics.median(times)
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    return {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "median_ms": median * 1e3,
+            "p90_ms": p90 * 1e3, "tok_s": 1.0 / median, "host_cpu_us_per_token": cpu / gen_tokens * 1e6}
+
+
+def measure_batched_decode(model, batch: int, prompt_tokens: int, gen_tokens: int, *,
+                           kv_dtype: str = "auto") -> Dict[str, float]:
+    """Aggregate decode throughput of `batch` sequences in one Engine: every request's
+    prompt is prefilled first, then `gen_tokens` steps each decode one token of every
+    sequence; tok/s = batch * steps / time."""
+    import gpt_oss_native as gon
+
+    engine = gon.Engine(model, max_sequences=batch, context_length=prompt_tokens + gen_tokens + 8,
+                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
+    reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=gen_tokens + 4,
+                          temperature=0.0, default_stop_tokens=False) for i in range(batch)]
+    while min(len(r.tokens) for r in reqs) < 2:  # prompts done and one decode step taken (warm-up)
+        engine.step()
+    steps = 0
+    t = time.perf_counter()
+    while steps < gen_tokens and engine.has_work:
+        engine.step()
+        steps += 1
+    elapsed = time.perf_counter() - t
+    return {"batch": batch, "steps": steps, "tok_s": batch * steps / elapsed, "ms_per_step": elapsed / steps * 1e3}
+
+
+def peak_host_rss() -> int:
+    """Peak resident set of this process (VmHWM), bytes; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+# ---- the command --------------------------------------------------------------------------
+
+def _int_list(text: str, name: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"--{name} expects comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise InvalidArgumentError(f"--{name} expects integers >= 1, got {text!r}")
+    return values
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--prompt-tokens", default="128,1024", help="prompt lengths, comma separated (default 128,1024)")
+    p.add_argument("--gen-tokens", type=int, default=32, help="decoded tokens per measurement (default 32)")
+    p.add_argument("--batch-sizes", default="1,4,16", help="sequences decoded together (default 1,4,16)")
+    p.add_argument("--kv-dtype", default="auto", help="KV cache element type: auto, fp32, bf16")
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="draw throughput and latency plots into this PNG (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+
+
+class _Steps:
+    """A progress line of measurement steps on stderr (a terminal only, unless forced)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled and sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def __call__(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 24
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                             f"{time.perf_counter() - self.t0:5.0f}s  {label[:40]:<40}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def run(model_path, *, device: str = "auto", threads: Optional[int] = None, prompt_tokens: Sequence[int] = (128, 1024),
+        gen_tokens: int = 32, batch_sizes: Sequence[int] = (1, 4, 16), kv_dtype: str = "auto",
+        progress: bool = True) -> dict:
+    """Runs every measurement and returns the results (what ``--output`` writes)."""
+    steps = _Steps(2 + 2 * len(prompt_tokens) + len(batch_sizes), progress)
+    try:
+        load_s, model = measure_load(model_path, device, threads)
+        steps("load")
+        bw = model.measure_read_bandwidth(1 << 31 if model.device == "cpu" else 4 << 30)
+        steps("read bandwidth")
+        floor = bw / model.decode_bytes_per_token
+        prefill = []
+        decode = []
+        for n in prompt_tokens:
+            if n + gen_tokens + 8 > model.config["max_context"]:
+                raise InvalidArgumentError(f"--prompt-tokens {n} does not fit the model's context")
+            prefill.append(measure_prefill(model, n, kv_dtype=kv_dtype))
+            steps(f"prefill {n}")
+            d = measure_decode(model, n, gen_tokens, kv_dtype=kv_dtype)
+            d["pct_of_floor"] = 100.0 * d["tok_s"] / floor
+            decode.append(d)
+            steps(f"decode after {n}")
+        batched = []
+        for b in batch_sizes:
+            batched.append(measure_batched_decode(model, b, min(prompt_tokens), gen_tokens, kv_dtype=kv_dtype))
+            steps(f"batch {b}")
+    finally:
+        steps.close()
+    return {
+        "model": str(model.path),
+        "device": model.device,
+        "device_description": model.device_description,
+        "threads": model.threads,
+        "host": platform.node(),
+        "weights_gb": model.weight_bytes / 1e9,
+        "decode_gb_per_token": model.decode_bytes_per_token / 1e9,
+        "load_s": load_s,
+        "read_bandwidth_gb_s": bw / 1e9,
+        "decode_floor_tok_s": floor,
+        "prefill": prefill,
+        "decode": decode,
+        "batched_decode": batched,
+        "peak_host_rss_gb": peak_host_rss() / 1e9,
+        "peak_backend_memory_gb": model.backend_memory_peak / 1e9,
+        "kv_dtype": kv_dtype,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def format_table(r: dict) -> str:
+    lines = [
+        f"model: {r['model']} ({r['weights_gb']:.2f} GB; decode reads {r['decode_gb_per_token']:.3f} GB/token)",
+        f"device: {r['device_description']}",
+        f"load: {r['load_s']:.2f} s   read bandwidth: {r['read_bandwidth_gb_s']:.1f} GB/s   "
+        f"decode floor: {r['decode_floor_tok_s']:.1f} tok/s",
+        "",
+        f"{'prompt':>8} {'TTFT ms':>10} {'prefill tok/s':>14} {'decode ms/tok':>14} {'p90 ms':>8} "
+        f"{'decode tok/s':>13} {'% floor':>8}",
+    ]
+    for p, d in zip(r["prefill"], r["decode"]):
+        lines.append(f"{p['prompt_tokens']:>8} {p['ttft_ms']:>10.1f} {p['prefill_tok_s']:>14.1f} "
+                     f"{d['median_ms']:>14.2f} {d['p90_ms']:>8.2f} {d['tok_s']:>13.2f} {d['pct_of_floor']:>7.0f}%")
+    lines += ["", f"{'batch':>8} {'aggregate decode tok/s':>24} {'ms/step':>9}"]
+    for b in r["batched_decode"]:
+        lines.append(f"{b['batch']:>8} {b['tok_s']:>24.1f} {b['ms_per_step']:>9.2f}")
+    lines += ["", f"peak host RSS: {r['peak_host_rss_gb']:.2f} GB   peak backend memory: "
+                  f"{r['peak_backend_memory_gb']:.2f} GB"]
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: str) -> None:
+    """Throughput against batch size and latency against prompt length, side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidArgumentError("--plot needs matplotlib: pip install 'gpt-oss-native[plot]'") from None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    bs = [x["batch"] for x in r["batched_decode"]]
+    a.plot(bs, [x["tok_s"] for x in r["batched_decode"]], "o-")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("sequences decoded together")
+    a.set_ylabel("aggregate decode tok/s")
+    a.set_title("throughput")
+    a.grid(True, alpha=0.3)
+    ps = [x["prompt_tokens"] for x in r["decode"]]
+    b.plot(ps, [x["median_ms"] for x in r["decode"]], "o-", label="decode ms/token (median)")
+    b.plot(ps, [x["ttft_ms"] for x in r["prefill"]], "s-", label="time to first token ms")
+    b.set_xscale("log", base=2)
+    b.set_yscale("log")
+    b.set_xlabel("prompt tokens")
+    b.set_ylabel("ms")
+    b.set_title("latency")
+    b.legend()
+    b.grid(True, alpha=0.3)
+    fig.suptitle(f"{os.path.basename(r['model'].rstrip('/'))} on {r['device_description']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    prompt_tokens = _int_list(args.prompt_tokens, "prompt-tokens")
+    batch_sizes = _int_list(args.batch_sizes, "batch-sizes")
+    if args.gen_tokens < 1:
+        raise InvalidArgumentError("--gen-tokens must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise InvalidArgumentError("--threads must be >= 1")
+    if args.plot:  # fail before measuring, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InvalidArgumentError("--plot needs matplotlib: pip install 'gpt-oss-native[plot]'") from None
+    path = args.model
+    if path is None:
+        from ._default import default_model_path
+
+        path = str(default_model_path())
+        print(f"model: embedded default ({path})", file=sys.stderr)
+    r = run(path, device=args.device, threads=args.threads, prompt_tokens=prompt_tokens, gen_tokens=args.gen_tokens,
+            batch_sizes=batch_sizes, kv_dtype=args.kv_dtype, progress=not args.no_progress)
+    print(format_table(r))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(r, f, indent=1)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.plot:
+        plot(r, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
