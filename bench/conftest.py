@@ -73,9 +73,9 @@ def model(model_path):
 
 
 @pytest.fixture(scope="session")
-def read_bandwidth() -> float:
-    """Measured memory read bandwidth of this machine, bytes/s (all cores)."""
-    return gon._core.cpu_read_bandwidth(1 << 31, 0, 5)
+def read_bandwidth(model) -> float:
+    """Read bandwidth of the model's backend memory measured in this run, bytes/s."""
+    return model.measure_read_bandwidth(1 << 31)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -125,8 +125,8 @@ inline std::string tiny_config_json(const TinySpec& s) {
          ",\"sliding_window\":" + std::to_string(s.window) + ",\"layer_types\":" + layer_types +
          ",\"max_position_embeddings\":131072,\"rms_norm_eps\":1e-5,\"swiglu_limit\":7.0,\"rope_theta\":150000,"
          "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":32.0,\"beta_fast\":32.0,\"beta_slow\":1.0,"
-         "\"original_max_position_embeddings\":4096,\"truncate\":false},\"eos_token_id\":200002,"
-         "\"quantization_config\":{\"quant_method\":\"" +
+         "\"original_max_position_embeddings\":4096,\"truncate\":false},\"eos_token_id\":" +
+         std::to_string(s.vocab - 1) + ",\"quantization_config\":{\"quant_method\":\"" +
          s.quant_method + "\"}}";
 }
 

@@ -1,5 +1,5 @@
-// The Metal backend's entry points when this binary is built without it
-// (GON_METAL=OFF; Metal exists on Apple platforms only).
+// The Metal backend's entry points: the backend is not written yet, so every
+// build has this stub (CMake's GON_METAL option refuses ON for now).
 #include "backend/registry.hpp"
 #include "core/check.hpp"
 
@@ -7,8 +7,7 @@ namespace gon {
 
 std::unique_ptr<Backend> make_metal_backend(int) {
   GON_THROW(kBackendUnavailable,
-            "device 'metal' is not available: this build of gpt-oss-native has no Metal backend (it runs on Apple "
-            "Silicon builds with -DGON_METAL=ON); use device='cpu'");
+            "device 'metal' is not available: gpt-oss-native has no Metal backend yet; use device='cpu'");
 }
 bool metal_backend_built() { return false; }
 
