@@ -163,9 +163,17 @@ def _mxfp4(blocks, scales) -> np.ndarray:
     return vals.reshape(blocks.shape[:-2] + (-1,))
 
 
-def numpy_reference_logits(model_dir, tokens) -> np.ndarray:
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    """float64 -> float32 -> bf16 (round to nearest even) -> float64."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    b = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+    return b.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def numpy_reference_logits(model_dir, tokens, kv_bf16: bool = False) -> np.ndarray:
     """Teacher-forced logits [T, vocab] (float64) of an HF-layout checkpoint, computed in float64
-    numpy straight from the formulas in docs/gpt-oss-model.md (no torch, no transformers)."""
+    numpy straight from the formulas in docs/gpt-oss-model.md (no torch, no transformers).
+    ``kv_bf16`` rounds every key (after RoPE) and value to bf16, as a bf16 KV cache stores them."""
     import json
     import math
 
@@ -215,6 +223,8 @@ def numpy_reference_logits(model_dir, tokens) -> np.ndarray:
         q = rope(proj["q"].reshape(T, nq, hd))
         k = rope(proj["k"].reshape(T, nkv, hd))
         v = proj["v"].reshape(T, nkv, hd)
+        if kv_bf16:
+            k, v = _round_bf16(k), _round_bf16(v)
         allowed = kj <= qi
         if cfg["layer_types"][layer] == "sliding_attention":
             allowed &= kj > qi - cfg["sliding_window"]
