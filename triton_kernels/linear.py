@@ -18,6 +18,23 @@ Contracts (K is a multiple of 32 for every model the runtime loads):
 VARIANTS: names "linear_gemv_m{M_PAD}[_norm][_rows][_bias][_acc]" and
 "linear_gemm[_bias][_acc][_obf16]"; tile sizes are this file's choice and are
 read by the runtime from the manifest (BLOCK_N, BLOCK_M).
+
+What is compiled (the combinations the runtime uses):
+  linear_gemv_m{1,2,4,8}_norm_bias (qkv), _bias_acc (out projection), _bias (router),
+  _norm_rows (unembedding). BLOCK_K = 1024 (4 warps, one 16-byte chunk of 8 weights
+  per lane and row); BLOCK_N = 8 for M_PAD 1 and 2, 4 for M_PAD 4 and 8, 2 for the
+  router (N = E is small); the weight tiles stream through shared memory with
+  asynchronous copies STAGES deep (3; 2 for M_PAD 8); with X_AHEAD (M_PAD <= 2) x
+  and norm_w are plain loads issued one iteration ahead (served by L1: every
+  program reads the same x) instead of going through the copies.
+  linear_gemm_bias (qkv, router), linear_gemm_bias_acc (out projection),
+  linear_gemm (unembedding): BLOCK_M = 64, BLOCK_N = 128 (64 for _bias_acc),
+  BLOCK_K = 64, 4 warps, 4 stages; HMMA (sm_80), wgmma (sm_90a), tcgen05 (sm_100a).
+Launch requirements beyond the contracts: every pointer 16-byte aligned; K % 32 == 0
+(gemv and gemm: K is hinted divisible by 16); gemm: ldx % 16 == 0 (hinted). N, M,
+ldy and eps are free. M_PAD is the smallest compiled value >= M. NORM computes the
+sum of squares in the same pass as the products and scales the dot product by
+1/rms at the end (same result to fp32 rounding). No scratch memory.
 """
 
 from __future__ import annotations
@@ -27,4 +44,175 @@ import triton.language as tl
 
 from aot import Variant
 
-VARIANTS = []
+
+@triton.jit
+def _split4(t):
+    """t [..., 4] -> its four elements along the last axis, each [...] (register selections)."""
+    even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [2, 2]))
+    t0, t2 = tl.split(even)
+    t1, t3 = tl.split(odd)
+    return t0, t1, t2, t3
+
+
+@triton.jit
+def _load_xg(x_ptrs, g_ptrs, k0, K, x_mask_m, x_k, NORM: tl.constexpr):
+    """x[m, k0 + 8c + i] and x[m, k0 + 8c + 4 + i] ([KC, M_PAD, 1, 4] each), and the norm weight likewise as fp32."""
+    k_in = (k0 + x_k) < K
+    x_a = tl.load(x_ptrs + k0, mask=x_mask_m & k_in, other=0.0)
+    x_b = tl.load(x_ptrs + (k0 + 4), mask=x_mask_m & k_in, other=0.0)
+    if NORM:
+        g_a = tl.load(g_ptrs + k0, mask=k_in, other=0.0).to(tl.float32)
+        g_b = tl.load(g_ptrs + (k0 + 4), mask=k_in, other=0.0).to(tl.float32)
+    else:
+        g_a = x_a
+        g_b = x_b
+    return x_a, x_b, g_a, g_b
+
+
+@triton.jit
+def linear_gemv(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldy, eps,
+                M_PAD: tl.constexpr, NORM: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
+                X_AHEAD: tl.constexpr):
+    KC: tl.constexpr = BLOCK_K // 8
+    pid = tl.program_id(0)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_m = tl.arange(0, M_PAD)
+    m_mask = offs_m < M
+    if HAS_ROWS:
+        xrow = tl.load(rows_ptr + offs_m, mask=m_mask, other=0).to(tl.int64)
+    else:
+        xrow = offs_m.to(tl.int64)
+    kc = tl.arange(0, KC)[:, None, None, None]
+    # w tile [KC, 1, BLOCK_N, 8]: chunk c of row n is w[n, k0 + 8c : k0 + 8c + 8] (one 16-byte load)
+    w_ptrs = w_ptr + kc * 8 + offs_n.to(tl.int64)[None, None, :, None] * K + tl.arange(0, 8)[None, None, None, :]
+    # x halves [KC, M_PAD, 1, 4]: x[m, k0 + 8c + i] and x[m, k0 + 8c + 4 + i]
+    x_k = kc * 8 + tl.arange(0, 4)[None, None, None, :]
+    x_ptrs = x_ptr + xrow[None, :, None, None] * K + x_k
+    g_ptrs = norm_w_ptr + x_k
+    w_mask_n = n_mask[None, None, :, None]
+    x_mask_m = m_mask[None, :, None, None]
+    acc = tl.zeros([KC, M_PAD, BLOCK_N], tl.float32)
+    ss = tl.zeros([KC, M_PAD, 1, 4], tl.float32)
+    if X_AHEAD:
+        xa_n, xb_n, ga_n, gb_n = _load_xg(x_ptrs, g_ptrs, 0, K, x_mask_m, x_k, NORM)
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+        w = tl.load(w_ptrs + k0, mask=w_mask_n & ((k0 + kc * 8) < K), other=0.0)
+        w_a, w_b = tl.split(tl.permute(tl.reshape(w.to(tl.float32), [KC, 1, BLOCK_N, 2, 4]), [0, 1, 2, 4, 3]))
+        if X_AHEAD:
+            # plain loads one iteration ahead: x and the norm weight come from L1 (every program reads the
+            # same x), only w goes through the asynchronous copies
+            x_a, x_b, g_a, g_b = xa_n, xb_n, ga_n, gb_n
+            xa_n, xb_n, ga_n, gb_n = _load_xg(x_ptrs, g_ptrs, k0 + BLOCK_K, K, x_mask_m, x_k, NORM)
+        else:
+            x_a, x_b, g_a, g_b = _load_xg(x_ptrs, g_ptrs, k0, K, x_mask_m, x_k, NORM)
+        if NORM:
+            ss += x_a * x_a
+            ss += x_b * x_b
+            x_a = x_a * g_a
+            x_b = x_b * g_b
+        w0, w1, w2, w3 = _split4(w_a)
+        w4, w5, w6, w7 = _split4(w_b)
+        x0, x1, x2, x3 = _split4(x_a)
+        x4, x5, x6, x7 = _split4(x_b)
+        acc += x0 * w0
+        acc += x1 * w1
+        acc += x2 * w2
+        acc += x3 * w3
+        acc += x4 * w4
+        acc += x5 * w5
+        acc += x6 * w6
+        acc += x7 * w7
+    out = tl.sum(acc, axis=0)                                   # [M_PAD, BLOCK_N]
+    if NORM:
+        inv = 1.0 / tl.sqrt(tl.sum(tl.sum(tl.sum(ss, axis=3), axis=2), axis=0) / K + eps)
+        out = out * inv[:, None]
+    if HAS_BIAS:
+        out += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * ldy + offs_n[None, :]
+    y_mask = m_mask[:, None] & n_mask[None, :]
+    if ACCUMULATE:
+        out += tl.load(y_ptrs, mask=y_mask, other=0.0)
+    tl.store(y_ptrs, out, mask=y_mask)
+
+
+@triton.jit
+def linear_gemm(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldx, ldy, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
+                OUT_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # program (i, j): rows i*BLOCK_M.., columns j*BLOCK_N..; consecutive programs share a weight tile (L2 reuse)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # 64-bit tile bases, 32-bit offsets inside the tile; out-of-range rows read row M-1 / N-1 instead of being
+    # masked (their results are never stored)
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
+    rm = tl.minimum(offs_m, M - 1) - m0
+    rn = tl.minimum(offs_n, N - 1) - n0
+    x_ptrs = x_ptr + m0.to(tl.int64) * ldx + (rm[:, None] * ldx + offs_k[None, :])
+    w_ptrs = w_ptr + n0.to(tl.int64) * K + (rn[:, None] * K + offs_k[None, :])
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in tl.range(0, K, BLOCK_K):
+        k_in = (k0 + offs_k) < K
+        a = tl.load(x_ptrs + k0, mask=k_in[None, :], other=0.0)
+        b = tl.load(w_ptrs + k0, mask=k_in[None, :], other=0.0)
+        acc = tl.dot(a, tl.trans(b), acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    y_ptrs = y_ptr + m0.to(tl.int64) * ldy + ((offs_m - m0)[:, None] * ldy + offs_n[None, :])
+    y_mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    if ACCUMULATE:
+        acc += tl.load(y_ptrs, mask=y_mask, other=0.0)
+    if OUT_BF16:
+        tl.store(y_ptrs, acc.to(tl.bfloat16), mask=y_mask)
+    else:
+        tl.store(y_ptrs, acc, mask=y_mask)
+
+
+GEMV_SIG = {"x_ptr": "*fp32", "rows_ptr": "*i32", "norm_w_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
+            "y_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32", "ldy": "i32", "eps": "fp32"}
+
+
+def _gemv_variant(m_pad, norm, rows, bias, acc, block_n, block_k, warps, stages=1, x_ahead=0):
+    name = f"linear_gemv_m{m_pad}" + "_norm" * norm + "_rows" * rows + "_bias" * bias + "_acc" * acc
+    return Variant(name=name, kernel=linear_gemv, signature=GEMV_SIG,
+                   constexprs={"M_PAD": m_pad, "NORM": norm, "HAS_ROWS": rows, "HAS_BIAS": bias, "ACCUMULATE": acc,
+                               "BLOCK_N": block_n, "BLOCK_K": block_k, "STAGES": stages,
+                               "X_AHEAD": x_ahead},
+                   num_warps=warps, num_stages=1, div16=("K",))
+
+
+def _gemm_variant(bias, acc, obf16, block_m=64, block_n=128, block_k=64, warps=4, stages=4):
+    name = "linear_gemm" + "_bias" * bias + "_acc" * acc + "_obf16" * obf16
+    return Variant(name=name, kernel=linear_gemm,
+                   signature={"x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
+                              "y_ptr": "*bf16" if obf16 else "*fp32", "M": "i32", "N": "i32", "K": "i32",
+                              "ldx": "i32", "ldy": "i32"},
+                   constexprs={"HAS_BIAS": bias, "ACCUMULATE": acc, "OUT_BF16": obf16, "BLOCK_M": block_m,
+                               "BLOCK_N": block_n, "BLOCK_K": block_k},
+                   num_warps=warps, num_stages=stages, div16=("K", "ldx"))
+
+
+GEMM_VARIANTS = [_gemm_variant(1, 0, 0), _gemm_variant(1, 1, 0, block_n=64), _gemm_variant(0, 0, 0)]
+
+# Flag combinations the runtime launches: qkv = NORM + BIAS, out projection = BIAS + ACCUMULATE, router = BIAS
+# (its input is already normalised), unembedding = NORM + ROWS.
+GEMV_FLAGS = ((1, 0, 1, 0), (0, 0, 1, 1), (0, 0, 1, 0), (1, 1, 0, 0))
+
+
+def _gemv_config(m_pad, flags):
+    """(BLOCK_N, STAGES, X_AHEAD) per batch size; the router (N = E, 32 or 128 rows) gets BLOCK_N = 2 so that
+    it still spreads over 16..64 programs."""
+    block_n = {1: 8, 2: 8, 4: 4, 8: 4}[m_pad]
+    if flags == (0, 0, 1, 0):
+        block_n = 2
+    return block_n, (2 if m_pad == 8 else 3), int(m_pad <= 2)
+
+
+GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, 4, *_gemv_config(m, flags)[1:])
+                 for m in (1, 2, 4, 8) for flags in GEMV_FLAGS]
+
+VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS

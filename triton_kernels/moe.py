@@ -36,6 +36,31 @@ p = t * K_TOP + j is token t's j-th expert ids[p] with weight weights[p]):
 Router logits come from linear.linear_gemv/gemm (N = E), top-k from
 elementwise.topk_softmax. BLOCK_M (moe_sort and the gemm kernels must agree),
 BLOCK_N and BLOCK_H are read by the runtime from the manifest.
+
+What is compiled: one variant per kernel, named as the kernel. mlp1_e(v) and
+mlp2_e(v) include the expert's bias (W v + b).
+  moe_mlp1_gemv  BLOCK_N = 16 rows of 2I, 1 warp (lanes along the 32-element blocks
+                 of a row, BLOCK_KB = 32 blocks per step), STAGES = 3.
+  moe_mlp2_gemv  BLOCK_N = 4 rows of H, 4 warps = J = 4 of the token's experts at
+                 once (one per warp; K_TOP may be anything, taken J at a time),
+                 their results added in increasing j.
+  moe_sort       BLOCK_M = 64, BLOCK_E = 128 (E <= 128), BLOCK_P = 64; one program
+                 of 4 warps, two passes over the pairs, O(P * BLOCK_E) work.
+  moe_mlp1_gemm / moe_mlp2_gemm  BLOCK_M = 64 pairs, BLOCK_N = 128, BLOCK_K = 64,
+                 8 warps, 4 stages; tl.dot_scaled (bf16 x MXFP4).
+  moe_combine    BLOCK_H = 1024.
+Launch requirements beyond the contracts: pointers 16-byte aligned; H and I
+multiples of 32 (hinted divisible by 16); E <= 128 for moe_sort; tiles and
+num_tiles int32, max_tiles rows allocated, only the first num_tiles[0] rows are
+written (and read); pair_order/pair_pos int32 [P]; no scratch memory.
+Precision: the gemv kernels decode exactly in fp32 (see _fp4_bits): x is
+pre-multiplied by 2^64 (|x| < 2^64), block scale bytes 0..192 are exact, 193..254
+overflow to inf (a weight of 2^66 and up), 255 (NaN) reads as inf. The gemm
+kernels decode through tl.dot_scaled to bf16 (FP4 value times the scale as a
+bf16, 2^(s-127)): exact for scale bytes 2..252 (byte 1 may flush its smallest
+products to zero); byte 0 becomes a zero scale (its weights, 2^-128 .. 3 * 2^-126,
+read as 0); 255 reads as inf (fast_math); 253/254 overflow only where fp32 would;
+products and sums in fp32 on the tensor cores.
 """
 
 from __future__ import annotations
@@ -45,4 +70,320 @@ import triton.language as tl
 
 from aot import Variant
 
-VARIANTS = []
+
+# ---------------------------------------------------------------------------------------------------------------
+# MXFP4 decode for the fp32 gemv kernels. An FP4 code (sign s, exponent e, mantissa m) placed into float32 bits as
+# s << 31 | e << 23 | m << 22 reads as FP4[code] * 2^-126 (the e = 0 codes land on float32 subnormals: 0.5 -> 2^-127;
+# exact). Instead of scaling every element back up, x is pre-multiplied by 2^64 (exact for |x| < 2^64) so that each
+# product FP4 * x * 2^-62 is an ordinary float32 product (normal while |FP4 * x| >= 2^-64), and a block's 32-term
+# partial sum is multiplied by 2^(scale - 127 + 62) once. Triton emits plain mul/fma.f32 (no flush to zero), so
+# subnormal operands are honoured. Exact scale factors for every E8M0 byte 0..192 (weights up to 6 * 2^65);
+# 193..254 overflow the factor to +inf (never seen: gpt-oss scales are about 2^-8..2^0); 255 (NaN) reads as +inf.
+_X_PRESCALE = tl.constexpr(18446744073709551616.0)  # 2^64
+
+
+@triton.jit
+def _fp4_bits(word, J: tl.constexpr):
+    """Element J (nibble J, bits 4J..4J+3) of each int32 word as float32 FP4[code] * 2^-126."""
+    bits = ((word << (28 - 4 * J)) >> 6) & -2118123520  # 0x81C00000: sign -> bit 31, e m -> bits 24..22
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _block_factor(s):
+    """E8M0 scale bytes (int32 0..255) -> 2^(s - 127 + 62), the factor of a block's partial sum (+inf from 193)."""
+    return (tl.minimum(s + 62, 255) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _split4(t):
+    """t [..., 4] -> its four elements along the last axis, each [...] (register selections)."""
+    even, odd = tl.split(tl.reshape(t, t.shape[:-1] + [2, 2]))
+    t0, t2 = tl.split(even)
+    t1, t3 = tl.split(odd)
+    return t0, t1, t2, t3
+
+
+@triton.jit
+def _word_dot(word, xa, xb):
+    """sum_j FP4(word, j) * x_j * 2^-62 for the 8 elements of each word; xa / xb hold 2^64 * x_0..3 / x_4..7."""
+    x0, x1, x2, x3 = _split4(xa)
+    x4, x5, x6, x7 = _split4(xb)
+    acc = _fp4_bits(word, 0) * x0
+    acc += _fp4_bits(word, 1) * x1
+    acc += _fp4_bits(word, 2) * x2
+    acc += _fp4_bits(word, 3) * x3
+    acc += _fp4_bits(word, 4) * x4
+    acc += _fp4_bits(word, 5) * x5
+    acc += _fp4_bits(word, 6) * x6
+    acc += _fp4_bits(word, 7) * x7
+    return acc
+
+
+@triton.jit
+def _load_x32(xs, mask):
+    """The 32 x values of each lane's block as eight [KB, 1, 4] vectors (16-byte loads)."""
+    return (tl.load(xs, mask=mask, other=0.0), tl.load(xs + 4, mask=mask, other=0.0),
+            tl.load(xs + 8, mask=mask, other=0.0), tl.load(xs + 12, mask=mask, other=0.0),
+            tl.load(xs + 16, mask=mask, other=0.0), tl.load(xs + 20, mask=mask, other=0.0),
+            tl.load(xs + 24, mask=mask, other=0.0), tl.load(xs + 28, mask=mask, other=0.0))
+
+
+@triton.jit
+def _prescale8(x0, x1, x2, x3, x4, x5, x6, x7):
+    return (x0 * _X_PRESCALE, x1 * _X_PRESCALE, x2 * _X_PRESCALE, x3 * _X_PRESCALE, x4 * _X_PRESCALE,
+            x5 * _X_PRESCALE, x6 * _X_PRESCALE, x7 * _X_PRESCALE)
+
+
+@triton.jit
+def _mxfp4_gemv(x_rows, q_rows, s_rows, j_in, row0, R, KBT, J: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_KB: tl.constexpr, STAGES: tl.constexpr):
+    """J independent MXFP4 matrix-vector products, y[j, r] = sum_k W_j[row0 + r, k] x_j[k] for r < BLOCK_N
+    (rows >= R and slots with j_in false read as zero), fp32. Per slot j ([1, J, 1, 1] tensors): x_rows, its
+    fp32 x row; q_rows, the int32 view of its expert's blocks ([R, KBT, 4] words); s_rows, its scales ([R, KBT]
+    u8); KBT = K / 32 blocks per row. Lanes run along the blocks of a row (one 16-byte load per block and row),
+    warps along the slots; a lane keeps all BLOCK_N rows of its block and reuses its 32 x values across them.
+    The weights stream through shared memory (asynchronous copies, STAGES deep); x and the scale bytes are
+    plain loads issued one iteration ahead into registers, so x comes from L1 (the programs of a token read
+    the same x rows) instead of being fetched from L2 once per program."""
+    kb = tl.arange(0, BLOCK_KB)[:, None, None, None]                       # [KB, 1, 1, 1]
+    rows = row0 + tl.arange(0, BLOCK_N)[None, None, :, None]              # [1, 1, BN, 1]
+    w_in = (rows < R) & j_in
+    w_ptrs = q_rows + (rows.to(tl.int64) * KBT + kb) * 4 + tl.arange(0, 4)[None, None, None, :]   # [KB, J, BN, 4]
+    s_ptrs = s_rows + rows.to(tl.int64) * KBT + kb                                               # [KB, J, BN, 1]
+    x_ptrs = x_rows + kb * 32 + tl.arange(0, 4)[None, None, None, :]                             # [KB, J, 1, 4]
+    acc = tl.zeros([BLOCK_KB, J, BLOCK_N], tl.float32)
+    sc_next = tl.load(s_ptrs, mask=(kb < KBT) & w_in, other=0)
+    xn0, xn1, xn2, xn3, xn4, xn5, xn6, xn7 = _load_x32(x_ptrs, (kb < KBT) & j_in)
+    for b0 in tl.range(0, KBT, BLOCK_KB, num_stages=STAGES):
+        b_in = (b0 + kb) < KBT
+        sc = sc_next
+        x0, x1, x2, x3, x4, x5, x6, x7 = _prescale8(xn0, xn1, xn2, xn3, xn4, xn5, xn6, xn7)
+        nxt = (b0 + BLOCK_KB + kb) < KBT
+        sc_next = tl.load(s_ptrs + (b0 + BLOCK_KB), mask=nxt & w_in, other=0)
+        xn0, xn1, xn2, xn3, xn4, xn5, xn6, xn7 = _load_x32(x_ptrs + (b0 + BLOCK_KB) * 32, nxt & j_in)
+        words = tl.load(w_ptrs + b0 * 4, mask=b_in & w_in, other=0)
+        w0, w1, w2, w3 = _split4(words)
+        part = _word_dot(w0, x0, x1)
+        part += _word_dot(w1, x2, x3)
+        part += _word_dot(w2, x4, x5)
+        part += _word_dot(w3, x6, x7)
+        acc += part * _block_factor(tl.reshape(sc, [BLOCK_KB, J, BLOCK_N]).to(tl.int32))
+    return tl.sum(acc, axis=0)                                                                   # [J, BN]
+
+
+@triton.jit
+def _swiglu(gate, up, limit, alpha):
+    g = tl.minimum(gate, limit)
+    u = tl.minimum(tl.maximum(up, -limit), limit)
+    return (u + 1.0) * (g / (1.0 + tl.exp(-alpha * g)))
+
+
+@triton.jit
+def moe_mlp1_gemv(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T, H, I, K_TOP, limit, alpha,
+                  BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, STAGES: tl.constexpr):
+    p = tl.program_id(0)
+    row0 = tl.program_id(1) * BLOCK_N                  # rows of 2I; BLOCK_N is even: gate/up pairs stay together
+    e = tl.load(ids_ptr + p).to(tl.int64)
+    t = p // K_TOP
+    R = 2 * I
+    KBT = H // 32
+    one = tl.zeros([1, 1, 1, 1], tl.int64)
+    q_rows = blocks_ptr.to(tl.pointer_type(tl.int32)) + (one + e * R * KBT * 4)
+    s_rows = scales_ptr + (one + e * R * KBT)
+    x_rows = xn_ptr + (one + t.to(tl.int64) * H)
+    y = _mxfp4_gemv(x_rows, q_rows, s_rows, one == 0, row0, R, KBT, 1, BLOCK_N, BLOCK_KB, STAGES)
+    offs = row0 + tl.arange(0, BLOCK_N)
+    y = tl.reshape(y, [BLOCK_N]) + tl.load(bias_ptr + e * R + offs, mask=offs < R, other=0.0).to(tl.float32)
+    gate, up = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))
+    cols = row0 // 2 + tl.arange(0, BLOCK_N // 2)
+    tl.store(act_ptr + p.to(tl.int64) * I + cols, _swiglu(gate, up, limit, alpha), mask=cols < I)
+
+
+@triton.jit
+def moe_mlp2_gemv(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_ptr, x_ptr, T, H, I, K_TOP,
+                  BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, J: tl.constexpr, STAGES: tl.constexpr):
+    # J of the token's K_TOP experts at a time, one per warp; their results are added in increasing j
+    t = tl.program_id(0)
+    row0 = tl.program_id(1) * BLOCK_N
+    KBT = I // 32
+    offs = row0 + tl.arange(0, BLOCK_N)
+    jj = tl.arange(0, J)
+    total = tl.zeros([BLOCK_N], tl.float32)
+    for j0 in tl.range(0, K_TOP, J):
+        j_in = (j0 + jj) < K_TOP
+        p = t * K_TOP + j0 + jj
+        e = tl.load(ids_ptr + p, mask=j_in, other=0).to(tl.int64)
+        wt = tl.load(weights_ptr + p, mask=j_in, other=0.0)
+        e4 = e[None, :, None, None]
+        q_rows = blocks_ptr.to(tl.pointer_type(tl.int32)) + e4 * H * KBT * 4
+        s_rows = scales_ptr + e4 * H * KBT
+        x_rows = act_ptr + p.to(tl.int64)[None, :, None, None] * I
+        y = _mxfp4_gemv(x_rows, q_rows, s_rows, j_in[None, :, None, None], row0, H, KBT, J, BLOCK_N, BLOCK_KB,
+                        STAGES)
+        y += tl.load(bias_ptr + e[:, None] * H + offs[None, :], mask=j_in[:, None] & (offs < H)[None, :],
+                     other=0.0).to(tl.float32)
+        z = tl.permute(wt[:, None] * y, [1, 0])                             # [BN, J]
+        for j in tl.static_range(J):
+            total += tl.sum(tl.where(jj[None, :] == j, z, 0.0), axis=1)     # one nonzero term: exact, in order
+    x_ptrs = x_ptr + t.to(tl.int64) * H + offs
+    tl.store(x_ptrs, tl.load(x_ptrs, mask=offs < H, other=0.0) + total, mask=offs < H)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grouped path
+
+
+@triton.jit
+def moe_sort(ids_ptr, P, E, pair_order_ptr, pair_pos_ptr, tiles_ptr, num_tiles_ptr, BLOCK_M: tl.constexpr,
+             BLOCK_E: tl.constexpr, BLOCK_P: tl.constexpr):
+    """One program; E <= BLOCK_E. Two passes over the pairs in chunks of BLOCK_P: expert counts, then each
+    pair's grouped position = its expert's start + pairs of that expert before it (a one-hot prefix sum over
+    the chunk, so ties keep pair order: stable)."""
+    ee = tl.arange(0, BLOCK_E)
+    pp = tl.arange(0, BLOCK_P)
+    counts = tl.zeros([BLOCK_E], tl.int32)
+    for p0 in tl.range(0, P, BLOCK_P):
+        ids = tl.load(ids_ptr + p0 + pp, mask=(p0 + pp) < P, other=-1)
+        counts += tl.sum((ids[:, None] == ee[None, :]).to(tl.int32), axis=0)
+    counts = tl.where(ee < E, counts, 0)
+    starts = tl.cumsum(counts, axis=0) - counts
+    ntiles = (counts + BLOCK_M - 1) // BLOCK_M
+    first_tile = tl.cumsum(ntiles, axis=0) - ntiles
+    tl.store(num_tiles_ptr, tl.sum(ntiles, axis=0))
+    for i in tl.range(0, tl.max(ntiles, axis=0)):
+        m = i < ntiles
+        row = tiles_ptr + (first_tile + i) * 3
+        tl.store(row, ee, mask=m)
+        tl.store(row + 1, starts + i * BLOCK_M, mask=m)
+        tl.store(row + 2, tl.minimum(counts - i * BLOCK_M, BLOCK_M), mask=m)
+    running = starts
+    for p0 in tl.range(0, P, BLOCK_P):
+        valid = (p0 + pp) < P
+        ids = tl.load(ids_ptr + p0 + pp, mask=valid, other=-1)
+        onehot = (ids[:, None] == ee[None, :]).to(tl.int32)                  # [BLOCK_P, BLOCK_E]
+        before = tl.cumsum(onehot, axis=0) - onehot                          # earlier pairs of the chunk, same expert
+        g = tl.sum(onehot * (before + running[None, :]), axis=1)
+        tl.store(pair_pos_ptr + p0 + pp, g, mask=valid)
+        tl.store(pair_order_ptr + g, p0 + pp, mask=valid)
+        running += tl.sum(onehot, axis=0)
+
+
+@triton.jit
+def _tile(tiles_ptr, num_tiles_ptr):
+    tile = tl.program_id(0)
+    live = tile < tl.load(num_tiles_ptr)
+    row = tiles_ptr + tl.minimum(tile, tl.load(num_tiles_ptr) - 1) * 3
+    return live, tl.load(row).to(tl.int64), tl.load(row + 1), tl.load(row + 2)
+
+
+@triton.jit
+def _mxfp4_gemm(a_ptrs, a_mask, q_ptr, s_ptr, rows, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, FAST: tl.constexpr = True):
+    """acc[m, n] = sum_k A[m, k] W[rows[n], k]: A bf16 through a_ptrs ([BLOCK_M, BLOCK_K] at k = 0), W MXFP4
+    (q_ptr: the expert's blocks as bytes, [R, K/2]; s_ptr: its scales, [R, K/32]) on the tensor cores
+    (tl.dot_scaled: FP4 times scale decoded to bf16, fp32 accumulation)."""
+    rk = tl.arange(0, BLOCK_K)
+    rb = tl.arange(0, BLOCK_K // 2)
+    rs = tl.arange(0, BLOCK_K // 32)
+    b_ptrs = q_ptr + rows.to(tl.int64)[:, None] * (K // 2) + rb[None, :]           # [BLOCK_N, BLOCK_K / 2]
+    s_ptrs = s_ptr + rows.to(tl.int64)[:, None] * (K // 32) + rs[None, :]          # [BLOCK_N, BLOCK_K / 32]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in tl.range(0, K, BLOCK_K):
+        a = tl.load(a_ptrs + k0, mask=a_mask & ((k0 + rk) < K)[None, :], other=0.0)
+        # K is a multiple of 32: mask whole 16-byte blocks so the copies stay 16 bytes wide
+        b = tl.load(b_ptrs + k0 // 2, mask=((k0 + (rb // 16) * 32) < K)[None, :], other=0)
+        sc = tl.load(s_ptrs + k0 // 32, mask=((k0 + 32 * rs) < K)[None, :], other=127)
+        acc = tl.dot_scaled(a, None, "bf16", tl.trans(b), sc, "e2m1", acc, fast_math=FAST)
+    return acc
+
+
+@triton.jit
+def moe_mlp1_gemm(xn_ptr, pair_order_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
+                  H, I, K_TOP, limit, alpha, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    live, e, g0, count = _tile(tiles_ptr, num_tiles_ptr)
+    if live:
+        R = 2 * I
+        rm = tl.arange(0, BLOCK_M)
+        m_in = rm < count
+        pair = tl.load(pair_order_ptr + g0 + rm, mask=m_in, other=0)
+        tok = (pair // K_TOP).to(tl.int64)
+        a_ptrs = xn_ptr + tok[:, None] * H + tl.arange(0, BLOCK_K)[None, :]
+        n0 = tl.program_id(1) * BLOCK_N
+        rn = n0 + tl.arange(0, BLOCK_N)
+        rows = tl.minimum(rn, R - 1)                      # rows past 2I read the last row; never stored
+        acc = _mxfp4_gemm(a_ptrs, m_in[:, None], blocks_ptr + e * R * (H // 2), scales_ptr + e * R * (H // 32),
+                          rows, H, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc += tl.load(bias_ptr + e * R + rn, mask=rn < R, other=0.0).to(tl.float32)[None, :]
+        gate, up = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N // 2, 2]))
+        out = _swiglu(gate, up, limit, alpha).to(tl.bfloat16)
+        cols = n0 // 2 + tl.arange(0, BLOCK_N // 2)
+        ptrs = act_ptr + (g0 + rm).to(tl.int64)[:, None] * I + cols[None, :]
+        tl.store(ptrs, out, mask=m_in[:, None] & (cols < I)[None, :])
+
+
+@triton.jit
+def moe_mlp2_gemm(act_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr, bias_ptr, y2_ptr, H, I,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    live, e, g0, count = _tile(tiles_ptr, num_tiles_ptr)
+    if live:
+        rm = tl.arange(0, BLOCK_M)
+        m_in = rm < count
+        g = (g0 + tl.minimum(rm, count - 1)).to(tl.int64)   # rows past the tile re-read its last row
+        a_ptrs = act_ptr + g[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc = _mxfp4_gemm(a_ptrs, m_in[:, None], blocks_ptr + e * H * (I // 2), scales_ptr + e * H * (I // 32),
+                          tl.minimum(rn, H - 1), I, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc += tl.load(bias_ptr + e * H + rn, mask=rn < H, other=0.0).to(tl.float32)[None, :]
+        ptrs = y2_ptr + (g0 + rm).to(tl.int64)[:, None] * H + rn[None, :]
+        tl.store(ptrs, acc, mask=m_in[:, None] & (rn < H)[None, :])
+
+
+@triton.jit
+def moe_combine(y2_ptr, pair_pos_ptr, weights_ptr, x_ptr, T, H, K_TOP, BLOCK_H: tl.constexpr):
+    t = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_in = offs < H
+    total = tl.zeros([BLOCK_H], tl.float32)
+    for j in tl.range(0, K_TOP):
+        p = t * K_TOP + j
+        g = tl.load(pair_pos_ptr + p).to(tl.int64)
+        total += tl.load(weights_ptr + p) * tl.load(y2_ptr + g * H + offs, mask=h_in, other=0.0)
+    x_ptrs = x_ptr + t.to(tl.int64) * H + offs
+    tl.store(x_ptrs, tl.load(x_ptrs, mask=h_in, other=0.0) + total, mask=h_in)
+
+
+GEMM_BLOCK_M = 64  # rows (token-expert pairs) per tile: moe_sort and the gemm kernels share it
+
+VARIANTS = [
+    Variant(name="moe_mlp1_gemv", kernel=moe_mlp1_gemv,
+            signature={"xn_ptr": "*fp32", "ids_ptr": "*i32", "blocks_ptr": "*u8", "scales_ptr": "*u8",
+                       "bias_ptr": "*bf16", "act_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32", "K_TOP": "i32",
+                       "limit": "fp32", "alpha": "fp32"},
+            constexprs={"BLOCK_N": 16, "BLOCK_KB": 32, "STAGES": 3}, num_warps=1, num_stages=1, div16=("H", "I")),
+    Variant(name="moe_mlp2_gemv", kernel=moe_mlp2_gemv,
+            signature={"act_ptr": "*fp32", "ids_ptr": "*i32", "weights_ptr": "*fp32", "blocks_ptr": "*u8",
+                       "scales_ptr": "*u8", "bias_ptr": "*bf16", "x_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32",
+                       "K_TOP": "i32"},
+            constexprs={"BLOCK_N": 4, "BLOCK_KB": 32, "J": 4, "STAGES": 3}, num_warps=4, num_stages=1,
+            div16=("H", "I")),
+    Variant(name="moe_sort", kernel=moe_sort,
+            signature={"ids_ptr": "*i32", "P": "i32", "E": "i32", "pair_order_ptr": "*i32", "pair_pos_ptr": "*i32",
+                       "tiles_ptr": "*i32", "num_tiles_ptr": "*i32"},
+            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_E": 128, "BLOCK_P": 64}, num_warps=4, num_stages=1),
+    Variant(name="moe_mlp1_gemm", kernel=moe_mlp1_gemm,
+            signature={"xn_ptr": "*bf16", "pair_order_ptr": "*i32", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
+                       "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16", "act_ptr": "*bf16", "H": "i32",
+                       "I": "i32", "K_TOP": "i32", "limit": "fp32", "alpha": "fp32"},
+            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4,
+            div16=("H", "I")),
+    Variant(name="moe_mlp2_gemm", kernel=moe_mlp2_gemm,
+            signature={"act_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "blocks_ptr": "*u8",
+                       "scales_ptr": "*u8", "bias_ptr": "*bf16", "y2_ptr": "*fp32", "H": "i32", "I": "i32"},
+            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4,
+            div16=("H", "I")),
+    Variant(name="moe_combine", kernel=moe_combine,
+            signature={"y2_ptr": "*fp32", "pair_pos_ptr": "*i32", "weights_ptr": "*fp32", "x_ptr": "*fp32", "T": "i32",
+                       "H": "i32", "K_TOP": "i32"},
+            constexprs={"BLOCK_H": 1024}, num_warps=4, num_stages=1, div16=("H",)),
+]

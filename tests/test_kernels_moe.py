@@ -1,0 +1,247 @@
+"""The mixture-of-experts kernels (triton_kernels/moe.py) under Triton's
+interpreter on the CPU, against float64 references computed from the MXFP4
+weights by an independent NumPy decoder of the checkpoint layout, on fresh
+random inputs: odd shapes, T = 1 and 3, uneven expert loads, experts without
+tokens, every token on one expert. Each kernel runs with its compiled
+variant's constexprs. The cubins run in the GPU op harness on a GPU machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from triton_interp import kernels
+
+FP4 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6])
+LIMIT, ALPHA = 7.0, 1.702
+
+
+def variant(name):
+    return {v.name: v for v in kernels().moe.VARIANTS}[name]
+
+
+def bf16(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
+
+
+def f64(t: torch.Tensor) -> np.ndarray:
+    return t.to(torch.float64).numpy()
+
+
+def decode_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """[E, N, K/32, 16] u8 blocks + [E, N, K/32] u8 scales -> float64 [E, N, K]: element k of a row is
+    nibble (k % 32) % 2 (low first) of byte (k % 32) // 2 of block k // 32, times 2^(scale - 127)."""
+    nib = np.stack([blocks & 0xF, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    vals = FP4[nib] * np.ldexp(1.0, scales.astype(np.int64) - 127)[..., None]
+    return vals.reshape(*blocks.shape[:-2], -1)
+
+
+def random_expert_weights(rng, E, N, K):
+    blocks = rng.integers(0, 256, size=(E, N, K // 32, 16), dtype=np.uint8)
+    scales = rng.integers(127 - 8, 128, size=(E, N, K // 32), dtype=np.uint8)
+    bias = bf16(0.1 * rng.standard_normal((E, N)))
+    return torch.from_numpy(blocks), torch.from_numpy(scales), bias
+
+
+def swiglu(h: np.ndarray) -> np.ndarray:
+    g = np.minimum(h[..., 0::2], LIMIT)
+    u = np.clip(h[..., 1::2], -LIMIT, LIMIT)
+    return (u + 1) * g / (1 + np.exp(-ALPHA * g))
+
+
+def routing(rng, T, E, K_TOP, mode="random"):
+    """ids [T, K_TOP] (distinct experts per token) and weights [T, K_TOP] summing to 1."""
+    if mode == "one":          # every token on the same experts (expert 0 first)
+        ids = np.tile(np.arange(K_TOP), (T, 1))
+    elif mode == "skewed":     # uneven loads; expert E - 1 never chosen when E > K_TOP + 1
+        ids = np.stack([rng.choice(E - 1 if E > K_TOP + 1 else E, K_TOP, replace=False,
+                                   p=None) for _ in range(T)])
+        ids[: T // 2 + 1, 0] = 0
+        for t in range(T):     # keep the experts of a token distinct after forcing expert 0
+            row = list(dict.fromkeys(ids[t].tolist()))
+            extra = [e for e in range(E) if e not in row]
+            ids[t] = (row + extra)[:K_TOP]
+    else:
+        ids = np.stack([rng.choice(E, K_TOP, replace=False) for _ in range(T)])
+    w = rng.random((T, K_TOP)) + 0.1
+    return ids.astype(np.int32), (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# T, H, I, E, K_TOP: the long axis (K = H for mlp1, K = I for mlp2) once at the real 2880 (three BLOCK_KB chunks,
+# the last one partial), rows not a multiple of the block, K_TOP above and below the mlp2 kernel's J slots
+MLP1_SHAPES = [(1, 64, 40, 4, 2), (3, 96, 32, 5, 4), (2, 2880, 8, 3, 2)]
+MLP2_SHAPES = [(1, 64, 96, 4, 2), (3, 18, 64, 6, 5), (2, 8, 2880, 3, 2)]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("T,H,I,E,K_TOP", MLP1_SHAPES)
+def test_moe_mlp1_gemv(rng, T, H, I, E, K_TOP):
+    v = variant("moe_mlp1_gemv")
+    bn = v.constexprs["BLOCK_N"]
+    xn = torch.from_numpy((rng.standard_normal((T, H)) * rng.uniform(0.5, 2)).astype(np.float32))
+    ids, _ = routing(rng, T, E, K_TOP)
+    blocks, scales, bias = random_expert_weights(rng, E, 2 * I, H)
+    act = torch.full((T * K_TOP, I), float("nan"))
+    kernels().moe.moe_mlp1_gemv[(T * K_TOP, (2 * I + bn - 1) // bn)](
+        xn, torch.from_numpy(ids.reshape(-1)), blocks, scales, bias, act, T, H, I, K_TOP, LIMIT, ALPHA, **v.constexprs)
+    W = decode_mxfp4(blocks.numpy(), scales.numpy())
+    ref = np.stack([swiglu(W[e] @ f64(xn)[p // K_TOP] + f64(bias)[e]) for p, e in enumerate(ids.reshape(-1))])
+    got = act.numpy().astype(np.float64)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("T,H,I,E,K_TOP", MLP2_SHAPES)
+def test_moe_mlp2_gemv(rng, T, H, I, E, K_TOP):
+    v = variant("moe_mlp2_gemv")
+    bn = v.constexprs["BLOCK_N"]
+    act = torch.from_numpy(rng.standard_normal((T * K_TOP, I)).astype(np.float32))
+    ids, wts = routing(rng, T, E, K_TOP)
+    blocks, scales, bias = random_expert_weights(rng, E, H, I)
+    x0 = rng.standard_normal((T, H)).astype(np.float32)
+    x = torch.from_numpy(x0.copy())
+    kernels().moe.moe_mlp2_gemv[(T, (H + bn - 1) // bn)](
+        act, torch.from_numpy(ids.reshape(-1)), torch.from_numpy(wts.reshape(-1)), blocks, scales, bias, x,
+        T, H, I, K_TOP, **v.constexprs)
+    W = decode_mxfp4(blocks.numpy(), scales.numpy())
+    ref = x0.astype(np.float64).copy()
+    for t in range(T):
+        for j in range(K_TOP):
+            e = ids[t, j]
+            ref[t] += float(wts[t, j]) * (W[e] @ f64(act)[t * K_TOP + j] + f64(bias)[e])
+    delta = x.numpy().astype(np.float64) - x0
+    np.testing.assert_allclose(delta, ref - x0, rtol=1e-5, atol=1e-5 * np.abs(ref - x0).max())
+
+
+
+def test_moe_gemv_scale_range(rng):
+    """Block scales far from 2^0: every E8M0 byte from 20 to 192 is decoded exactly (rows of one scale each,
+    checked against their own magnitude), zero weights included."""
+    v = variant("moe_mlp2_gemv")
+    bn = v.constexprs["BLOCK_N"]
+    T, H, I, E, K_TOP = 1, 16, 64, 2, 2
+    act = torch.from_numpy(rng.standard_normal((T * K_TOP, I)).astype(np.float32))
+    ids = np.array([[1, 0]], dtype=np.int32)
+    wts = np.array([[0.75, 0.25]], dtype=np.float32)
+    blocks = rng.integers(0, 256, size=(E, H, I // 32, 16), dtype=np.uint8)
+    blocks[0, 3] = 0x88                                       # a row of -0 and +0 (codes 8 and 0)
+    blocks[0, 4] = 0
+    row_scale = np.array([20, 40, 64, 90, 100, 110, 120, 127, 130, 140, 150, 160, 170, 180, 190, 192])
+    scales = np.broadcast_to(row_scale[None, :, None], (E, H, I // 32)).astype(np.uint8).copy()
+    bias = bf16(np.zeros((E, H)))
+    x = torch.zeros((T, H))
+    kernels().moe.moe_mlp2_gemv[(T, (H + bn - 1) // bn)](
+        act, torch.from_numpy(ids.reshape(-1)), torch.from_numpy(wts.reshape(-1)), torch.from_numpy(blocks),
+        torch.from_numpy(scales), bias, x, T, H, I, K_TOP, **v.constexprs)
+    W = decode_mxfp4(blocks, scales)
+    terms = [float(wts[0, j]) * W[ids[0, j]] * f64(act)[j][None, :] for j in range(K_TOP)]
+    ref = sum(t.sum(axis=1) for t in terms)
+    mag = sum(np.abs(t).sum(axis=1) for t in terms)
+    got = x.numpy()[0].astype(np.float64)
+    assert np.isfinite(got).all()
+    assert (np.abs(got - ref) <= 1e-6 * mag).all(), np.abs(got - ref) / mag
+
+
+def run_sort(ids: np.ndarray, E: int):
+    """moe_sort on ids [P]; returns (pair_order, pair_pos, tiles [num_tiles, 3], max_tiles, BLOCK_M) after
+    checking that the tiles past num_tiles were left alone."""
+    v = variant("moe_sort")
+    bm = v.constexprs["BLOCK_M"]
+    P = ids.size
+    max_tiles = (P + bm - 1) // bm + E
+    order = torch.full((P,), -7, dtype=torch.int32)
+    pos = torch.full((P,), -7, dtype=torch.int32)
+    tiles = torch.full((max_tiles, 3), -7, dtype=torch.int32)
+    num = torch.full((1,), -7, dtype=torch.int32)
+    kernels().moe.moe_sort[(1,)](torch.from_numpy(ids.astype(np.int32)), P, E, order, pos, tiles, num,
+                                 **v.constexprs)
+    n = num.item()
+    assert 0 < n <= max_tiles
+    assert (tiles[n:] == -7).all()
+    return order.numpy(), pos.numpy(), tiles[:n].numpy(), max_tiles, bm
+
+
+@pytest.mark.parametrize("T,E,K_TOP,mode", [(1, 32, 4, "random"), (3, 5, 2, "skewed"), (50, 128, 4, "skewed"),
+                                            (70, 8, 2, "one"), (33, 4, 4, "random"), (130, 3, 1, "one")])
+def test_moe_sort(rng, T, E, K_TOP, mode):
+    ids, _ = routing(rng, T, E, K_TOP, mode)
+    flat = ids.reshape(-1)
+    P = flat.size
+    order, pos, tiles, max_tiles, bm = run_sort(flat, E)
+    assert sorted(order.tolist()) == list(range(P))
+    np.testing.assert_array_equal(pos[order], np.arange(P))
+    # a stable counting sort: the reference is numpy's stable argsort
+    np.testing.assert_array_equal(order, np.argsort(flat, kind="stable"))
+    counts = np.bincount(flat, minlength=E)
+    assert len(tiles) == sum((c + bm - 1) // bm for c in counts)
+    covered = np.zeros(P, dtype=int)
+    for e, first, count in tiles:
+        assert 1 <= count <= bm and 0 <= e < E
+        assert (flat[order[first:first + count]] == e).all()
+        covered[first:first + count] += 1
+    assert (covered == 1).all()
+
+
+GROUPED_SHAPES = [  # T, H, I, E, K_TOP, routing
+    (1, 64, 32, 4, 2, "random"),
+    (3, 96, 64, 5, 4, "skewed"),      # an expert without tokens, uneven loads, K with a masked half step
+    (70, 64, 96, 4, 2, "one"),        # every token on experts 0 and 1: two tiles each, two output column tiles
+    (40, 32, 32, 3, 1, "one"),        # every token on expert 0 alone
+]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("T,H,I,E,K_TOP,mode", GROUPED_SHAPES)
+def test_moe_grouped(rng, T, H, I, E, K_TOP, mode):
+    k = kernels().moe
+    ids, wts = routing(rng, T, E, K_TOP, mode)
+    flat = ids.reshape(-1)
+    P = flat.size
+    xn = bf16(rng.standard_normal((T, H)) * rng.uniform(0.5, 2))
+    b1, s1, bias1 = random_expert_weights(rng, E, 2 * I, H)
+    b2, s2, bias2 = random_expert_weights(rng, E, H, I)
+    W1 = decode_mxfp4(b1.numpy(), s1.numpy())
+    W2 = decode_mxfp4(b2.numpy(), s2.numpy())
+
+    order, pos, tiles, max_tiles, bm = run_sort(flat, E)
+    order_t, tiles_t = torch.from_numpy(order), torch.from_numpy(np.ascontiguousarray(tiles.reshape(-1)))
+    num = torch.tensor([len(tiles)], dtype=torch.int32)
+    # pad the tile table to max_tiles rows of garbage: programs past num_tiles must not read them
+    tiles_full = torch.full((max_tiles * 3,), 1 << 30, dtype=torch.int32)
+    tiles_full[:tiles_t.numel()] = tiles_t
+
+    v1 = variant("moe_mlp1_gemm")
+    act = torch.full((P, I), float("nan"), dtype=torch.bfloat16)
+    k.moe_mlp1_gemm[(max_tiles, (2 * I + v1.constexprs["BLOCK_N"] - 1) // v1.constexprs["BLOCK_N"])](
+        xn, order_t, tiles_full, num, b1, s1, bias1, act, H, I, K_TOP, LIMIT, ALPHA, **v1.constexprs)
+    ref_act = np.stack([swiglu(W1[flat[p]] @ f64(xn)[p // K_TOP] + f64(bias1)[flat[p]]) for p in order])
+    got_act = f64(act)
+    assert not np.isnan(got_act).any()
+    np.testing.assert_allclose(got_act, ref_act, rtol=1e-2, atol=1e-2 * np.abs(ref_act).max())
+
+    v2 = variant("moe_mlp2_gemm")
+    y2 = torch.full((P, H), float("nan"))
+    k.moe_mlp2_gemm[(max_tiles, (H + v2.constexprs["BLOCK_N"] - 1) // v2.constexprs["BLOCK_N"])](
+        act, tiles_full, num, b2, s2, bias2, y2, H, I, **v2.constexprs)
+    ref_y2 = np.stack([W2[flat[p]] @ got_act[g] + f64(bias2)[flat[p]] for g, p in enumerate(order)])
+    got_y2 = y2.numpy().astype(np.float64)
+    assert not np.isnan(got_y2).any()
+    np.testing.assert_allclose(got_y2, ref_y2, rtol=1e-5, atol=1e-5 * np.abs(ref_y2).max())
+
+    vc = variant("moe_combine")
+    bh = vc.constexprs["BLOCK_H"]
+    x0 = rng.standard_normal((T, H)).astype(np.float32)
+    x = torch.from_numpy(x0.copy())
+    k.moe_combine[(T, (H + bh - 1) // bh)](y2, torch.from_numpy(pos), torch.from_numpy(wts.reshape(-1)), x, T, H,
+                                           K_TOP, **vc.constexprs)
+    ref_x = x0.astype(np.float64) + np.stack(
+        [sum(float(wts[t, j]) * got_y2[pos[t * K_TOP + j]] for j in range(K_TOP)) for t in range(T)])
+    np.testing.assert_allclose(x.numpy(), ref_x, rtol=1e-6, atol=1e-6 * np.abs(ref_x).max())
+    # end to end against float64 from the bf16 input (bf16 activations between the two products)
+    def expert(e, v):
+        return W2[e] @ swiglu(W1[e] @ v + f64(bias1)[e]) + f64(bias2)[e]
+
+    ref_moe = np.stack([sum(float(wts[t, j]) * expert(ids[t, j], f64(xn)[t]) for j in range(K_TOP)) for t in range(T)])
+    delta = x.numpy().astype(np.float64) - x0
+    np.testing.assert_allclose(delta, ref_moe, rtol=2e-2, atol=2e-2 * np.abs(ref_moe).max())
