@@ -199,8 +199,9 @@ def _gemm_variant(bias, acc, obf16, block_m=64, block_n=128, block_k=64, warps=4
 GEMM_VARIANTS = [_gemm_variant(1, 0, 0), _gemm_variant(1, 1, 0, block_n=64), _gemm_variant(0, 0, 0)]
 
 # Flag combinations the runtime launches: qkv = NORM + BIAS, out projection = BIAS + ACCUMULATE, router = BIAS
-# (its input is already normalised), unembedding = NORM + ROWS.
-GEMV_FLAGS = ((1, 0, 1, 0), (0, 0, 1, 1), (0, 0, 1, 0), (1, 1, 0, 0))
+# (its input is already normalised), unembedding = NORM + ROWS; plain (no flags) for the unembedding as a fine
+# operation on rows already normalised.
+GEMV_FLAGS = ((1, 0, 1, 0), (0, 0, 1, 1), (0, 0, 1, 0), (1, 1, 0, 0), (0, 0, 0, 0))
 
 
 def _gemv_config(m_pad, flags):

@@ -6,7 +6,7 @@
 //   target_link_libraries(app PRIVATE gpt_oss_native::gpt_oss_native)
 //
 // Usage: gon_generate MODEL_DIR [--tokens 1,2,3 | --prompt TEXT] [--max-tokens N]
-//                     [--temperature T] [--top-p P] [--seed S] [--threads N]
+//                     [--temperature T] [--top-p P] [--seed S] [--threads N] [--device D]
 // With --prompt the text is encoded with the checkpoint's tokenizer and the
 // completion is streamed as text (gon::Generator); otherwise token ids are
 // printed.
@@ -24,7 +24,8 @@ namespace {
 void usage() {
   std::fprintf(stderr,
                "usage: gon_generate MODEL_DIR [--tokens 1,2,3 | --prompt TEXT] [--max-tokens N]\n"
-               "                    [--temperature T] [--top-p P] [--seed S] [--threads N]\n");
+               "                    [--temperature T] [--top-p P] [--seed S] [--threads N]\n"
+               "                    [--device cpu|cuda|auto]\n");
 }
 
 std::vector<int32_t> parse_tokens(const char* s) {
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--top-p")) sampling.top_p = std::strtof(next(), nullptr);
     else if (!std::strcmp(argv[i], "--seed")) sampling.seed = std::strtoull(next(), nullptr, 10);
     else if (!std::strcmp(argv[i], "--threads")) load.threads = std::atoi(next());
+    else if (!std::strcmp(argv[i], "--device")) load.device = next();
     else {
       usage();
       return 2;

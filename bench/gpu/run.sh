@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Everything the CUDA backend is checked and measured with, in one run on a GPU
+# machine (the lent H200 has no network: its image has torch, triton,
+# nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
+#
+#   bash bench/gpu/run.sh [check|bench20b|bench120b|all]     # logs under $OUT (default build/gpu-out)
+#
+# check:     installs the package (a wheel under dist/gpu/ when one matches this
+#            Python, else builds here), runs the C++ op harness with CUDA, the GPU
+#            tests (tests/test_cuda.py), and compute-sanitizer on a short run.
+# bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
+# bench120b: the same for the 120b preset.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-build/gpu-out}
+mkdir -p "$OUT"
+WHAT=${1:-check}
+PY=${PYTHON:-python3}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/gon-triton-cache}
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+
+install() {
+  if $PY -c "import gpt_oss_native" 2>/dev/null; then return 0; fi
+  local wheel
+  wheel=$(ls dist/gpu/*cp$($PY -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')*.whl 2>/dev/null | head -1)
+  if [ -n "$wheel" ]; then
+    log "installing $wheel"
+    $PY -m pip install --no-deps --force-reinstall "$wheel" > "$OUT/install.log" 2>&1 || return 1
+  else
+    log "building the package here"
+    $PY -m pip install --no-build-isolation --no-deps . > "$OUT/install.log" 2>&1 || return 1
+  fi
+  $PY -c "import gpt_oss_native as g; print('backends', g._core.built_backends(), 'cuda usable', g._core.cuda_usable())" \
+    | tee -a "$OUT/summary.txt"
+}
+
+check() {
+  nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+  install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
+  local ops=dist/gpu/test_ops
+  if [ ! -x "$ops" ]; then
+    log "building the C++ op harness here"
+    cmake -S . -B build/gpu-tests -G Ninja -DCMAKE_BUILD_TYPE=Release -DGON_BUILD_TESTS=ON -DGON_LTO=OFF \
+      -DPython_EXECUTABLE=$(command -v $PY) > "$OUT/cmake.log" 2>&1
+    cmake --build build/gpu-tests -j 16 --target test_ops gon_generate >> "$OUT/cmake.log" 2>&1
+    ops=build/gpu-tests/test_ops
+  fi
+  log "op harness"
+  timeout 300 "$ops" > "$OUT/test_ops.log" 2>&1; echo "test_ops rc=$?" | tee -a "$OUT/summary.txt"
+  grep -E "FAIL|backend|failed" "$OUT/test_ops.log" | head -40 | tee -a "$OUT/summary.txt"
+  log "GPU tests"
+  timeout 400 $PY -m pytest tests/test_cuda.py -q -s -x > "$OUT/test_cuda.log" 2>&1
+  echo "test_cuda rc=$?" | tee -a "$OUT/summary.txt"
+  grep -E "passed|failed|Error|max\|d\|" "$OUT/test_cuda.log" | tail -25 | tee -a "$OUT/summary.txt"
+}
+
+sanitize() {
+  log "compute-sanitizer"
+  local model=/dev/shm/gon-small
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset tiny --layers 2 --vocab 4096 --quiet $model
+  timeout 300 compute-sanitizer --tool memcheck --leak-check full $PY -c "
+import gpt_oss_native as gon, numpy as np
+m = gon.Model('$model', device='cuda')
+ctx = gon.Context(m, context_length=256, max_batch_tokens=64)
+ctx.append(np.arange(100) % 4000); ctx.process()
+for _ in range(8): ctx.sample(temperature=0.0)
+for _ in range(4): ctx.sample(temperature=1.0, top_p=0.9, seed=1)
+e = gon.Engine(m, max_sequences=4, context_length=128, max_batch_tokens=32, text=False)
+for i in range(4): e.submit(list(range(5 + 7 * i)), max_tokens=6, temperature=0.0)
+e.run(); print('ok')
+" > "$OUT/sanitizer.log" 2>&1
+  echo "sanitizer rc=$?" | tee -a "$OUT/summary.txt"
+  grep -E "ERROR SUMMARY|LEAK SUMMARY|ok$" "$OUT/sanitizer.log" | tee -a "$OUT/summary.txt"
+}
+
+bench() {  # bench <preset> <prompt-tokens> <batch-sizes>
+  local preset=$1 model=/dev/shm/gon-$1
+  install || return 1
+  if [ ! -f $model/config.json ]; then
+    log "writing the $preset preset to $model"
+    $PY -m gpt_oss_native make-checkpoint --preset $preset --tokenizer none --quiet $model
+  fi
+  log "bench $preset"
+  $PY -m gpt_oss_native bench $model --device cuda --prompt-tokens $2 --gen-tokens 64 --batch-sizes $3 \
+    --no-progress --output "$OUT/bench-$preset.json" > "$OUT/bench-$preset.txt" 2>&1
+  echo "bench rc=$?" | tee -a "$OUT/summary.txt"
+  cat "$OUT/bench-$preset.txt" | tee -a "$OUT/summary.txt"
+}
+
+case "$WHAT" in
+  check) check; sanitize ;;
+  bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
+  bench120b) bench 120b 1024 1,8,64 ;;
+  all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
+  *) echo "unknown: $WHAT"; exit 2 ;;
+esac
+log "done"
