@@ -27,6 +27,7 @@ struct Context::Impl {
   bool last_logits_valid = false;  // logits row logits_rows-1 belongs to token num_tokens-1
   uint64_t random_seed = 0;        // for sample() without a seed
   uint64_t random_draws = 0;
+  bool mask_set = false;           // the executor holds an allowed-token mask
   // Serialises calls from different threads on one Context (the Python
   // bindings release the GIL while processing).
   std::mutex mutex;
@@ -77,9 +78,6 @@ Context::Context(std::shared_ptr<const Model> model, const ContextOptions& optio
   eo.kv_dtype = *o.kv_dtype;
   s.executor = be.create_executor(s.model->weights(), c, eo);
   if (!be.host_addressable()) s.host_logits.assign(static_cast<size_t>(eo.logits_rows) * c.vocab_size, 0.0f);
-  // The context's tokens never leave the slot: fill the per-step sequence ids once.
-  StepInputs& in = s.executor->inputs();
-  std::fill(in.seqs, in.seqs + eo.max_tokens, 0);
 
   s.random_seed = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
 }
@@ -176,6 +174,7 @@ void Context::Impl::process(LogitsMode mode, const SampleParams* sample) {
     for (int i = 0; i < count; ++i) {
       in.tokens[i] = s.seq.token(first + i);
       in.positions[i] = first + i;
+      in.seqs[i] = 0;  // the context's one sequence slot (a backend may reuse these rows between steps)
     }
     StepShape shape;
     shape.num_tokens = count;
@@ -224,7 +223,8 @@ SampleResult Context::sample(const SampleOptions& o) {
     p.counter = s.random_draws++;
   }
   p.use_mask = o.allowed != nullptr;
-  ex.set_allowed_tokens(o.allowed);
+  if (o.allowed != nullptr || s.mask_set) ex.set_allowed_tokens(o.allowed);
+  s.mask_set = o.allowed != nullptr;
   int row;
   if (s.seq.pending() == 0 && s.last_logits_valid) {
     row = s.logits_rows - 1;

@@ -77,6 +77,9 @@ class CudaExecutor final : public ComposedExecutor {
   CudaExecutor(CudaBackend& backend, const ModelWeights& weights, const ModelConfig& c, const ExecutorOptions& o);
   ~CudaExecutor() override;
 
+  // Waits until the last step's inputs have left the staging buffer (its upload
+  // is asynchronous), so the caller can write the next step's.
+  StepInputs& inputs() override;
   void execute(const StepShape& shape, const ForwardFn& forward) override;
   void synchronize() override;
   void sample_rows(int offset, int count) override;
@@ -131,6 +134,12 @@ class CudaExecutor final : public ComposedExecutor {
   const KernelSet& k_;
   ExecutorOptions user_options_;
   CUstream stream_ = nullptr;
+  // Recorded after each step's work; waiting on it sleeps instead of spinning,
+  // so a decoded token costs the host only its launch work.
+  CUevent done_ = nullptr;
+  CUevent uploaded_ = nullptr;  // recorded after each upload from the staging buffer
+  bool upload_pending_ = false;
+  bool inputs_contiguous_ = false;  // the step inputs are one span in staging and device memory
   std::unique_ptr<Scratch> scratch_;
   // Graphs by (tokens bucket, outputs bucket, sample).
   std::map<std::tuple<int, int, bool>, CUgraphExec> graphs_;

@@ -136,6 +136,17 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   backend.make_current();
   const Driver& d = driver();
   GON_CU(d.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING));
+  GON_CU(d.cuEventCreate(&done_, CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING));
+  GON_CU(d.cuEventCreate(&uploaded_, CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING));
+  // The five step-input arrays were planned one after the other in both arenas:
+  // when their relative offsets agree, one copy uploads them all.
+  auto rel = [](const StepInputs& in, const void* p) {
+    return static_cast<const char*>(p) - reinterpret_cast<const char*>(in.tokens);
+  };
+  inputs_contiguous_ = rel(staging_, staging_.positions) == rel(device_inputs_, device_inputs_.positions) &&
+                       rel(staging_, staging_.seqs) == rel(device_inputs_, device_inputs_.seqs) &&
+                       rel(staging_, staging_.output_rows) == rel(device_inputs_, device_inputs_.output_rows) &&
+                       rel(staging_, staging_.params) == rel(device_inputs_, device_inputs_.params);
   attention_splits_ = choose_splits(k_, o.context_length, o.kv_dtype == KVDType::kBF16);
   size_t offs[kScratchParts];
   scratch_bytes(c, options_, attention_splits_, offs);
@@ -173,6 +184,8 @@ CudaExecutor::~CudaExecutor() {
   cuda_.make_current();
   const Driver& d = driver();
   if (stream_) d.cuStreamSynchronize(stream_);
+  if (done_) d.cuEventDestroy(done_);
+  if (uploaded_) d.cuEventDestroy(uploaded_);
   for (auto& [key, exec] : graphs_) d.cuGraphExecDestroy(exec);
   for (CUgraph g : graph_sources_) d.cuGraphDestroy(g);
   if (scratch_ && scratch_->host_tiles) cuda_.release(scratch_->host_tiles, true);
@@ -192,14 +205,33 @@ void CudaExecutor::upload_inputs(const StepShape& s) {
     if (bytes) GON_CU(d.cuMemcpyHtoDAsync(dptr(dst), src, bytes, stream_));
   };
   const size_t T = s.num_tokens, R = s.num_outputs;
-  up(device_inputs_.tokens, staging_.tokens, T * 4);
-  up(device_inputs_.positions, staging_.positions, T * 4);
-  up(device_inputs_.seqs, staging_.seqs, T * 4);
-  up(device_inputs_.output_rows, staging_.output_rows, R * 4);
-  if (s.sample) up(device_inputs_.params, staging_.params, R * sizeof(SampleParams));
+  if (inputs_contiguous_) {
+    const char* begin = reinterpret_cast<const char*>(staging_.tokens);
+    const char* end = reinterpret_cast<const char*>(staging_.params + (s.sample ? R : 0));
+    if (!s.sample) end = reinterpret_cast<const char*>(staging_.output_rows + R);
+    up(device_inputs_.tokens, begin, static_cast<size_t>(end - begin));
+  } else {
+    up(device_inputs_.tokens, staging_.tokens, T * 4);
+    up(device_inputs_.positions, staging_.positions, T * 4);
+    up(device_inputs_.seqs, staging_.seqs, T * 4);
+    up(device_inputs_.output_rows, staging_.output_rows, R * 4);
+    if (s.sample) up(device_inputs_.params, staging_.params, R * sizeof(SampleParams));
+  }
+  GON_CU(d.cuEventRecord(uploaded_, stream_));
+  upload_pending_ = true;
+}
+
+StepInputs& CudaExecutor::inputs() {
+  if (upload_pending_) {
+    cuda_.make_current();
+    GON_CU(driver().cuEventSynchronize(uploaded_));
+    upload_pending_ = false;
+  }
+  return staging_;
 }
 
 void CudaExecutor::copy_results_async(int offset, int count) {
+  // The only data that crosses to the host per decoded token: ids and logprobs.
   const Driver& d = driver();
   GON_CU(d.cuMemcpyDtoHAsync(host_sampled_ + offset, dptr(buf_.sampled + offset), count * sizeof(int32_t), stream_));
   GON_CU(d.cuMemcpyDtoHAsync(host_logprobs_ + offset, dptr(buf_.logprobs + offset), count * sizeof(float), stream_));
@@ -224,6 +256,8 @@ void CudaExecutor::build_attention_tiles(int count) {
     t += len;
   }
   GON_CU(driver().cuMemcpyHtoDAsync(dptr(scratch_->attn_tiles), h, static_cast<size_t>(n) * 16, stream_));
+  GON_CU(driver().cuEventRecord(uploaded_, stream_));  // host_tiles is reused by the next step
+  upload_pending_ = true;
   tiles_ = n;
 }
 
@@ -236,9 +270,12 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
               " names sequence slot ", staging_.seqs[t]);
   const bool graph = shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 && shape.num_tokens > 0;
   if (!graph) {
-    upload_inputs(shape);
     tiles_ = -1;
-    if (shape.num_tokens >= kPrefillAttentionMin) build_attention_tiles(shape.num_tokens);
+    if (shape.num_tokens >= kPrefillAttentionMin) {
+      if (upload_pending_) GON_CU(d.cuEventSynchronize(uploaded_));  // host_tiles may still be in flight
+      build_attention_tiles(shape.num_tokens);
+    }
+    upload_inputs(shape);
     forward(*this, shape);
     tiles_ = -1;
   } else {
@@ -280,11 +317,14 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
     GON_CU(d.cuGraphLaunch(it->second, stream_));
   }
   if (shape.sample && shape.num_outputs > 0) copy_results_async(shape.output_offset, shape.num_outputs);
+  GON_CU(d.cuEventRecord(done_, stream_));
 }
 
 void CudaExecutor::synchronize() {
   cuda_.make_current();
-  GON_CU(driver().cuStreamSynchronize(stream_));
+  const Driver& d = driver();
+  GON_CU(d.cuEventRecord(done_, stream_));  // covers work queued outside execute() (fine ops, copies)
+  GON_CU(d.cuEventSynchronize(done_));
 }
 
 void CudaExecutor::sample_rows(int offset, int count) {
@@ -293,6 +333,8 @@ void CudaExecutor::sample_rows(int offset, int count) {
   cuda_.make_current();
   GON_CU(driver().cuMemcpyHtoDAsync(dptr(device_inputs_.params), staging_.params, count * sizeof(SampleParams),
                                     stream_));
+  GON_CU(driver().cuEventRecord(uploaded_, stream_));
+  upload_pending_ = true;
   sample(buf_.logits + static_cast<size_t>(offset) * config_.vocab_size, count, device_inputs_.params,
          mask_set_ ? buf_.mask : nullptr, buf_.sampled + offset, buf_.logprobs + offset);
   copy_results_async(offset, count);
