@@ -612,10 +612,10 @@ inline double draw_margin(const float* logits, int V, const SampleParams& prm, c
 }
 
 // The whole model in float64 for one step; `kv` persists across steps.
-// Returns the logits of every row; *near_tie is set when an expert choice
-// anywhere in the step is a near tie.
+// Returns the logits of every row; near_tie[t] is set when token t's expert
+// choice in some layer is a near tie.
 inline std::vector<double> ref_forward(const HostModel& m, std::vector<RefKV>& kv, const std::vector<int32_t>& tokens,
-                                const Step& step, double near_tie_rel, bool* near_tie) {
+                                       const Step& step, double near_tie_rel, std::vector<char>* near_tie) {
   const ModelConfig& c = m.c;
   const int T = static_cast<int>(step.size()), H = c.hidden_size, V = c.vocab_size;
   std::vector<double> x(size_t(T) * H);
@@ -626,11 +626,12 @@ inline std::vector<double> ref_forward(const HostModel& m, std::vector<RefKV>& k
     seqs.push_back(q);
     pos.push_back(p);
   }
+  near_tie->assign(T, 0);
   for (int l = 0; l < c.num_layers; ++l) {
     ref_attention_block(m, l, x, pos, seqs, kv[l]);
     std::vector<char> tie;
     ref_moe_block(m, l, x, &tie, near_tie_rel);
-    for (char t : tie) *near_tie |= t != 0;
+    for (int t = 0; t < T; ++t) (*near_tie)[t] |= tie[t];
   }
   std::vector<double> logits(size_t(T) * V);
   for (int t = 0; t < T; ++t) ref_logits(m, &x[size_t(t) * H], &logits[size_t(t) * V]);
