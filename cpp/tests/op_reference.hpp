@@ -73,8 +73,11 @@ struct Spec {
 inline void yarn(const ModelConfig& c, std::vector<double>& inv_freq, double& concentration) {
   const int hd = c.head_dim, half = hd / 2;
   const double s = c.rope_scaling_factor, theta = c.rope_theta;
-  auto corr = [&](double beta) { return (hd / 2.0) * std::log(c.rope_original_context / (beta * 2 * M_PI)) / std::log(theta); };
-  double low = std::max(0.0, corr(c.rope_beta_fast)), high = std::min(static_cast<double>(hd - 1), corr(c.rope_beta_slow));
+  auto corr = [&](double beta) {
+    return (hd / 2.0) * std::log(c.rope_original_context / (beta * 2 * M_PI)) / std::log(theta);
+  };
+  double low = std::max(0.0, corr(c.rope_beta_fast));
+  double high = std::min(static_cast<double>(hd - 1), corr(c.rope_beta_slow));
   if (low == high) high += 0.001;
   inv_freq.resize(half);
   for (int i = 0; i < half; ++i) {
@@ -106,8 +109,8 @@ inline constexpr double kFP4[16] = {0, .5, 1, 1.5, 2, 3, 4, 6, -0.0, -.5, -1, -1
 
 // Element k of row n (MXFP4, gpt-oss-model.md): block k/32, byte (k%32)/2, the
 // low nibble the even element; times 2^(scale - 127).
-inline std::vector<double> dequantize(const std::vector<uint8_t>& blocks, const std::vector<uint8_t>& scales, int experts,
-                               int rows, int cols) {
+inline std::vector<double> dequantize(const std::vector<uint8_t>& blocks, const std::vector<uint8_t>& scales,
+                                      int experts, int rows, int cols) {
   std::vector<double> w(static_cast<size_t>(experts) * rows * cols);
   const int nb = cols / 32;
   for (size_t r = 0; r < static_cast<size_t>(experts) * rows; ++r)
@@ -549,8 +552,9 @@ inline RuleResult rule_sample(const float* logits, int V, const SampleParams& p,
   std::vector<int32_t> order(V);
   previous_rule::SamplerScratch s{probs.data(), order.data()};
   RuleResult r;
-  r.token = previous_rule::sample_token(logits, V, p.temperature, p.top_p, previous_rule::uniform_from(p.seed, p.counter),
-                                        s, p.use_mask ? mask : nullptr, &r.logprob);
+  const double u = previous_rule::uniform_from(p.seed, p.counter);
+  r.token = previous_rule::sample_token(logits, V, p.temperature, p.top_p, u, s, p.use_mask ? mask : nullptr,
+                                        &r.logprob);
   return r;
 }
 

@@ -170,7 +170,8 @@ inline int run_timing(int threads) {
     ExecutorOptions o;
     o.max_tokens = o.max_outputs = o.logits_rows = 16;
     o.context_length = context;
-    o.ring_capacity = (c.sliding_window + 15 + be.kv_block_positions() - 1) / be.kv_block_positions() * be.kv_block_positions();
+    const int block = be.kv_block_positions();
+    o.ring_capacity = (c.sliding_window + 15 + block - 1) / block * block;
     o.kv_dtype = be.default_kv_dtype();
     std::unique_ptr<Executor> ex = be.create_executor(*pw, c, o);
     auto* ce = dynamic_cast<ComposedExecutor*>(ex.get());
@@ -268,25 +269,26 @@ inline int run_timing(int threads) {
         }
       }
       // Blocks through execute().
-      auto block = [&](const std::string& op, const std::string& shape, double bytes, double flop, auto&& fwd, StepShape sh) {
+      auto time_block = [&](const std::string& op, const std::string& shape, double bytes, double flop, auto&& fwd,
+                            StepShape sh) {
         set_residual(be, *ex, x);
         add(op, shape, time_calls(*ex, [&] { ex->execute(sh, fwd); }), bytes, flop);
       };
       StepShape sh;
       sh.num_tokens = T;
       for (int l : {0, 1})
-        block("attention_block", l == 0 ? "window 128" : "context 4096",
-              wq + wo + (l == 0 ? c.sliding_window : context) * 2 * KV * kv_elem,
-              2.0 * T * ((Q + 2 * KV) * H + H * Q) + 4.0 * T * Q * (l == 0 ? c.sliding_window : context),
-              [l](Executor& e, const StepShape& s) { e.attention_block(l, s); }, sh);
-      block("moe_block", "", wr + std::min<double>(E, 4.0 * T) * expert_bytes, 2.0 * T * 4 * (3 * I * H),
-            [](Executor& e, const StepShape& s) { e.moe_block(0, s); }, sh);
+        time_block("attention_block", l == 0 ? "window 128" : "context 4096",
+                   wq + wo + (l == 0 ? c.sliding_window : context) * 2 * KV * kv_elem,
+                   2.0 * T * ((Q + 2 * KV) * H + H * Q) + 4.0 * T * Q * (l == 0 ? c.sliding_window : context),
+                   [l](Executor& e, const StepShape& s) { e.attention_block(l, s); }, sh);
+      time_block("moe_block", "", wr + std::min<double>(E, 4.0 * T) * expert_bytes, 2.0 * T * 4 * (3 * I * H),
+                 [](Executor& e, const StepShape& s) { e.moe_block(0, s); }, sh);
       if (have_vocab) {
         StepShape so = sh;
         so.num_outputs = T;
         so.sample = true;
-        block("output_block", "with sampling", wu, 2.0 * T * Vt * H,
-              [](Executor& e, const StepShape& s) { e.output_block(s); }, so);
+        time_block("output_block", "with sampling", wu, 2.0 * T * Vt * H,
+                   [](Executor& e, const StepShape& s) { e.output_block(s); }, so);
       }
     }
     // Rates from the median time (and from the fastest call).

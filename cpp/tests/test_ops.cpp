@@ -271,11 +271,12 @@ int check_sampled(const std::string& op, const std::string& backend, const std::
       const double margin = (tokens[r] >= 0 && tokens[r] < V) ? draw_margin(l, V, p, mask, ref.token) : kInf;
       if (margin <= kDrawBoundary) {
         ++boundary;
-        std::printf("  note: %s on %s: %s: token %d vs previous rule %d with the draw %.2g (relative) from a boundary\n",
+        std::printf("  note: %s on %s: %s: token %d vs previous rule %d, the draw %.2g (relative) from a boundary\n",
                     op.c_str(), backend.c_str(), row.c_str(), tokens[r], ref.token, margin);
         continue;
       }
-      check_true(op, backend, row, false, fmt("token %d, previous rule %d (draw margin %.3g)", tokens[r], ref.token, margin));
+      check_true(op, backend, row, false,
+                 fmt("token %d, previous rule %d (draw margin %.3g)", tokens[r], ref.token, margin));
       continue;
     }
     const bool both_nan = std::isnan(ref.logprob) && std::isnan(logprobs[r]);
@@ -483,7 +484,8 @@ TEST(op_rmsnorm) {
             ErrStat row;  // rows differ in scale: each row against its own magnitude
             for (int i = 0; i < H; ++i) row.add(y[size_t(t) * H + i], ref[i]);
             for (int i = 0; i < H; ++i) e.add(y[size_t(t) * H + i], ref[i]);
-            check_err("rmsnorm", b.name, fmt("%s, T=%d, %s, row %d", m->name.c_str(), T, with_rows ? "rows" : "no rows", t),
+            check_err("rmsnorm", b.name,
+                      fmt("%s, T=%d, %s, row %d", m->name.c_str(), T, with_rows ? "rows" : "no rows", t),
                       row, kTolF32);
           }
         }
@@ -605,7 +607,8 @@ TEST(op_rope_kv_store_and_attention) {
             if (!c.layer_is_sliding[l]) windows.push_back(5);
             for (int window : windows) {
               auto dout = to_device(be, std::vector<float>(size_t(T) * nq * hd, kNaN));
-              ce->attention(dqkv->as<float>(), dpos->as<int32_t>(), dseq->as<int32_t>(), T, s.prepared.w->layers[l].sinks,
+              ce->attention(dqkv->as<float>(), dpos->as<int32_t>(), dseq->as<int32_t>(), T,
+                            s.prepared.w->layers[l].sinks,
                             ce->kv_layer(l), window, dout->as<float>());
               ce->synchronize();
               auto out = dout->download<float>(size_t(T) * nq * hd);
@@ -616,7 +619,8 @@ TEST(op_rope_kv_store_and_attention) {
                               window, ref.data());
                 for (int i = 0; i < nq * hd; ++i) ea.add(out[size_t(t) * nq * hd + i], ref[i]);
               }
-              check_err(v.kv == KVDType::kBF16 ? "attention bf16KV" : "attention", b.name, where + fmt(", window %d", window), ea, tol_att);
+              check_err(v.kv == KVDType::kBF16 ? "attention bf16KV" : "attention", b.name,
+                        where + fmt(", window %d", window), ea, tol_att);
             }
           }
         }
@@ -675,7 +679,8 @@ TEST(op_rope_kv_store_and_attention_far_positions) {
           const std::string where = fmt("%s, %s KV, positions %d..%d", m->name.c_str(), gon::kv_dtype_name(kv), pos[0],
                                         pos[T - 1]);
           check_err(bf16 ? "rope_kv_store bf16KV" : "rope_kv_store", b.name, where, er, kTolF32);
-          if (ea.n > 0) check_err(bf16 ? "attention bf16KV" : "attention", b.name, where, ea, bf16 ? kTolBF16KV : kTolF32);
+          if (ea.n > 0)
+            check_err(bf16 ? "attention bf16KV" : "attention", b.name, where, ea, bf16 ? kTolBF16KV : kTolF32);
         }
       }
 }
@@ -795,7 +800,8 @@ TEST(op_moe) {
           auto dids = to_device(be, ids);
           auto dw = to_device(be, wts);
           auto dy = to_device(be, y0);
-          ce->moe(dx->as<float>(), T, dids->as<int32_t>(), dw->as<float>(), k, s.prepared.w->layers[l], dy->as<float>());
+          ce->moe(dx->as<float>(), T, dids->as<int32_t>(), dw->as<float>(), k, s.prepared.w->layers[l],
+                  dy->as<float>());
           ce->synchronize();
           auto y = dy->download<float>(size_t(T) * H);
           ErrStat e;
@@ -962,9 +968,8 @@ TEST(op_sample) {
             if (kind == 2) l[first] = kNaN;
             add_row(l, temp, top_p, 1);
           }
-        boundary += sample_and_check(*ce, be, b.name,
-                                     m->name + (kind == 0 ? ", one allowed" : kind == 1 ? ", none allowed" : ", first allowed NaN"),
-                                     logits, params, &m2, V);
+        const char* what = kind == 0 ? ", one allowed" : kind == 1 ? ", none allowed" : ", first allowed NaN";
+        boundary += sample_and_check(*ce, be, b.name, m->name + what, logits, params, &m2, V);
       }
       std::printf("  sample on %s, V=%d: %d row(s) at a draw boundary\n", b.name.c_str(), V, boundary);
     }
@@ -1036,7 +1041,8 @@ TEST(block_attention) {
             ErrStat e;
             for (size_t i = 0; i < ref.size(); ++i) e.add(got[i], ref[i], ref[i] - x[i]);
             check_err(v.kv == KVDType::kBF16 ? "attention_block bf16KV" : "attention_block", b.name,
-                      fmt("%s, %s, step %zu (T=%d), layer %d", m->name.c_str(), variant_name(v).c_str(), si, T, l), e, tol);
+                      fmt("%s, %s, step %zu (T=%d), layer %d", m->name.c_str(), variant_name(v).c_str(), si, T, l), e,
+                      tol);
           }
         }
       }
@@ -1074,13 +1080,18 @@ TEST(block_moe) {
               for (int i = 0; i < H; ++i) tie_rows_finite &= std::isfinite(got[size_t(t) * H + i]);
               continue;
             }
-            for (int i = 0; i < H; ++i) e.add(got[size_t(t) * H + i], ref[size_t(t) * H + i], ref[size_t(t) * H + i] - x[size_t(t) * H + i]);
+            for (int i = 0; i < H; ++i) {
+              const size_t at = size_t(t) * H + i;
+              e.add(got[at], ref[at], ref[at] - x[at]);
+            }
           }
           const std::string where = fmt("%s, layer %d, T=%d", m->name.c_str(), l, T);
           if (e.n > 0) check_err("moe_block", b.name, where, e, kTolBlockF32);
           check_true("moe_block", b.name, where, tie_rows_finite, "a near-tied token's row is not finite");
         }
-      if (near) std::printf("  moe_block on %s, %s: %d token(s) with near-tied experts left out\n", b.name.c_str(), m->name.c_str(), near);
+      if (near)
+        std::printf("  moe_block on %s, %s: %d token(s) with near-tied experts left out\n", b.name.c_str(),
+                    m->name.c_str(), near);
     }
 }
 
@@ -1103,8 +1114,9 @@ TEST(block_output) {
         bool sample, use_mask;
         bool mask_set = true;  // false: rows ask for the mask but none is set (they sample from everything)
       };
-      for (const Case& k : {Case{1, 1, 0, false, false}, Case{3, 2, 5, true, false}, Case{17, 17, 0, true, true},
-                            Case{24, 7, 23, true, true}, Case{5, 5, 1, true, false}, Case{6, 4, 2, true, true, false}}) {
+      const Case cases[] = {{1, 1, 0, false, false}, {3, 2, 5, true, false},  {17, 17, 0, true, true},
+                            {24, 7, 23, true, true},  {5, 5, 1, true, false},  {6, 4, 2, true, true, false}};
+      for (const Case& k : cases) {
         Step step;
         for (int t = 0; t < k.T; ++t) step.push_back({0, t});
         fill_inputs(*s.ex, random_tokens(rng, k.T, V), step);
@@ -1253,7 +1265,7 @@ TEST(forward_step) {
         }
       }
       if (rows_left_out)
-        std::printf("  forward_step, %s, %s: %d row(s) after a near-tied expert choice only checked for finite logits\n",
+        std::printf("  forward_step, %s, %s: %d row(s) after a near tie checked for finite logits only\n",
                     m->name.c_str(), variant_name(v).c_str(), rows_left_out);
     }
 }
@@ -1283,7 +1295,7 @@ TEST(ring_capacity_off_the_block_grid) {
     std::mt19937_64 rng(gon_test::seed() + 23);
     const int width = c.qkv_rows(), nq = c.num_heads, hd = c.head_dim;
     ErrStat e;
-    int p0 = 0;
+    int p0 = 0, first_wrong = -1;
     while (p0 < 3 * o.ring_capacity) {
       const int T = std::min(o.ring_capacity - c.sliding_window + 1, 5);
       std::vector<int32_t> pos(T), seqs(T, 0);
@@ -1307,10 +1319,19 @@ TEST(ring_capacity_off_the_block_grid) {
       for (int t = 0; t < T; ++t) {
         ref_rope(m, &qkv[size_t(t) * width], pos[t], r.data());
         ref_attention(m, r.data(), 0, pos[t], ref_kv, m.layers[0].sinks.data(), c.sliding_window, ref.data());
-        for (int i = 0; i < nq * hd; ++i) e.add(out[size_t(t) * nq * hd + i], ref[i]);
+        ErrStat row;
+        for (int i = 0; i < nq * hd; ++i) {
+          e.add(out[size_t(t) * nq * hd + i], ref[i]);
+          row.add(out[size_t(t) * nq * hd + i], ref[i]);
+        }
+        if (first_wrong < 0 && !(row.rel() <= kTolF32)) first_wrong = pos[t];
       }
     }
-    check_err("ring_capacity", b.name, fmt("ring %d, window %d, positions 0..%d", o.ring_capacity, c.sliding_window, p0 - 1),
+    if (first_wrong >= 0)
+      std::printf("  %s accepted ring_capacity %d (kv_block_positions %d); attention goes wrong from position %d\n",
+                  b.name.c_str(), o.ring_capacity, be.kv_block_positions(), first_wrong);
+    check_err("ring_capacity", b.name,
+              fmt("ring %d, window %d, positions 0..%d", o.ring_capacity, c.sliding_window, p0 - 1),
               e, kTolF32);
   }
 }
