@@ -38,6 +38,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -292,7 +293,16 @@ struct Setup {
   BackendUnderTest* be;
   Prepared prepared;
   std::unique_ptr<Executor> ex;
-  ComposedExecutor* composed() const { return dynamic_cast<ComposedExecutor*>(ex.get()); }
+  // The executor's fine operations, or nullptr (said once per backend) when
+  // it does not expose them: then only its blocks are tested.
+  ComposedExecutor* composed() const {
+    auto* ce = dynamic_cast<ComposedExecutor*>(ex.get());
+    static std::set<std::string> said;
+    if (ce == nullptr && said.insert(be->name).second)
+      std::printf("  note: %s's executor has no fine operations (not a ComposedExecutor): blocks only\n",
+                  be->name.c_str());
+    return ce;
+  }
 };
 
 Setup make_setup(BackendUnderTest& b, const HostModel& m, const ExecutorOptions& o) {
