@@ -60,7 +60,7 @@ def test_cpp_tests_under_asan_and_ubsan(sanitized_build, o200k_rank_file):
     proc = _run(["ctest", "--test-dir", sanitized_build, "--output-on-failure", "-j", "1"], env=env, timeout=3600)
     assert "tests passed" in proc.stdout
     names = {p.name for p in sanitized_build.glob("test_*") if p.is_file()}
-    assert {"test_context", "test_matmul", "test_json", "test_safetensors"} <= names
+    assert {"test_context", "test_matmul", "test_json", "test_safetensors", "test_ops"} <= names
     # ctest shows no output of passing tests: check directly that the real-vocabulary test ran.
     harmony = _run([str(sanitized_build / "test_harmony")], env=env, timeout=600)
     assert "[PASS] real_vocabulary_when_available" in harmony.stdout

@@ -12,11 +12,7 @@ namespace gon {
 
 const char* kv_dtype_name(KVDType t) { return t == KVDType::kBF16 ? "bf16" : "fp32"; }
 
-ComposedExecutor::ComposedExecutor(Backend& backend, const ModelWeights& weights, const ModelConfig& config,
-                                   const ExecutorOptions& o, size_t workspace_bytes,
-                                   const std::function<int64_t(int)>& kv_slot_elements)
-    : backend_(backend), weights_(weights), config_(config), options_(o), host_(backend, true),
-      device_(backend, false) {
+void validate_executor_options(const ExecutorOptions& o, const ModelConfig& c, int block) {
   GON_CHECK(o.max_tokens >= 1, kInvalidArgument, "executor: max_tokens must be >= 1, got ", o.max_tokens);
   GON_CHECK(o.max_outputs >= 1 && o.max_outputs <= o.max_tokens, kInvalidArgument,
             "executor: max_outputs must be in [1, max_tokens], got ", o.max_outputs);
@@ -26,6 +22,20 @@ ComposedExecutor::ComposedExecutor(Backend& backend, const ModelWeights& weights
   GON_CHECK(o.context_length >= 1 && o.ring_capacity >= 1 && o.ring_capacity <= o.context_length,
             kInvalidArgument, "executor: bad context_length ", o.context_length, " / ring_capacity ",
             o.ring_capacity);
+  if (o.ring_capacity < o.context_length && c.sliding_window > 0) {
+    GON_CHECK(o.ring_capacity % block == 0, kInvalidArgument, "executor: ring_capacity ", o.ring_capacity,
+              " is not a multiple of the backend's KV block of ", block, " positions");
+    GON_CHECK(int64_t{o.ring_capacity} >= int64_t{c.sliding_window} + o.max_tokens - 1, kInvalidArgument,
+              "executor: ring_capacity ", o.ring_capacity, " < sliding_window ", c.sliding_window,
+              " + max_tokens ", o.max_tokens, " - 1 (a step would overwrite keys it still reads)");
+  }
+}
+
+ComposedExecutor::ComposedExecutor(Backend& backend, const ModelWeights& weights, const ModelConfig& config,
+                                   const ExecutorOptions& o, size_t workspace_bytes,
+                                   const std::function<int64_t(int)>& kv_slot_elements)
+    : backend_(backend), weights_(weights), config_(config), options_(o), host_(backend, true),
+      device_(backend, false) {
   const ModelConfig& c = config;
   const size_t T = o.max_tokens, H = c.hidden_size, V = c.vocab_size, k = c.experts_per_token;
   const size_t R = o.max_outputs, rows = o.logits_rows;

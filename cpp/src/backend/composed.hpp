@@ -51,9 +51,10 @@ class ComposedExecutor : public Executor {
   virtual void linear(const float* x, int count, const BF16Matrix* mats, int num_mats, float* y, size_t ldy,
                       bool accumulate) = 0;
   // RoPE on the q and k parts of qkv [count, (nq + 2 nkv) hd] in place (angle
-  // = positions[t] * rope_inv_freq[i], cos and sin times rope_scaling,
-  // half-split rotation), then k and v stored in slot seqs[t] of the cache at
-  // positions[t].
+  // = float(positions[t]) * rope_inv_freq[i] as an fp32 product, cos and sin
+  // times rope_scaling, half-split rotation), then k and v stored in slot
+  // seqs[t] of the cache at positions[t] (rounded to nearest even for a bf16
+  // cache).
   virtual void rope_kv_store(float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                              const KVCacheLayer& cache) = 0;
   // out[t, h hd..] = softmax over [sink_h, q_h(t) . k_j / sqrt(hd)] (the sink
@@ -61,8 +62,9 @@ class ComposedExecutor : public Executor {
   // max(0, p - window + 1) .. p, p = positions[t] (window <= 0: from 0).
   virtual void attention(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                          const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out) = 0;
-  // ids[t, :k], weights[t, :k] = top-k of (router x[t] + bias) (ties: lower
-  // id first), softmax over the k.
+  // ids[t, :k], weights[t, :k] = top-k of (router x[t] + bias) in order of
+  // decreasing logit (ties: lower id first; the k ids are distinct), softmax
+  // over the k.
   virtual void router(const float* x, int count, const BF16Matrix& router, int k, int32_t* ids,
                       float* weights) = 0;
   // y[t] += sum_j weights[t, j] expert_{ids[t, j]}(x[t]), an expert being
@@ -70,6 +72,7 @@ class ComposedExecutor : public Executor {
   virtual void moe(const float* x, int count, const int32_t* ids, const float* weights, int k,
                    const LayerWeights& layer, float* y) = 0;
   // logits[r] = unembedding x[r] for r in [0, rows); logits row stride vocab.
+  // (output_block writes logits rows [offset, offset + R) only.)
   virtual void unembed(const float* x, int rows, float* logits) = 0;
   // tokens[r], logprobs[r] = a draw from logits[r] with params[r] (see
   // core/sampler.hpp for the exact rule); `mask` is the allowed-token flags

@@ -65,9 +65,17 @@ struct ExecutorOptions {
   int logits_rows = 1;      // rows of the logits and sampled-token buffers (>= max_outputs)
   int num_seqs = 1;         // sequence slots in the KV cache
   int context_length = 1;   // positions per sequence (full-attention layers)
-  int ring_capacity = 1;    // positions kept by sliding-window layers (a ring; <= context_length)
+  // Positions kept by sliding-window layers (a ring). Either context_length, or
+  // a multiple of the backend's kv_block_positions() of at least
+  // sliding_window + max_tokens - 1 (keys a step stores must not overwrite
+  // keys its earlier tokens still read); validate_executor_options() checks.
+  int ring_capacity = 1;
   KVDType kv_dtype = KVDType::kF32;
 };
+
+// Throws kInvalidArgument when options break the rules above (for backends'
+// create_executor()).
+void validate_executor_options(const ExecutorOptions& o, const ModelConfig& c, int kv_block_positions);
 
 // Where the logits live (DLPack's device codes: 1 = CPU, 2 = CUDA, 8 = Metal).
 struct LogitsView {

@@ -76,6 +76,7 @@ std::unique_ptr<ModelWeights> CpuBackend::prepare_weights(const ModelWeights& ho
 
 std::unique_ptr<Executor> CpuBackend::create_executor(const ModelWeights& weights, const ModelConfig& c,
                                                       const ExecutorOptions& options) {
+  validate_executor_options(options, c, kv_block_positions());
   return std::make_unique<CpuExecutor>(*this, weights, c, options);
 }
 

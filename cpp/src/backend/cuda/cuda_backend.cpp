@@ -297,6 +297,7 @@ std::unique_ptr<ModelWeights> CudaBackend::prepare_weights(const ModelWeights& h
 
 std::unique_ptr<Executor> CudaBackend::create_executor(const ModelWeights& weights, const ModelConfig& c,
                                                        const ExecutorOptions& options) {
+  validate_executor_options(options, c, kv_block_positions());
   make_current();
   return std::make_unique<CudaExecutor>(*this, weights, c, options);
 }
