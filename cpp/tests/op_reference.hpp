@@ -416,8 +416,9 @@ namespace previous_rule {
 
 // The previous implementation of the sampling rule: core/sampler.cpp at commit
 // e8c1975 (sample_token and uniform_from), before sampling became a backend
-// operation; copied unchanged apart from this namespace. Every backend's sample
-// op must give the same tokens.
+// operation; copied unchanged apart from this namespace and the masked argmax
+// (there NaN logits no longer win: see core/sampler.hpp). Every backend's
+// sample op must give the same tokens.
 struct SamplerScratch {
   float* probs = nullptr;     // [vocab]
   int32_t* order = nullptr;   // [vocab]
@@ -456,19 +457,23 @@ inline int32_t sample_token(const float* logits, int vocab, float temperature, f
   // The same among the allowed tokens.
   float amx = mx;
   if (allowed != nullptr) {
+    // The rule as it stands since the sampler became a backend operation: NaN
+    // logits never win; with no allowed logit above -inf, the first allowed token.
     amx = -std::numeric_limits<float>::infinity();
-    int32_t best = -1;
+    int32_t best = -1, first = -1;
     for (int i = 0; i < vocab; ++i) {
-      if (allowed[i] && (best < 0 || logits[i] > amx)) {
+      if (!allowed[i]) continue;
+      if (first < 0) first = i;
+      if (logits[i] > amx) {
         amx = logits[i];
         best = i;
       }
     }
-    if (best < 0) {  // nothing allowed: fall back to the unrestricted argmax
+    if (first < 0) {  // nothing allowed: fall back to the unrestricted argmax
       *logprob = logprob_of(argmax);
       return argmax;
     }
-    argmax = best;
+    argmax = best >= 0 ? best : first;
   }
 
   if (temperature == 0.0f || !std::isfinite(amx)) {

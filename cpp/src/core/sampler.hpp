@@ -2,11 +2,10 @@
 //
 // For a row of logits l and SampleParams (backend/executor.hpp):
 //  * tokens the allowed-token mask excludes (with use_mask) are never chosen;
-//    if it excludes every token, the unrestricted argmax is returned. Tokens
-//    with NaN logits are never chosen, with two exceptions kept from the
-//    first version of the rule (both need broken weights): a row with no
-//    logit that is a number gives token 0, and with a mask whose first
-//    allowed token has a NaN logit, that token is returned (logprob NaN);
+//    if it excludes every token, the unrestricted argmax is returned;
+//  * tokens with NaN logits are never chosen, except when no candidate has a
+//    logit above -inf: then the argmax is token 0 (no mask) or the first
+//    allowed token (only broken weights get there; the logprob may be NaN);
 //  * temperature 0 (or no finite allowed logit): the argmax among the allowed
 //    tokens (the first index on ties);
 //  * otherwise p_i = exp((l_i - max) / temperature) (max over the allowed

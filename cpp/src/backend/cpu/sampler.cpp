@@ -156,13 +156,8 @@ int32_t sample_row(const SamplerKernels& k, const float* logits, int V, const Sa
       *logprob = logprob_of(argmax);
       return argmax;
     }
-    if (logits[first] != logits[first]) {
-      amx = logits[first];
-      argmax = first;
-    } else {
-      amx = k.max_allowed(logits, V, mask);
-      argmax = amx > -std::numeric_limits<float>::infinity() ? k.first_equal(logits, V, mask, amx) : first;
-    }
+    amx = k.max_allowed(logits, V, mask);
+    argmax = amx > -std::numeric_limits<float>::infinity() ? k.first_equal(logits, V, mask, amx) : first;
   }
   if (params.temperature == 0.0f || !std::isfinite(amx)) {
     *logprob = logprob_of(argmax);
