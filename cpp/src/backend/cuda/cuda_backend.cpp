@@ -158,7 +158,8 @@ std::unique_ptr<ModelWeights> CudaBackend::prepare_weights(const ModelWeights& h
   // every expert of a token in one block).
   GON_CHECK(c.num_experts <= 128, kUnsupportedCheckpoint, "device 'cuda': models with more than 128 experts ",
             "are not supported (this one has ", c.num_experts, ")");
-  GON_CHECK(c.head_dim <= 512, kUnsupportedCheckpoint, "device 'cuda': head_dim ", c.head_dim, " > 512");
+  GON_CHECK(c.head_dim <= 128, kUnsupportedCheckpoint, "device 'cuda': head_dim ", c.head_dim,
+            " > 128 is not supported by the attention kernels");
   const size_t H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, V = c.vocab_size;
   const size_t bf16 = 2;
   std::vector<Upload> ups;

@@ -128,6 +128,11 @@ class CudaExecutor final : public ComposedExecutor {
   void attention_decode(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                         const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out, bool out_bf16);
   void build_attention_tiles(int count);
+  std::string decode_variant(int splits, bool kv_bf16) const;
+  std::string prefill_variant(bool kv_bf16, bool out_bf16) const;
+  // Sampling kernels to launch for these rows: 2 when all are greedy, 3 when
+  // none needs a nucleus, else all 9.
+  static int sample_launches(const SampleParams* host_params, int rows);
   void copy_results_async(int offset, int count);
 
   CudaBackend& cuda_;
@@ -141,10 +146,10 @@ class CudaExecutor final : public ComposedExecutor {
   bool upload_pending_ = false;
   bool inputs_contiguous_ = false;  // the step inputs are one span in staging and device memory
   std::unique_ptr<Scratch> scratch_;
-  // Graphs by (tokens bucket, outputs bucket, sample).
-  std::map<std::tuple<int, int, bool>, CUgraphExec> graphs_;
+  // Graphs by (tokens bucket, outputs bucket, sample, sampling kernels).
+  std::map<std::tuple<int, int, bool, int>, CUgraphExec> graphs_;
   std::vector<CUgraph> graph_sources_;
-  int attention_splits_ = 1;
+  int sample_launches_ = 0;  // sampling kernels the current step needs (0: all)
   int tiles_ = -1;  // prefill attention tiles of the current eager step (-1: none built)
   bool capturing_ = false;
 };

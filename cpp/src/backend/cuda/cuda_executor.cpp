@@ -38,8 +38,8 @@ size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
 // Device scratch carved from the executor's workspace, and pinned host buffers.
 struct CudaExecutor::Scratch {
   uint16_t* xb = nullptr;        // [T, widest] bf16 activations for the tensor-core products
-  float* part_ml = nullptr;      // [T_graph, NQ, S, 2] decode attention partials
-  float* part_o = nullptr;       // [T_graph, NQ, S, HD]
+  float* part_ml = nullptr;      // [T, NQ, S, 2] decode attention partials (T * S <= kMaxPartials)
+  float* part_o = nullptr;       // [T, NQ, S, HD]
   float* router_logits = nullptr;  // [T, E]
   float* act = nullptr;          // [P, I] fp32 expert activations (gemv path)
   uint16_t* act_b = nullptr;     // [P, I] bf16 expert activations (grouped path)
@@ -49,10 +49,10 @@ struct CudaExecutor::Scratch {
   int32_t* moe_tiles = nullptr;  // [max_tiles, 3]
   int32_t* moe_num_tiles = nullptr;  // [1]
   int32_t* attn_tiles = nullptr;     // [T, 4]
-  float* sampler = nullptr;      // sampling scratch
+  double* sample_work = nullptr; // [R, sampler_work_words] sampling scratch
+  float* sample_probs = nullptr; // [R, V]
   int32_t* host_tiles = nullptr; // [T, 4] pinned
   int max_moe_tiles = 0;
-  size_t sampler_floats_per_row = 0;
 };
 
 ExecutorOptions CudaExecutor::internal_options(const ExecutorOptions& o) {
@@ -74,10 +74,15 @@ struct ScratchPlan {
   }
 };
 
-// Sampling scratch per row, in floats (triton_kernels/sampling.py SCRATCH).
-size_t sampler_floats(int vocab) { return static_cast<size_t>(vocab) + 8192; }
+// Sampling scratch per row (triton_kernels/sampling.py): WORK eight-byte words
+// (3712 + 265 per chunk of 2048 logits), then the row's probabilities.
+constexpr int kSampleChunk = 2048;
+size_t sampler_work_words(int vocab) { return 3712 + 265 * static_cast<size_t>((vocab + kSampleChunk - 1) / kSampleChunk); }
 
-size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, int splits, size_t* offsets) {
+// Decode attention partials hold at most this many (token, split) pairs per query head.
+constexpr int kMaxPartials = 64;
+
+size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* offsets) {
   const size_t T = io.max_tokens, TG = std::min(io.max_tokens, kMaxGraphTokens), H = c.hidden_size;
   const size_t I = c.intermediate_size, E = c.num_experts, P = T * c.experts_per_token;
   const size_t NQ = c.num_heads, HD = c.head_dim;
@@ -86,8 +91,9 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, int splits
   ScratchPlan p;
   size_t i = 0;
   offsets[i++] = p.add(T * widest * 2);
-  offsets[i++] = p.add(TG * NQ * splits * 2 * 4);
-  offsets[i++] = p.add(TG * NQ * splits * HD * 4);
+  (void)TG;
+  offsets[i++] = p.add(kMaxPartials * NQ * 2 * 4);
+  offsets[i++] = p.add(kMaxPartials * NQ * HD * 4);
   offsets[i++] = p.add(T * E * 4);
   offsets[i++] = p.add(P * I * 4);
   offsets[i++] = p.add(P * I * 2);
@@ -97,23 +103,21 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, int splits
   offsets[i++] = p.add(max_tiles * 3 * 4);
   offsets[i++] = p.add(4);
   offsets[i++] = p.add(T * 4 * 4);
-  offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * sampler_floats(c.vocab_size) * 4);
+  offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * sampler_work_words(c.vocab_size) * 8);
+  offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
   return p.bytes;
 }
-constexpr int kScratchParts = 13;
+constexpr int kScratchParts = 14;
 
-int choose_splits(const KernelSet& k, int context_length, bool kv_bf16) {
-  // Enough splits that one token's 8 kv heads fill the GPU, about 128 keys
-  // each at the full context; the largest compiled variant not above that.
-  const int want = std::clamp(context_length / 128, 1, 64);
-  int best = 1;
-  for (int s = 1; s <= 64; s *= 2) {
-    const std::string name =
-        "attention_decode_s" + std::to_string(s) + (kv_bf16 ? "_bf16" : "_f32");
-    if (k.has(name) && s <= want) best = s;
-  }
-  return best;
+// Splits of the cached keys for decode attention: enough (token, kv head,
+// split) programs to fill the GPU, few enough that each reads a useful run of
+// keys (about 4 for a 128-key window, 16 from 512 keys, 32 from 2k), fewer as
+// more tokens share the step.
+int decode_splits(int tokens, int keys) {
+  int s = keys <= 256 ? 4 : keys < 2048 ? 16 : 32;
+  return std::max(1, std::min(s, kMaxPartials / 2 / std::max(1, bucket(tokens))));
 }
+
 }  // namespace
 
 CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, const ModelConfig& c,
@@ -121,11 +125,7 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
     : ComposedExecutor(backend, weights, c, internal_options(o),
                        [&] {
                          size_t offs[kScratchParts];
-                         const ExecutorOptions io = internal_options(o);
-                         return scratch_bytes(c, io,
-                                              choose_splits(backend.kernels(), o.context_length,
-                                                            o.kv_dtype == KVDType::kBF16),
-                                              offs);
+                         return scratch_bytes(c, internal_options(o), offs);
                        }(),
                        [&c](int capacity) {
                          return static_cast<int64_t>(c.num_kv_heads) * capacity * c.head_dim;
@@ -147,9 +147,8 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
                        rel(staging_, staging_.seqs) == rel(device_inputs_, device_inputs_.seqs) &&
                        rel(staging_, staging_.output_rows) == rel(device_inputs_, device_inputs_.output_rows) &&
                        rel(staging_, staging_.params) == rel(device_inputs_, device_inputs_.params);
-  attention_splits_ = choose_splits(k_, o.context_length, o.kv_dtype == KVDType::kBF16);
   size_t offs[kScratchParts];
-  scratch_bytes(c, options_, attention_splits_, offs);
+  scratch_bytes(c, options_, offs);
   char* base = static_cast<char*>(workspace());
   scratch_ = std::make_unique<Scratch>();
   Scratch& s = *scratch_;
@@ -166,8 +165,8 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.moe_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
   s.moe_num_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
   s.attn_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
-  s.sampler = reinterpret_cast<float*>(base + offs[i++]);
-  s.sampler_floats_per_row = sampler_floats(c.vocab_size);
+  s.sample_work = reinterpret_cast<double*>(base + offs[i++]);
+  s.sample_probs = reinterpret_cast<float*>(base + offs[i++]);
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
@@ -240,7 +239,7 @@ void CudaExecutor::copy_results_async(int offset, int count) {
 void CudaExecutor::build_attention_tiles(int count) {
   // Runs of consecutive positions of one sequence, cut into tiles of the
   // prefill kernel's BLOCK_M rows.
-  const int block = static_cast<int>(k_.get("attention_prefill_f32_bf16kv").constexpr_value("BLOCK_M"));
+  const int block = static_cast<int>(k_.get(prefill_variant(true, false)).constexpr_value("BLOCK_M"));
   int n = 0;
   int32_t* h = scratch_->host_tiles;
   for (int t = 0; t < count;) {
@@ -276,8 +275,10 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
       build_attention_tiles(shape.num_tokens);
     }
     upload_inputs(shape);
+    sample_launches_ = shape.sample ? sample_launches(staging_.params, shape.num_outputs) : 0;
     forward(*this, shape);
     tiles_ = -1;
+    sample_launches_ = 0;
   } else {
     StepShape padded = shape;
     padded.num_tokens = bucket(shape.num_tokens);
@@ -293,7 +294,8 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
       staging_.params[r].temperature = 0.0f;
     }
     upload_inputs(padded);
-    const auto key = std::make_tuple(padded.num_tokens, padded.num_outputs, padded.sample);
+    sample_launches_ = padded.sample ? sample_launches(staging_.params, padded.num_outputs) : 0;
+    const auto key = std::make_tuple(padded.num_tokens, padded.num_outputs, padded.sample, sample_launches_);
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       GON_CU(d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
@@ -303,6 +305,7 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
         forward(*this, padded);
       } catch (...) {
         capturing_ = false;
+        sample_launches_ = 0;
         d.cuStreamEndCapture(stream_, &g);
         if (g) d.cuGraphDestroy(g);
         throw;
@@ -315,6 +318,7 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
       it = graphs_.emplace(key, exec).first;
     }
     GON_CU(d.cuGraphLaunch(it->second, stream_));
+    sample_launches_ = 0;
   }
   if (shape.sample && shape.num_outputs > 0) copy_results_async(shape.output_offset, shape.num_outputs);
   GON_CU(d.cuEventRecord(done_, stream_));
@@ -335,8 +339,10 @@ void CudaExecutor::sample_rows(int offset, int count) {
                                     stream_));
   GON_CU(driver().cuEventRecord(uploaded_, stream_));
   upload_pending_ = true;
+  sample_launches_ = sample_launches(staging_.params, count);
   sample(buf_.logits + static_cast<size_t>(offset) * config_.vocab_size, count, device_inputs_.params,
          mask_set_ ? buf_.mask : nullptr, buf_.sampled + offset, buf_.logprobs + offset);
+  sample_launches_ = 0;
   copy_results_async(offset, count);
 }
 
@@ -449,23 +455,40 @@ void CudaExecutor::rope_kv_store(float* qkv, const int32_t* positions, const int
             cache.capacity, weights_.rope_scaling, c.num_heads, c.num_kv_heads, c.head_dim});
 }
 
+std::string CudaExecutor::decode_variant(int splits, bool kv_bf16) const {
+  const ModelConfig& c = config_;
+  const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;  // seq_stride is a multiple of this
+  const bool a16 = c.head_dim % 16 == 0 && c.qkv_rows() % 16 == 0 && stride % 16 == 0;
+  return "attention_decode_s" + std::to_string(splits) + (c.head_dim <= 64 ? "_d64_" : "_d128_") +
+         (kv_bf16 ? "bf16" : "f32") + (a16 ? "_a16" : "");
+}
+
+std::string CudaExecutor::prefill_variant(bool kv_bf16, bool out_bf16) const {
+  const ModelConfig& c = config_;
+  const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const int width = c.num_heads * c.head_dim;
+  const bool a16 = c.head_dim % 16 == 0 && c.qkv_rows() % 16 == 0 && stride % 16 == 0 && width % 16 == 0;
+  return std::string("attention_prefill") + (c.head_dim <= 64 ? "_d64_" : "_d128_") + (kv_bf16 ? "bf16" : "f32") +
+         (out_bf16 ? "_obf16" : "_of32") + (a16 ? "_a16" : "");
+}
+
 void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                                     const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out,
                                     bool out_bf16) {
   const ModelConfig& c = config_;
   const bool bf16 = cache.dtype == KVDType::kBF16;
-  const int S = attention_splits_;
-  const Kernel& dec = k_.get("attention_decode_s" + std::to_string(S) + (bf16 ? "_bf16" : "_f32"));
-  const Kernel& comb = k_.get(out_bf16 ? "attention_combine_obf16" : "attention_combine");
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  const int step = std::min(count, kMaxGraphTokens);  // partials hold this many tokens
-  for (int t0 = 0; t0 < count; t0 += step) {
-    const int n = std::min(step, count - t0);
+  const int keys = window > 0 ? std::min(window, user_options_.context_length) : user_options_.context_length;
+  const size_t width = static_cast<size_t>(c.num_heads) * c.head_dim;
+  for (int t0 = 0; t0 < count; t0 += kMaxPartials / 2) {
+    const int n = std::min(kMaxPartials / 2, count - t0);
+    const int S = decode_splits(n, keys);
+    const Kernel& dec = k_.get(decode_variant(S, bf16));
+    const Kernel& comb = k_.get("attention_combine_s" + std::to_string(S) + (out_bf16 ? "_bf16" : "_f32"));
     dec.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
                {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v,
                 scratch_->part_ml, scratch_->part_o, n, c.qkv_rows(), cache.seq_stride, cache.capacity, window, scale,
                 c.num_heads, c.num_kv_heads, c.head_dim});
-    const size_t width = static_cast<size_t>(c.num_heads) * c.head_dim;
     comb.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_heads), 1},
                 {scratch_->part_ml, scratch_->part_o, sinks,
                  out_bf16 ? static_cast<void*>(reinterpret_cast<uint16_t*>(out) + t0 * width)
@@ -479,7 +502,7 @@ void CudaExecutor::attention(const float* qkv, const int32_t* positions, const i
   const ModelConfig& c = config_;
   if (tiles_ > 0 && count >= kPrefillAttentionMin) {
     const bool bf16 = cache.dtype == KVDType::kBF16;
-    const Kernel& k = k_.get(std::string("attention_prefill_f32") + (bf16 ? "_bf16kv" : "_f32kv"));
+    const Kernel& k = k_.get(prefill_variant(bf16, false));
     const int width = c.num_heads * c.head_dim;
     k.launch(stream_, {static_cast<unsigned>(tiles_), static_cast<unsigned>(c.num_heads), 1},
              {qkv, scratch_->attn_tiles, cache.k, cache.v, sinks, out, tiles_, c.qkv_rows(), width, cache.seq_stride,
@@ -545,16 +568,31 @@ void CudaExecutor::unembed(const float* x, int rows, float* logits) {
 void CudaExecutor::sample(const float* logits, int rows, const SampleParams* params, const uint8_t* mask,
                           int32_t* tokens, float* logprobs) {
   if (rows <= 0) return;
+  // The sampling kernels in order (triton_kernels/sampling.py); rows finish
+  // after sample_probs (greedy), sample_step0 (top_p = 1) or sample_step6, and
+  // the sequence stops once every row of this step is known to be done.
+  static const char* const kSequence[9] = {"sample_reduce", "sample_probs", "sample_step0",
+                                           "sample_step1",  "sample_step2", "sample_step3",
+                                           "sample_step4",  "sample_step5", "sample_step6"};
   const int V = config_.vocab_size;
-  const Kernel& reduce = k_.get("sample_reduce");
-  const Kernel& pick = k_.get("sample_pick");
-  const unsigned chunks = static_cast<unsigned>(reduce.constexpr_value("NUM_CHUNKS"));
-  float* partial = scratch_->sampler;
-  float* probs = scratch_->sampler + static_cast<size_t>(rows) * 8192;
-  const void* m = mask ? static_cast<const void*>(mask) : static_cast<const void*>(logits);
-  reduce.launch(stream_, {static_cast<unsigned>(rows), chunks, 1}, {logits, params, params, m, partial, rows, V});
-  pick.launch(stream_, {static_cast<unsigned>(rows), 1, 1},
-              {logits, params, params, params, m, partial, probs, tokens, logprobs, rows, V});
+  const unsigned chunks = static_cast<unsigned>((V + kSampleChunk - 1) / kSampleChunk);
+  const int launches = sample_launches_ > 0 ? sample_launches_ : 9;
+  (void)mask;  // rows without use_mask ignore the buffer; it always exists
+  for (int i = 0; i < launches; ++i) {
+    const Kernel& k = k_.get(kSequence[i]);
+    k.launch(stream_, {static_cast<unsigned>(rows), chunks, 1},
+             {logits, params, params, params, buf_.mask, scratch_->sample_work, scratch_->sample_work,
+              scratch_->sample_probs, tokens, logprobs, rows, V});
+  }
+}
+
+int CudaExecutor::sample_launches(const SampleParams* host_params, int rows) {
+  int need = 2;
+  for (int r = 0; r < rows; ++r) {
+    if (host_params[r].temperature == 0.0f) continue;
+    need = std::max(need, host_params[r].top_p >= 1.0f ? 3 : 9);
+  }
+  return need;
 }
 
 // ---- fused blocks ----------------------------------------------------------------------
