@@ -46,10 +46,10 @@ check() {
     ops=build/gpu-tests/test_ops
   fi
   log "op harness"
-  timeout 300 "$ops" > "$OUT/test_ops.log" 2>&1; echo "test_ops rc=$?" | tee -a "$OUT/summary.txt"
+  timeout 150 "$ops" > "$OUT/test_ops.log" 2>&1; echo "test_ops rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "FAIL|backend|failed" "$OUT/test_ops.log" | head -40 | tee -a "$OUT/summary.txt"
   log "GPU tests"
-  timeout 400 $PY -m pytest tests/test_cuda.py -q -s -x > "$OUT/test_cuda.log" 2>&1
+  timeout 240 $PY -m pytest tests/test_cuda.py -q -s -x > "$OUT/test_cuda.log" 2>&1
   echo "test_cuda rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "passed|failed|Error|max\|d\|" "$OUT/test_cuda.log" | tail -25 | tee -a "$OUT/summary.txt"
 }
@@ -58,7 +58,7 @@ sanitize() {
   log "compute-sanitizer"
   local model=/dev/shm/gon-small
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset tiny --layers 2 --vocab 4096 --quiet $model
-  timeout 300 compute-sanitizer --tool memcheck --leak-check full $PY -c "
+  timeout 150 compute-sanitizer --tool memcheck --leak-check full $PY -c "
 import gpt_oss_native as gon, numpy as np
 m = gon.Model('$model', device='cuda')
 ctx = gon.Context(m, context_length=256, max_batch_tokens=64)
