@@ -57,7 +57,7 @@ check() {
 sanitize() {
   log "compute-sanitizer"
   local model=/dev/shm/gon-small
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset tiny --layers 2 --vocab 4096 --quiet $model
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset tiny --layers 2 --vocab 4096 --set eos_token_id=4095 --set pad_token_id=4094 --quiet $model
   timeout 150 compute-sanitizer --tool memcheck --leak-check full $PY -c "
 import gpt_oss_native as gon, numpy as np
 m = gon.Model('$model', device='cuda')

@@ -1,5 +1,6 @@
 // Bindings of runtime utilities used by benchmarks and diagnostics.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
 
 #include "backend/cpu/bandwidth.hpp"
 #include "backend/cpu/matmul.hpp"

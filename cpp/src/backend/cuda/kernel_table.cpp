@@ -85,10 +85,6 @@ KernelSet::KernelSet(int arch) : arch_(arch) {
         GON_CHECK(size == want, kInternal, "cuda: kernel ", im.variant, " parameter ", a, " is ", size,
                   " bytes in the cubin but ", want, " in the manifest (stale build?)");
       }
-      size_t offset = 0, size = 0;
-      GON_CHECK(d.cuFuncGetParamInfo(k.function_, static_cast<size_t>(im.num_args + 2), &offset, &size) !=
-                    CUDA_SUCCESS,
-                kInternal, "cuda: kernel ", im.variant, " has more parameters than its manifest lists");
     }
     kernels_.emplace(k.name_, std::move(k));
   }
