@@ -49,7 +49,7 @@ check() {
   timeout 150 "$ops" > "$OUT/test_ops.log" 2>&1; echo "test_ops rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "FAIL|backend|failed" "$OUT/test_ops.log" | head -40 | tee -a "$OUT/summary.txt"
   log "GPU tests"
-  timeout 240 $PY -m pytest tests/test_cuda.py -q -s -x > "$OUT/test_cuda.log" 2>&1
+  timeout 240 $PY -m pytest tests/test_cuda.py -q -s > "$OUT/test_cuda.log" 2>&1
   echo "test_cuda rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "passed|failed|Error|max\|d\|" "$OUT/test_cuda.log" | tail -25 | tee -a "$OUT/summary.txt"
 }

@@ -101,13 +101,15 @@ class Executor {
   // The step inputs to fill before execute(); host-writable (the backend
   // memory itself on the CPU, a pinned staging copy on a GPU).
   virtual StepInputs& inputs() = 0;
-  // Runs a step: `forward` is the model graph (core/forward.cpp), which calls
-  // the blocks below with the shape it is given. A queueing backend may pad
-  // the shape to a bucket (filling the padding rows' inputs itself) and
-  // capture `forward` once per bucket, then replay it. Returns before the
-  // device is done; the readers below wait.
+  // Runs a step: `forward` calls the blocks below with the shape it is given
+  // (core/forward.cpp's model graph, or a single block in tests). When
+  // `graph_id` is non-zero, `forward` does the same work every time it is
+  // called with that id, so a queueing backend may pad the shape to a bucket
+  // (filling the padding rows' inputs itself), capture `forward` once per
+  // (graph_id, bucket) and replay it; with 0 it runs `forward` as it is.
+  // Returns before the device is done; the readers below wait.
   using ForwardFn = std::function<void(Executor&, const StepShape&)>;
-  virtual void execute(const StepShape& shape, const ForwardFn& forward) = 0;
+  virtual void execute(const StepShape& shape, const ForwardFn& forward, int graph_id = 0) = 0;
   // Samples rows [offset, offset + count) of the logits again (no forward
   // pass), with inputs().params[0..count).
   virtual void sample_rows(int offset, int count) = 0;

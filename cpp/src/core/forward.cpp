@@ -13,7 +13,8 @@ void forward(Executor& ex, const ModelConfig& c, const StepShape& s) {
 }
 
 void run_step(Executor& ex, const ModelConfig& c, const StepShape& s) {
-  ex.execute(s, [&c](Executor& e, const StepShape& shape) { forward(e, c, shape); });
+  // Graph id 1: the whole model, the same work for a given shape every step.
+  ex.execute(s, [&c](Executor& e, const StepShape& shape) { forward(e, c, shape); }, 1);
 }
 
 }  // namespace gon

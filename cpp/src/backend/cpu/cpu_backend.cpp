@@ -108,7 +108,7 @@ CpuExecutor::CpuExecutor(CpuBackend& backend, const ModelWeights& weights, const
       pool_(backend.pool()),
       pool_mutex_(backend.pool_mutex()) {}
 
-void CpuExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
+void CpuExecutor::execute(const StepShape& shape, const ForwardFn& forward, int) {
   upload_inputs(shape);
   std::lock_guard<std::mutex> lock(pool_mutex_);
   forward(*this, shape);

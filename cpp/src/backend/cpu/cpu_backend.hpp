@@ -59,7 +59,7 @@ class CpuExecutor final : public ComposedExecutor {
  public:
   CpuExecutor(CpuBackend& backend, const ModelWeights& weights, const ModelConfig& c, const ExecutorOptions& o);
 
-  void execute(const StepShape& shape, const ForwardFn& forward) override;
+  void execute(const StepShape& shape, const ForwardFn& forward, int graph_id) override;
   void synchronize() override {}
 
   void embed(const int32_t* tokens, int count, float* x) override;

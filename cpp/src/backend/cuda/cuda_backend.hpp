@@ -80,7 +80,7 @@ class CudaExecutor final : public ComposedExecutor {
   // Waits until the last step's inputs have left the staging buffer (its upload
   // is asynchronous), so the caller can write the next step's.
   StepInputs& inputs() override;
-  void execute(const StepShape& shape, const ForwardFn& forward) override;
+  void execute(const StepShape& shape, const ForwardFn& forward, int graph_id) override;
   void synchronize() override;
   void sample_rows(int offset, int count) override;
   const int32_t* sampled_tokens() override;
@@ -146,8 +146,8 @@ class CudaExecutor final : public ComposedExecutor {
   bool upload_pending_ = false;
   bool inputs_contiguous_ = false;  // the step inputs are one span in staging and device memory
   std::unique_ptr<Scratch> scratch_;
-  // Graphs by (tokens bucket, outputs bucket, sample, sampling kernels).
-  std::map<std::tuple<int, int, bool, int>, CUgraphExec> graphs_;
+  // Graphs by (graph id, tokens bucket, outputs bucket, sample, sampling kernels).
+  std::map<std::tuple<int, int, int, bool, int>, CUgraphExec> graphs_;
   std::vector<CUgraph> graph_sources_;
   int sample_launches_ = 0;  // sampling kernels the current step needs (0: all)
   int tiles_ = -1;  // prefill attention tiles of the current eager step (-1: none built)

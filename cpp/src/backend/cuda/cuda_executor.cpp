@@ -260,14 +260,15 @@ void CudaExecutor::build_attention_tiles(int count) {
   tiles_ = n;
 }
 
-void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
+void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward, int graph_id) {
   cuda_.make_current();
   const Driver& d = driver();
   // Bind the caller's view of sequence slots: rows of real sequences only.
   for (int t = 0; t < shape.num_tokens; ++t)
     GON_CHECK(staging_.seqs[t] >= 0 && staging_.seqs[t] < user_options_.num_seqs, kInternal, "step row ", t,
               " names sequence slot ", staging_.seqs[t]);
-  const bool graph = shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 && shape.num_tokens > 0;
+  const bool graph =
+      graph_id != 0 && shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 && shape.num_tokens > 0;
   if (!graph) {
     tiles_ = -1;
     if (shape.num_tokens >= kPrefillAttentionMin) {
@@ -295,7 +296,7 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward) {
     }
     upload_inputs(padded);
     sample_launches_ = padded.sample ? sample_launches(staging_.params, padded.num_outputs) : 0;
-    const auto key = std::make_tuple(padded.num_tokens, padded.num_outputs, padded.sample, sample_launches_);
+    const auto key = std::make_tuple(graph_id, padded.num_tokens, padded.num_outputs, padded.sample, sample_launches_);
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       GON_CU(d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
@@ -577,11 +578,12 @@ void CudaExecutor::sample(const float* logits, int rows, const SampleParams* par
   const int V = config_.vocab_size;
   const unsigned chunks = static_cast<unsigned>((V + kSampleChunk - 1) / kSampleChunk);
   const int launches = sample_launches_ > 0 ? sample_launches_ : 9;
-  (void)mask;  // rows without use_mask ignore the buffer; it always exists
+  // Rows without use_mask ignore the mask; the buffer must exist all the same.
+  const void* m = mask != nullptr ? static_cast<const void*>(mask) : static_cast<const void*>(buf_.mask);
   for (int i = 0; i < launches; ++i) {
     const Kernel& k = k_.get(kSequence[i]);
     k.launch(stream_, {static_cast<unsigned>(rows), chunks, 1},
-             {logits, params, params, params, buf_.mask, scratch_->sample_work, scratch_->sample_work,
+             {logits, params, params, params, m, scratch_->sample_work, scratch_->sample_work,
               scratch_->sample_probs, tokens, logprobs, rows, V});
   }
 }
