@@ -170,6 +170,7 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
+  GON_CU(d.cuMemsetD8(dptr(buf_.mask), 1, c.vocab_size));  // no mask yet: every token allowed
   // Padding rows of graph buckets: token 0 at position 0 of the scratch slot.
   StepInputs& in = staging_;
   for (int t = 0; t < options_.max_tokens; ++t) {
@@ -362,6 +363,9 @@ LogitsView CudaExecutor::logits() { return {buf_.logits, 2, cuda_.device_id()}; 
 void CudaExecutor::set_allowed_tokens(const uint8_t* mask) {
   synchronize();  // a step in flight may be reading the mask
   ComposedExecutor::set_allowed_tokens(mask);
+  // Without a mask the device buffer allows every token, so rows that ask
+  // for the mask (use_mask) sample as if unmasked, as the CPU does.
+  if (mask == nullptr) GON_CU(driver().cuMemsetD8(dptr(buf_.mask), 1, config_.vocab_size));
 }
 
 // ---- fine operations ---------------------------------------------------------------
