@@ -69,6 +69,7 @@ e = gon.Engine(m, max_sequences=4, context_length=128, max_batch_tokens=32, text
 for i in range(4): e.submit(list(range(5 + 7 * i)), max_tokens=6, temperature=0.0)
 e.run(); print('ok')
 del e, ctx, m  # freed before exit, so the leak check sees what the runtime keeps
+import gc; gc.collect()
 " > "$OUT/sanitizer.log" 2>&1
   echo "sanitizer rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|ok$" "$OUT/sanitizer.log" | tee -a "$OUT/summary.txt"
@@ -88,10 +89,22 @@ bench() {  # bench <preset> <prompt-tokens> <batch-sizes>
   cat "$OUT/bench-$preset.txt" | tee -a "$OUT/summary.txt"
 }
 
+profile() {  # per-kernel time of decode steps (GON_CUDA_PROFILE), batch 1 and 16
+  local model=/dev/shm/gon-20b
+  install || return 1
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  for b in 1 16; do
+    log "profile 20b batch $b"
+    GON_CUDA_PROFILE=1 $PY bench/gpu/profile.py $model --batch $b --tokens 16 > "$OUT/profile-b$b.txt" 2>&1
+    head -40 "$OUT/profile-b$b.txt" | tee -a "$OUT/summary.txt"
+  done
+}
+
 case "$WHAT" in
   check) check; sanitize ;;
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
   bench120b) bench 120b 1024 1,8,64 ;;
+  profile) profile ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
   *) echo "unknown: $WHAT"; exit 2 ;;
 esac

@@ -105,6 +105,8 @@ constexpr double kTolForwardBF16 = 1e-2;
 // margin may pick either expert.
 constexpr double kTolTensorCores = 2e-2;
 constexpr double kRouterNearTieTensorCores = 1e-2;
+// A whole 2-layer forward step on the tensor cores (seen: up to 3.1e-2).
+constexpr double kTolForwardTensorCores = 5e-2;
 bool tensor_cores(const std::string& backend, int rows, int threshold) { return backend == "cuda" && rows > threshold; }
 double tol_products(const std::string& backend, int rows, int threshold = 8) {
   return tensor_cores(backend, rows, threshold) ? kTolTensorCores : kTolF32;
@@ -1298,7 +1300,7 @@ TEST(forward_step) {
               if (!got.empty()) x.add(l[at], got[0][at]);
             }
           check_true(op, s.be->name, where, finite, "logits of rows after a near tie are not finite");
-          const double tol_b = tensor_core_keys[si_setup] ? std::max(tol, kTolTensorCores) : tol;
+          const double tol_b = tensor_core_keys[si_setup] ? std::max(tol, kTolForwardTensorCores) : tol;
           if (e.n > 0) check_err(op, s.be->name, where, e, tol_b);
           if (x.n > 0) check_err(op, s.be->name, where + ", against " + setups[0].be->name, x, tol_b);
           got.push_back(std::move(l));

@@ -76,6 +76,7 @@ def measure_prefill(model, prompt_tokens: int, *, max_batch_tokens: int = 512, r
         t0 = time.perf_counter()
         ctx.append(prompt)
         ctx.process(logits="none")
+        ctx.synchronize()  # a GPU queues the work: wait for it
         ctx.rewind(prompt_tokens - 1)  # keep the cache; the last token runs again with its logits and sample
         t1 = time.perf_counter()
         ctx.sample(temperature=0.0)

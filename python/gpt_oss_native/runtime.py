@@ -468,6 +468,12 @@ class Context:
         """Drops every token; the buffers stay allocated."""
         self._core.reset()
 
+    def synchronize(self) -> None:
+        """Waits until the work queued by :meth:`process` is done. On a GPU, ``process()``
+        returns once the work is queued; reading logits or sampling waits by itself, so
+        this is for timing."""
+        self._core.synchronize()
+
     def cancel(self) -> None:
         """Makes a :meth:`process`, :meth:`sample` or generation running on another thread stop
         before its next forward pass (a long prefill checks between chunks of

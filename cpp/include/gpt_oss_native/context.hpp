@@ -116,6 +116,10 @@ class Context {
   // pending tokens first), appends it (unprocessed) and returns it.
   SampleResult sample(const SampleOptions& options);
 
+  // Waits until the work queued by process() is done (process() returns once
+  // the work is queued on backends that queue; reading results waits anyway).
+  void synchronize();
+
   // Makes a process() or sample() running on another thread stop before its
   // next forward pass (prefill checks between chunks of max_batch_tokens) and
   // throw gon::Error(kCancelled); with none running, the next such call does.

@@ -139,6 +139,8 @@ void init_context(nb::module_& m) {
             return nb::ndarray<nb::numpy, const int32_t, nb::ndim<1>>(self.tokens(), 1, shape, self_handle);
           },
           nb::rv_policy::reference_internal)
+      .def("synchronize", &Context::synchronize, nb::call_guard<nb::gil_scoped_release>(),
+           "Wait until the work queued by process() is done.")
       .def("cancel", &Context::cancel, "Stop a process()/sample() running on another thread (CancelledError).")
       .def("rewind", &Context::rewind, nb::arg("num_tokens"))
       .def("reset", &Context::reset)

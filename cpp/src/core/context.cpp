@@ -242,6 +242,11 @@ SampleResult Context::sample(const SampleOptions& o) {
   return r;
 }
 
+void Context::synchronize() {
+  std::lock_guard<std::mutex> guard(impl_->mutex);
+  impl_->executor->synchronize();
+}
+
 void Context::cancel() noexcept { impl_->cancel_requested.store(true, std::memory_order_release); }
 
 const float* Context::logits() {

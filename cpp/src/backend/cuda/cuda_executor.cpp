@@ -268,8 +268,8 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward, int
   for (int t = 0; t < shape.num_tokens; ++t)
     GON_CHECK(staging_.seqs[t] >= 0 && staging_.seqs[t] < user_options_.num_seqs, kInternal, "step row ", t,
               " names sequence slot ", staging_.seqs[t]);
-  const bool graph =
-      graph_id != 0 && shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 && shape.num_tokens > 0;
+  const bool graph = graph_id != 0 && shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 &&
+                     shape.num_tokens > 0 && !profiling();
   if (!graph) {
     tiles_ = -1;
     if (shape.num_tokens >= kPrefillAttentionMin) {

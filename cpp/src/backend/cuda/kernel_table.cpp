@@ -1,11 +1,52 @@
 // Loading and launching the embedded Triton kernels (see kernel_table.hpp).
 #include "backend/cuda/kernel_table.hpp"
 
-#include <cstring>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
 
 #include "core/check.hpp"
 
 namespace gon::cuda {
+
+namespace {
+struct ProfileTable {
+  std::mutex mutex;
+  std::map<std::string, std::pair<long, double>> per_kernel;  // calls, milliseconds
+  CUevent start = nullptr, stop = nullptr;
+  ~ProfileTable() {
+    if (per_kernel.empty()) return;
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (auto& [name, v] : per_kernel) {
+      rows.push_back({v.second, name});
+      total += v.second;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "GON_CUDA_PROFILE: kernel time (each launch timed alone), total %.3f ms\n", total);
+    for (auto& [ms, name] : rows) {
+      const long calls = per_kernel[name].first;
+      std::fprintf(stderr, "  %-42s %10.3f ms %5.1f%% %8ld calls %9.2f us/call\n", name.c_str(), ms, 100 * ms / total,
+                   calls, 1e3 * ms / calls);
+    }
+  }
+};
+ProfileTable& profile_table() {
+  static ProfileTable t;
+  return t;
+}
+}  // namespace
+
+bool profiling() {
+  static const bool on = [] {
+    const char* v = std::getenv("GON_CUDA_PROFILE");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
 
 int cubin_arch_for(int major, int minor) {
   if (major == 8) return 80;
@@ -55,7 +96,27 @@ void Kernel::launch(CUstream stream, Grid grid, std::initializer_list<Arg> args)
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
   }
-  const CUresult r = driver().cuLaunchKernelEx(&cfg, function_, params, nullptr);
+  const Driver& d = driver();
+  if (profiling()) {
+    ProfileTable& t = profile_table();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    if (t.start == nullptr) {
+      GON_CU(d.cuEventCreate(&t.start, CU_EVENT_DEFAULT));
+      GON_CU(d.cuEventCreate(&t.stop, CU_EVENT_DEFAULT));
+    }
+    GON_CU(d.cuEventRecord(t.start, stream));
+    const CUresult r = d.cuLaunchKernelEx(&cfg, function_, params, nullptr);
+    if (r != CUDA_SUCCESS) throw_cuda_error(r, name_.c_str());
+    GON_CU(d.cuEventRecord(t.stop, stream));
+    GON_CU(d.cuEventSynchronize(t.stop));
+    float ms = 0;
+    GON_CU(d.cuEventElapsedTime(&ms, t.start, t.stop));
+    auto& e = t.per_kernel[name_];
+    e.first += 1;
+    e.second += ms;
+    return;
+  }
+  const CUresult r = d.cuLaunchKernelEx(&cfg, function_, params, nullptr);
   if (r != CUDA_SUCCESS) throw_cuda_error(r, name_.c_str());
 }
 

@@ -105,6 +105,12 @@ class KernelSet {
   std::unordered_map<std::string, Kernel> kernels_;
 };
 
+// GON_CUDA_PROFILE=1: every launch is timed alone (events around it, waited
+// for), graphs are not used, and a table of time per kernel variant is printed
+// to stderr at exit. For finding which kernel holds a step back; it removes the
+// launch overlap that graphs give, so compare its sum with a graph step's time.
+bool profiling();
+
 // The cubin architecture for a device of compute capability major.minor: 80
 // for 8.x (sm_80 code runs on 8.6 and 8.9), 90 for 9.0 (sm_90a), 100 for 10.0
 // (sm_100a); 0 when none fits.

@@ -1,0 +1,52 @@
+"""Where a decoding step's time goes on the GPU: run with GON_CUDA_PROFILE=1
+(every kernel launch timed alone, no graphs; the table is printed at exit).
+
+    GON_CUDA_PROFILE=1 python bench/gpu/profile.py MODEL [--batch 1] [--tokens 16]
+
+Prompts of 1024 random tokens; the prefill runs before the profiled steps are
+counted (its kernels are in the table too, under their own names, unless
+--decode-only moves the table's start past it: the process restarts counting
+by running the prefill in a separate warm-up Context first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gpt_oss_native as gon
+from gpt_oss_native.bench import random_prompt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--prompt", type=int, default=1024)
+    args = ap.parse_args()
+    m = gon.Model(args.model, device="cuda", progress=False)
+    if args.batch == 1:
+        ctx = gon.Context(m, context_length=args.prompt + args.tokens + 8, max_batch_tokens=512)
+        ctx.append(random_prompt(m, args.prompt))
+        ctx.process(logits="none")
+        ctx.synchronize()
+        t = time.perf_counter()
+        for _ in range(args.tokens):
+            ctx.sample(temperature=0.0)
+        print(f"batch 1: {(time.perf_counter() - t) / args.tokens * 1e3:.3f} ms per token (profiled)")
+    else:
+        e = gon.Engine(m, max_sequences=args.batch, context_length=args.prompt + args.tokens + 8,
+                       max_batch_tokens=512, text=False)
+        reqs = [e.submit(random_prompt(m, args.prompt, seed=i), max_tokens=args.tokens + 2, temperature=0.0,
+                         default_stop_tokens=False) for i in range(args.batch)]
+        while min(len(r.tokens) for r in reqs) < 1:
+            e.step()
+        t = time.perf_counter()
+        for _ in range(args.tokens):
+            e.step()
+        print(f"batch {args.batch}: {(time.perf_counter() - t) / args.tokens * 1e3:.3f} ms per step (profiled)")
+
+
+if __name__ == "__main__":
+    main()
