@@ -1,0 +1,185 @@
+"""Decode-kernel experiments on the GPU (Triton JIT, torch for data and
+references): the project's gemv kernels under other tile settings, and simple
+alternatives, timed on gpt-oss-20b decode shapes with triton.testing.do_bench
+(median), each checked against torch first. Results go to stdout as a table
+(GB/s of weights). Not part of the build: a lab whose winners move into
+triton_kernels/.
+
+    python bench/gpu/kernel_lab.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "triton_kernels"))
+import linear  # noqa: E402
+import moe  # noqa: E402
+
+dev = "cuda"
+torch.manual_seed(0)
+
+
+def bench(fn, bytes_):
+    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    return ms * 1e3, bytes_ / (ms * 1e-3) / 1e9
+
+
+@triton.jit
+def gemv_simple(x_ptr, w_ptr, b_ptr, y_ptr, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < N
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        km = ks < K
+        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+        x = tl.load(x_ptr + ks, mask=km, other=0.0)
+        acc += w.to(tl.float32) * x[None, :]
+    y = tl.sum(acc, 1) + tl.load(b_ptr + rows, mask=rm, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows, y, mask=rm)
+
+
+@triton.jit
+def moe1_simple(x_ptr, ids_ptr, q_ptr, s_ptr, b_ptr, act_ptr, H, I, K_TOP, limit, alpha,
+                BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """act[p, n] for n in a block of BLOCK_N: rows 2n, 2n+1 of expert ids[p]'s mlp1."""
+    p = tl.program_id(0)
+    nb = tl.program_id(1)
+    e = tl.load(ids_ptr + p).to(tl.int64)
+    t = (p // K_TOP).to(tl.int64)
+    KB = H // 32
+    R = 2 * I
+    rows = nb * (2 * BLOCK_N) + tl.arange(0, 2 * BLOCK_N)
+    rm = rows < R
+    grow = e * R + rows
+    acc = tl.zeros([2 * BLOCK_N, BLOCK_B], tl.float32)
+    for b0 in range(0, KB, BLOCK_B):
+        bs = b0 + tl.arange(0, BLOCK_B)
+        bm = bs < KB
+        q = tl.load(q_ptr + grow[:, None, None] * (KB * 16) + bs[None, :, None] * 16 + tl.arange(0, 16)[None, None, :],
+                    mask=rm[:, None, None] & bm[None, :, None], other=0).to(tl.int32)
+        lo = q & 15
+        hi = q >> 4
+        flo = (((lo & 7) << 22) | ((lo & 8) << 28)).to(tl.float32, bitcast=True)
+        fhi = (((hi & 7) << 22) | ((hi & 8) << 28)).to(tl.float32, bitcast=True)
+        xv = tl.load(x_ptr + t * H + bs[:, None] * 32 + tl.arange(0, 32)[None, :], mask=bm[:, None], other=0.0)
+        xe, xo = tl.split(tl.reshape(xv, [BLOCK_B, 16, 2]))
+        d = tl.sum(flo * xe[None, :, :] + fhi * xo[None, :, :], axis=2)
+        s = tl.load(s_ptr + grow[:, None] * KB + bs[None, :], mask=rm[:, None] & bm[None, :], other=0).to(tl.int32)
+        scale = ((s + 126) << 23).to(tl.float32, bitcast=True)   # 2^(s-1): FP4 bits above carry 2^-126
+        acc += d * scale
+    y = tl.sum(acc, 1) + tl.load(b_ptr + grow, mask=rm, other=0.0).to(tl.float32)
+    gate, up = tl.split(tl.reshape(y, [BLOCK_N, 2]))
+    gate = tl.minimum(gate, limit)
+    up = tl.minimum(tl.maximum(up, -limit), limit)
+    out = (up + 1.0) * gate * tl.sigmoid(alpha * gate)
+    cols = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    tl.store(act_ptr + p.to(tl.int64) * I + cols, out, mask=cols < I)
+
+
+def dense_lab():
+    rows = []
+    for name, N, K in (("qkv 5120x2880", 5120, 2880), ("out 2880x4096", 2880, 4096), ("unembed", 201088, 2880)):
+        w = (torch.randn(N, K, device=dev) * 0.02).to(torch.bfloat16)
+        b = (torch.randn(N, device=dev) * 0.02).to(torch.bfloat16)
+        x = torch.randn(K, device=dev)
+        ref = w.float() @ x + b.float()
+        y = torch.empty(N, device=dev)
+        nbytes = N * K * 2
+        # the project's kernel, its compiled settings and others
+        for bn, bk, warps, stages in ((8, 1024, 4, 3), (16, 1024, 4, 3), (16, 512, 4, 4), (32, 512, 8, 4),
+                                      (8, 512, 4, 4), (4, 1024, 2, 3)):
+            def run():
+                linear.linear_gemv[(triton.cdiv(N, bn),)](x, x, w, w, b, y, 1, N, K, N, 1e-5, M_PAD=1, NORM=0,
+                                                          HAS_ROWS=0, HAS_BIAS=1, ACCUMULATE=0, BLOCK_N=bn,
+                                                          BLOCK_K=bk, STAGES=stages, X_AHEAD=1, num_warps=warps)
+            run()
+            ok = torch.allclose(y, ref, rtol=1e-3, atol=1e-3)
+            us, gbs = bench(run, nbytes)
+            rows.append((name, f"linear_gemv bn{bn} bk{bk} w{warps} s{stages}", ok, us, gbs))
+        for bn, bk, warps, stages in ((16, 256, 4, 4), (32, 256, 4, 4), (16, 512, 8, 4), (64, 128, 4, 4),
+                                      (32, 128, 4, 5), (8, 512, 4, 4)):
+            def run():
+                gemv_simple[(triton.cdiv(N, bn),)](x, w, b, y, N, K, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                                                   num_stages=stages)
+            run()
+            ok = torch.allclose(y, ref, rtol=1e-3, atol=1e-3)
+            us, gbs = bench(run, nbytes)
+            rows.append((name, f"simple bn{bn} bk{bk} w{warps} s{stages}", ok, us, gbs))
+    return rows
+
+
+FP4 = torch.tensor([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], device=dev)
+
+
+def mxfp4_weights(E, R, K):
+    q = torch.randint(0, 256, (E, R, K // 32, 16), dtype=torch.uint8, device=dev)
+    s = torch.randint(119, 128, (E, R, K // 32), dtype=torch.uint8, device=dev)
+    lo = FP4[(q & 15).long()]
+    hi = FP4[(q >> 4).long()]
+    w = torch.stack([lo, hi], -1).reshape(E, R, K // 32, 32) * torch.exp2(s.float() - 127)[..., None]
+    return q, s, w.reshape(E, R, K)
+
+
+def moe_lab():
+    rows = []
+    E, H, I, KT = 32, 2880, 2880, 4
+    q1, s1, w1 = mxfp4_weights(E, 2 * I, H)
+    b1 = (torch.randn(E, 2 * I, device=dev) * 0.02).to(torch.bfloat16)
+    x = torch.randn(1, H, device=dev)
+    ids = torch.tensor([3, 17, 8, 30], dtype=torch.int32, device=dev)
+    u = torch.stack([w1[e] @ x[0] + b1[e].float() for e in ids.tolist()])
+    gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
+    ref = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+    act = torch.empty(KT, I, device=dev)
+    nbytes = KT * 2 * I * (H // 32) * 17
+    for bn, bkb, warps, stages in ((16, 32, 1, 3), (16, 32, 2, 3), (32, 32, 2, 3), (32, 32, 4, 3), (64, 32, 4, 3),
+                                   (16, 32, 4, 2)):
+        def run():
+            moe.moe_mlp1_gemv[(KT, triton.cdiv(2 * I, bn))](x, ids, q1, s1, b1, act, 1, H, I, KT, 7.0, 1.702,
+                                                            BLOCK_N=bn, BLOCK_KB=bkb, STAGES=stages, num_warps=warps)
+        run()
+        ok = torch.allclose(act, ref, rtol=1e-3, atol=1e-3)
+        us, gbs = bench(run, nbytes)
+        rows.append(("mlp1 4x5760x2880", f"moe_mlp1_gemv bn{bn} bkb{bkb} w{warps} s{stages}", ok, us, gbs))
+    for bn, bb, warps, stages in ((8, 16, 4, 3), (16, 16, 4, 3), (8, 32, 4, 3), (16, 8, 4, 4), (32, 8, 8, 3),
+                                  (4, 32, 4, 3)):
+        def run():
+            moe1_simple[(KT, triton.cdiv(I, bn))](x, ids, q1, s1, b1, act, H, I, KT, 7.0, 1.702, BLOCK_N=bn,
+                                                  BLOCK_B=bb, num_warps=warps, num_stages=stages)
+        run()
+        ok = torch.allclose(act, ref, rtol=1e-3, atol=1e-3)
+        us, gbs = bench(run, nbytes)
+        rows.append(("mlp1 4x5760x2880", f"simple bn{bn} bb{bb} w{warps} s{stages}", ok, us, gbs))
+    # mlp2 through the project's kernel, other settings
+    q2, s2, w2 = mxfp4_weights(E, H, I)
+    b2 = (torch.randn(E, H, device=dev) * 0.02).to(torch.bfloat16)
+    a = torch.randn(KT, I, device=dev)
+    wts = torch.softmax(torch.randn(KT, device=dev), 0)
+    ref2 = sum(wts[j] * (w2[e] @ a[j] + b2[e].float()) for j, e in enumerate(ids.tolist()))
+    xr = torch.zeros(1, H, device=dev)
+    nbytes2 = KT * H * (I // 32) * 17
+    for bn, bkb, j, warps, stages in ((4, 32, 4, 4, 3), (8, 32, 4, 4, 3), (16, 32, 4, 4, 3), (8, 32, 1, 4, 3),
+                                      (4, 32, 4, 8, 3), (16, 32, 2, 4, 3)):
+        def run():
+            xr.zero_()
+            moe.moe_mlp2_gemv[(1, triton.cdiv(H, bn))](a, ids, wts, q2, s2, b2, xr, 1, H, I, KT, BLOCK_N=bn,
+                                                       BLOCK_KB=bkb, J=j, STAGES=stages, num_warps=warps)
+        run()
+        ok = torch.allclose(xr[0], ref2, rtol=1e-3, atol=1e-3)
+        us, gbs = bench(run, nbytes2)
+        rows.append(("mlp2 4x2880x2880", f"moe_mlp2_gemv bn{bn} bkb{bkb} J{j} w{warps} s{stages}", ok, us, gbs))
+    return rows
+
+
+if __name__ == "__main__":
+    print(torch.cuda.get_device_name())
+    for r in dense_lab() + moe_lab():
+        print(f"{r[0]:<18} {r[1]:<44} ok={r[2]!s:<5} {r[3]:9.2f} us {r[4]:8.0f} GB/s")
