@@ -207,7 +207,51 @@ def moe_lab():
     return rows
 
 
+def moe_gemm_lab():
+    """The grouped MXFP4 mlp1 product of a 1024-token prefill chunk (random routing over 32 experts) and of a
+    64-sequence decode step, under other tile shapes (the sort's tile size follows BLOCK_M)."""
+    rows = []
+    E, H, I, KT = 32, 2880, 2880, 4
+    q1, s1, w1 = mxfp4_weights(E, 2 * I, H)
+    b1 = (torch.randn(E, 2 * I, device=dev) * 0.02).to(torch.bfloat16)
+    for T in (1024, 64):
+        P = T * KT
+        xn = torch.randn(T, H, device=dev).to(torch.bfloat16)
+        ids = torch.stack([torch.randperm(E, device=dev)[:KT] for _ in range(T)]).to(torch.int32).reshape(-1)
+        flops = 2.0 * P * 2 * I * H
+        for bm, bn, bk, warps, stages in ((64, 128, 64, 8, 4), (128, 128, 64, 8, 3), (128, 256, 64, 8, 3),
+                                          (64, 256, 64, 8, 3), (32, 128, 128, 4, 4), (16, 128, 128, 4, 4)):
+            max_tiles = triton.cdiv(P, bm) + E
+            order = torch.empty(P, dtype=torch.int32, device=dev)
+            pos = torch.empty(P, dtype=torch.int32, device=dev)
+            tiles = torch.empty(max_tiles, 3, dtype=torch.int32, device=dev)
+            nt = torch.empty(1, dtype=torch.int32, device=dev)
+            act = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
+            moe.moe_sort[(1,)](ids, P, E, order, pos, tiles, nt, BLOCK_M=bm, BLOCK_E=128, BLOCK_P=64, num_warps=4)
+
+            def run():
+                moe.moe_mlp1_gemm[(max_tiles, triton.cdiv(2 * I, bn))](
+                    xn, order, tiles, nt, q1, s1, b1, act, H, I, KT, 7.0, 1.702, BLOCK_M=bm, BLOCK_N=bn,
+                    BLOCK_K=bk, num_warps=warps, num_stages=stages)
+            try:
+                run()
+                tok = order.long() // KT
+                e = ids[order.long()].long()
+                sel = torch.arange(0, P, max(1, P // 64), device=dev)
+                u = torch.einsum("pk,pnk->pn", xn[tok[sel]].float(), w1[e[sel]]) + b1[e[sel]].float()
+                gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
+                ref = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+                ok = torch.allclose(act[sel].float(), ref, rtol=3e-2, atol=3e-2)
+                us, _ = bench(run, 1)
+                rows.append((f"moe mlp1 T={T}", f"moe_mlp1_gemm bm{bm} bn{bn} bk{bk} w{warps} s{stages}", ok, us,
+                             flops / (us * 1e-6) / 1e3))  # column: GFLOP/s here
+            except Exception as exc:  # a tile shape that does not compile or fit
+                rows.append((f"moe mlp1 T={T}", f"moe_mlp1_gemm bm{bm} bn{bn} bk{bk}: {type(exc).__name__}", False,
+                             0.0, 0.0))
+    return rows
+
+
 if __name__ == "__main__":
     print(torch.cuda.get_device_name())
-    for r in dense_lab() + moe_lab() + gemm_lab():
+    for r in dense_lab() + moe_lab() + gemm_lab() + moe_gemm_lab():
         print(f"{r[0]:<18} {r[1]:<44} ok={r[2]!s:<5} {r[3]:9.2f} us {r[4]:8.0f} GB/s")
