@@ -75,15 +75,16 @@ MLP2_SHAPES = [(1, 64, 96, 4, 2), (3, 18, 64, 6, 5), (2, 8, 2880, 3, 2)]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("name", ["moe_mlp1_gemv", "moe_mlp1_gemv1"])
 @pytest.mark.parametrize("T,H,I,E,K_TOP", MLP1_SHAPES)
-def test_moe_mlp1_gemv(rng, T, H, I, E, K_TOP):
-    v = variant("moe_mlp1_gemv")
+def test_moe_mlp1_gemv(rng, T, H, I, E, K_TOP, name):
+    v = variant(name)
     bn = v.constexprs["BLOCK_N"]
     xn = torch.from_numpy((rng.standard_normal((T, H)) * rng.uniform(0.5, 2)).astype(np.float32))
     ids, _ = routing(rng, T, E, K_TOP)
     blocks, scales, bias = random_expert_weights(rng, E, 2 * I, H)
     act = torch.full((T * K_TOP, I), float("nan"))
-    kernels().moe.moe_mlp1_gemv[(T * K_TOP, (2 * I + bn - 1) // bn)](
+    getattr(kernels().moe, name)[(T * K_TOP, (2 * I + bn - 1) // bn)](
         xn, torch.from_numpy(ids.reshape(-1)), blocks, scales, bias, act, T, H, I, K_TOP, LIMIT, ALPHA, **v.constexprs)
     W = decode_mxfp4(blocks.numpy(), scales.numpy())
     ref = np.stack([swiglu(W[e] @ f64(xn)[p // K_TOP] + f64(bias)[e]) for p, e in enumerate(ids.reshape(-1))])
@@ -92,16 +93,17 @@ def test_moe_mlp1_gemv(rng, T, H, I, E, K_TOP):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", ["moe_mlp2_gemv", "moe_mlp2_gemv1"])
 @pytest.mark.parametrize("T,H,I,E,K_TOP", MLP2_SHAPES)
-def test_moe_mlp2_gemv(rng, T, H, I, E, K_TOP):
-    v = variant("moe_mlp2_gemv")
+def test_moe_mlp2_gemv(rng, T, H, I, E, K_TOP, name):
+    v = variant(name)
     bn = v.constexprs["BLOCK_N"]
     act = torch.from_numpy(rng.standard_normal((T * K_TOP, I)).astype(np.float32))
     ids, wts = routing(rng, T, E, K_TOP)
     blocks, scales, bias = random_expert_weights(rng, E, H, I)
     x0 = rng.standard_normal((T, H)).astype(np.float32)
     x = torch.from_numpy(x0.copy())
-    kernels().moe.moe_mlp2_gemv[(T, (H + bn - 1) // bn)](
+    getattr(kernels().moe, name)[(T, (H + bn - 1) // bn)](
         act, torch.from_numpy(ids.reshape(-1)), torch.from_numpy(wts.reshape(-1)), blocks, scales, bias, x,
         T, H, I, K_TOP, **v.constexprs)
     W = decode_mxfp4(blocks.numpy(), scales.numpy())
@@ -115,10 +117,11 @@ def test_moe_mlp2_gemv(rng, T, H, I, E, K_TOP):
 
 
 
-def test_moe_gemv_scale_range(rng):
+@pytest.mark.parametrize("name", ["moe_mlp2_gemv", "moe_mlp2_gemv1"])
+def test_moe_gemv_scale_range(rng, name):
     """Block scales far from 2^0: every E8M0 byte from 20 to 192 is decoded exactly (rows of one scale each,
     checked against their own magnitude), zero weights included."""
-    v = variant("moe_mlp2_gemv")
+    v = variant(name)
     bn = v.constexprs["BLOCK_N"]
     T, H, I, E, K_TOP = 1, 16, 64, 2, 2
     act = torch.from_numpy(rng.standard_normal((T * K_TOP, I)).astype(np.float32))
@@ -131,7 +134,7 @@ def test_moe_gemv_scale_range(rng):
     scales = np.broadcast_to(row_scale[None, :, None], (E, H, I // 32)).astype(np.uint8).copy()
     bias = bf16(np.zeros((E, H)))
     x = torch.zeros((T, H))
-    kernels().moe.moe_mlp2_gemv[(T, (H + bn - 1) // bn)](
+    getattr(kernels().moe, name)[(T, (H + bn - 1) // bn)](
         act, torch.from_numpy(ids.reshape(-1)), torch.from_numpy(wts.reshape(-1)), torch.from_numpy(blocks),
         torch.from_numpy(scales), bias, x, T, H, I, K_TOP, **v.constexprs)
     W = decode_mxfp4(blocks, scales)

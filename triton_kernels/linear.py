@@ -216,4 +216,61 @@ def _gemv_config(m_pad, flags):
 GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, 4, *_gemv_config(m, flags)[1:])
                  for m in (1, 2, 4, 8) for flags in GEMV_FLAGS]
 
-VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS
+VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS  # + the one-row variants below
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-row products (decode at batch 1): the simplest streaming form. Each program keeps a [BLOCK_N, BLOCK_K]
+# fp32 accumulator of products and reduces it once at the end, so the loop body is loads and FMAs only and the
+# compiler pipelines the weight loads (num_stages deep).
+#   linear_gemv1(x, rows, norm_w, w, b, y, N, K, ldy, eps)   grid (cdiv(N, BLOCK_N),)
+#   y[n] (= or +=) sum_k w[n, k] xhat[k] (+ b[n]); xhat as in linear_gemv (row rows[0] if HAS_ROWS, RMS-normalised
+#   with NORM); fp32 products and sums.
+
+
+@triton.jit
+def linear_gemv1(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, N, K, ldy, eps, NORM: tl.constexpr,
+                 HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < N
+    if HAS_ROWS:
+        xrow = tl.load(rows_ptr).to(tl.int64)
+    else:
+        xrow = tl.zeros([], tl.int64)
+    xs = x_ptr + xrow * K
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    ss = tl.zeros([BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        km = ks < K
+        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+        x = tl.load(xs + ks, mask=km, other=0.0)
+        if NORM:
+            ss += x * x
+            x = x * tl.load(norm_w_ptr + ks, mask=km, other=0.0).to(tl.float32)
+        acc += w.to(tl.float32) * x[None, :]
+    y = tl.sum(acc, axis=1)
+    if NORM:
+        y = y * (1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps))
+    if HAS_BIAS:
+        y += tl.load(b_ptr + rows, mask=rm, other=0.0).to(tl.float32)
+    if ACCUMULATE:
+        y += tl.load(y_ptr + rows, mask=rm, other=0.0)
+    tl.store(y_ptr + rows, y, mask=rm)
+
+
+GEMV1_SIG = {"x_ptr": "*fp32", "rows_ptr": "*i32", "norm_w_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
+             "y_ptr": "*fp32", "N": "i32", "K": "i32", "ldy": "i32", "eps": "fp32"}
+# (BLOCK_N, BLOCK_K, num_warps, num_stages)
+GEMV1_TILE = (16, 256, 4, 4)
+
+VARIANTS += [
+    Variant(name="linear_gemv1" + "_norm" * norm + "_rows" * rows + "_bias" * bias + "_acc" * acc, kernel=linear_gemv1,
+            signature=GEMV1_SIG,
+            constexprs={"NORM": norm, "HAS_ROWS": rows, "HAS_BIAS": bias, "ACCUMULATE": acc,
+                        "BLOCK_N": GEMV1_TILE[0], "BLOCK_K": GEMV1_TILE[1]},
+            num_warps=GEMV1_TILE[2], num_stages=GEMV1_TILE[3], div16=("K",))
+    for norm, rows, bias, acc in GEMV_FLAGS
+]

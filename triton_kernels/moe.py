@@ -387,3 +387,91 @@ VARIANTS = [
                        "H": "i32", "K_TOP": "i32"},
             constexprs={"BLOCK_H": 1024}, num_warps=4, num_stages=1, div16=("H",)),
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-row expert products (decode): same contracts and grids as moe_mlp1_gemv / moe_mlp2_gemv, in the simplest
+# streaming form: each program decodes a [rows, BLOCK_B blocks, 16 bytes] tile of MXFP4 per iteration with the
+# exact bit construction (FP4 code c -> float32 bits (c & 7) << 22 | (c & 8) << 28 = FP4 x 2^-126; the block scale
+# 2^(s - 127) then becomes 2^(s - 1), built as float32 bits and applied in two steps so every s is exact), keeps a
+# [rows, BLOCK_B] fp32 accumulator and reduces it at the end; the loads pipeline num_stages deep.
+
+
+@triton.jit
+def _mxfp4_rows_dot(q_ptr, s_ptr, grow, rm, x_ptr, KB, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
+    """sum_k W[grow[r], k] x[k] for the rows grow ([BLOCK_R] int64, rm its mask), fp32; KB blocks per row."""
+    acc = tl.zeros([BLOCK_R, BLOCK_B], tl.float32)
+    for b0 in range(0, KB, BLOCK_B):
+        bs = b0 + tl.arange(0, BLOCK_B)
+        bm = bs < KB
+        q = tl.load(q_ptr + grow[:, None, None] * (KB * 16) + bs[None, :, None] * 16 + tl.arange(0, 16)[None, None, :],
+                    mask=rm[:, None, None] & bm[None, :, None], other=0).to(tl.int32)
+        lo = q & 15
+        hi = q >> 4
+        flo = (((lo & 7) << 22) | ((lo & 8) << 28)).to(tl.float32, bitcast=True)
+        fhi = (((hi & 7) << 22) | ((hi & 8) << 28)).to(tl.float32, bitcast=True)
+        xv = tl.load(x_ptr + bs[:, None] * 32 + tl.arange(0, 32)[None, :], mask=bm[:, None], other=0.0)
+        xe, xo = tl.split(tl.reshape(xv, [BLOCK_B, 16, 2]))
+        d = tl.sum(flo * xe[None, :, :] + fhi * xo[None, :, :], axis=2)
+        s = tl.load(s_ptr + grow[:, None] * KB + bs[None, :], mask=rm[:, None] & bm[None, :], other=0).to(tl.int32)
+        f1 = ((tl.minimum(s, 128) + 126) << 23).to(tl.float32, bitcast=True)   # 2^(min(s, 128) - 1)
+        f2 = ((tl.maximum(s, 128) - 1) << 23).to(tl.float32, bitcast=True)     # 2^(max(s, 128) - 128)
+        acc += (d * f1) * f2
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def moe_mlp1_gemv1(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T, H, I, K_TOP, limit, alpha,
+                   BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    p = tl.program_id(0)
+    e = tl.load(ids_ptr + p).to(tl.int64)
+    t = (p // K_TOP).to(tl.int64)
+    R = 2 * I
+    rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)      # gate/up pairs stay together (BLOCK_N even)
+    rm = rows < R
+    grow = e * R + rows
+    y = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, xn_ptr + t * H, H // 32, BLOCK_N, BLOCK_B)
+    y += tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
+    gate, up = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))
+    cols = tl.program_id(1) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+    tl.store(act_ptr + p.to(tl.int64) * I + cols, _swiglu(gate, up, limit, alpha), mask=cols < I)
+
+
+@triton.jit
+def moe_mlp2_gemv1(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_ptr, x_ptr, T, H, I, K_TOP,
+                   BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    t = tl.program_id(0)
+    rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < H
+    total = tl.zeros([BLOCK_N], tl.float32)
+    for j in range(0, K_TOP):                                         # experts in increasing j: deterministic
+        p = t * K_TOP + j
+        e = tl.load(ids_ptr + p).to(tl.int64)
+        wt = tl.load(weights_ptr + p)
+        grow = e * H + rows
+        y = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, act_ptr + p.to(tl.int64) * I, I // 32, BLOCK_N,
+                            BLOCK_B)
+        y += tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
+        total += wt * y
+    xp = x_ptr + t.to(tl.int64) * H + rows
+    tl.store(xp, tl.load(xp, mask=rm, other=0.0) + total, mask=rm)
+
+
+# (BLOCK_N, BLOCK_B, num_warps, num_stages) of the one-row expert kernels
+GEMV1_MLP1_TILE = (16, 16, 4, 3)
+GEMV1_MLP2_TILE = (16, 16, 4, 3)
+
+VARIANTS += [
+    Variant(name="moe_mlp1_gemv1", kernel=moe_mlp1_gemv1,
+            signature={"xn_ptr": "*fp32", "ids_ptr": "*i32", "blocks_ptr": "*u8", "scales_ptr": "*u8",
+                       "bias_ptr": "*bf16", "act_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32", "K_TOP": "i32",
+                       "limit": "fp32", "alpha": "fp32"},
+            constexprs={"BLOCK_N": GEMV1_MLP1_TILE[0], "BLOCK_B": GEMV1_MLP1_TILE[1]}, num_warps=GEMV1_MLP1_TILE[2],
+            num_stages=GEMV1_MLP1_TILE[3], div16=("H", "I")),
+    Variant(name="moe_mlp2_gemv1", kernel=moe_mlp2_gemv1,
+            signature={"act_ptr": "*fp32", "ids_ptr": "*i32", "weights_ptr": "*fp32", "blocks_ptr": "*u8",
+                       "scales_ptr": "*u8", "bias_ptr": "*bf16", "x_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32",
+                       "K_TOP": "i32"},
+            constexprs={"BLOCK_N": GEMV1_MLP2_TILE[0], "BLOCK_B": GEMV1_MLP2_TILE[1]}, num_warps=GEMV1_MLP2_TILE[2],
+            num_stages=GEMV1_MLP2_TILE[3], div16=("H", "I")),
+]

@@ -105,10 +105,11 @@ def dense_lab():
             us, gbs = bench(run, nbytes)
             rows.append((name, f"linear_gemv bn{bn} bk{bk} w{warps} s{stages}", ok, us, gbs))
         for bn, bk, warps, stages in ((16, 256, 4, 4), (32, 256, 4, 4), (16, 512, 8, 4), (64, 128, 4, 4),
-                                      (32, 128, 4, 5), (8, 512, 4, 4)):
+                                      (32, 128, 4, 5), (8, 512, 4, 4), (16, 256, 8, 3), (32, 256, 8, 4)):
             def run():
-                gemv_simple[(triton.cdiv(N, bn),)](x, w, b, y, N, K, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
-                                                   num_stages=stages)
+                linear.linear_gemv1[(triton.cdiv(N, bn),)](x, x, x, w, b, y, N, K, N, 1e-5, NORM=0, HAS_ROWS=0,
+                                                           HAS_BIAS=1, ACCUMULATE=0, BLOCK_N=bn, BLOCK_K=bk,
+                                                           num_warps=warps, num_stages=stages)
             run()
             ok = torch.allclose(y, ref, rtol=1e-3, atol=1e-3)
             us, gbs = bench(run, nbytes)
@@ -177,11 +178,12 @@ def moe_lab():
         ok = torch.allclose(act, ref, rtol=1e-3, atol=1e-3)
         us, gbs = bench(run, nbytes)
         rows.append(("mlp1 4x5760x2880", f"moe_mlp1_gemv bn{bn} bkb{bkb} w{warps} s{stages}", ok, us, gbs))
-    for bn, bb, warps, stages in ((8, 16, 4, 3), (16, 16, 4, 3), (8, 32, 4, 3), (16, 8, 4, 4), (32, 8, 8, 3),
-                                  (4, 32, 4, 3)):
+    for bn, bb, warps, stages in ((16, 16, 4, 3), (32, 16, 4, 3), (16, 32, 4, 3), (32, 8, 4, 4), (64, 8, 8, 3),
+                                  (8, 32, 4, 3), (32, 16, 8, 3), (16, 16, 2, 3)):
         def run():
-            moe1_simple[(KT, triton.cdiv(I, bn))](x, ids, q1, s1, b1, act, H, I, KT, 7.0, 1.702, BLOCK_N=bn,
-                                                  BLOCK_B=bb, num_warps=warps, num_stages=stages)
+            moe.moe_mlp1_gemv1[(KT, triton.cdiv(2 * I, bn))](x, ids, q1, s1, b1, act, 1, H, I, KT, 7.0, 1.702,
+                                                             BLOCK_N=bn, BLOCK_B=bb, num_warps=warps,
+                                                             num_stages=stages)
         run()
         ok = torch.allclose(act, ref, rtol=1e-3, atol=1e-3)
         us, gbs = bench(run, nbytes)
@@ -194,8 +196,17 @@ def moe_lab():
     ref2 = sum(wts[j] * (w2[e] @ a[j] + b2[e].float()) for j, e in enumerate(ids.tolist()))
     xr = torch.zeros(1, H, device=dev)
     nbytes2 = KT * H * (I // 32) * 17
-    for bn, bkb, j, warps, stages in ((4, 32, 4, 4, 3), (8, 32, 4, 4, 3), (16, 32, 4, 4, 3), (8, 32, 1, 4, 3),
-                                      (4, 32, 4, 8, 3), (16, 32, 2, 4, 3)):
+    for bn, bb, warps, stages in ((16, 16, 4, 3), (8, 16, 4, 3), (8, 32, 4, 3), (4, 32, 4, 3), (16, 8, 4, 4),
+                                  (8, 16, 2, 3)):
+        def run():
+            xr.zero_()
+            moe.moe_mlp2_gemv1[(1, triton.cdiv(H, bn))](a, ids, wts, q2, s2, b2, xr, 1, H, I, KT, BLOCK_N=bn,
+                                                        BLOCK_B=bb, num_warps=warps, num_stages=stages)
+        run()
+        ok = torch.allclose(xr[0], ref2, rtol=1e-3, atol=1e-3)
+        us, gbs = bench(run, nbytes2)
+        rows.append(("mlp2 4x2880x2880", f"moe_mlp2_gemv1 bn{bn} bb{bb} w{warps} s{stages}", ok, us, gbs))
+    for bn, bkb, j, warps, stages in ((4, 32, 4, 4, 3), (8, 32, 4, 4, 3)):
         def run():
             xr.zero_()
             moe.moe_mlp2_gemv[(1, triton.cdiv(H, bn))](a, ids, wts, q2, s2, b2, xr, 1, H, I, KT, BLOCK_N=bn,
