@@ -9,6 +9,7 @@
 // accumulation). The KV cache is bf16 by default (a Context option).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/cuda_backend.hpp"
@@ -22,6 +23,15 @@ constexpr int kMaxGraphTokens = 64;  // steps of up to this many tokens are capt
 constexpr int kMaxGemvTokens = 8;    // up to this many rows use the fp32 gemv kernels
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
+
+// GON_CUDA_ONE_ROW=0 turns off the one-row decode kernels (for comparisons).
+bool one_row_kernels() {
+  static const bool on = [] {
+    const char* v = std::getenv("GON_CUDA_ONE_ROW");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
 
 int bucket(int n) {
   int b = 1;
@@ -387,15 +397,25 @@ void CudaExecutor::rmsnorm(const float* x, const int32_t* rows, int count, int w
 void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16_t* norm_w, const BF16Matrix& w,
                                int count, int n_rows, float* y, size_t ldy, bool accumulate) {
   GON_CHECK(count >= 1 && count <= kMaxGemvTokens, kInternal, "gemv with ", count, " rows");
-  std::string name = "linear_gemv_m" + std::to_string(bucket(count));
-  if (norm_w) name += "_norm";
-  if (rows) name += "_rows";
-  if (w.bias) name += "_bias";
-  if (accumulate) name += "_acc";
-  const Kernel& k = k_.get(name);
+  std::string flags;
+  if (norm_w) flags += "_norm";
+  if (rows) flags += "_rows";
+  if (w.bias) flags += "_bias";
+  if (accumulate) flags += "_acc";
+  const void* dummy = w.data;
+  if (count == 1 && one_row_kernels() && k_.has("linear_gemv1" + flags)) {
+    // One row (decode at batch 1): the streaming one-row kernel.
+    const Kernel& k1 = k_.get("linear_gemv1" + flags);
+    const int64_t bn = k1.constexpr_value("BLOCK_N");
+    k1.launch(stream_, {static_cast<unsigned>((n_rows + bn - 1) / bn), 1, 1},
+              {x, rows ? static_cast<const void*>(rows) : dummy, norm_w ? static_cast<const void*>(norm_w) : dummy,
+               w.data, w.bias ? static_cast<const void*>(w.bias) : dummy, y, n_rows, w.cols,
+               static_cast<int32_t>(ldy), config_.rms_norm_eps});
+    return;
+  }
+  const Kernel& k = k_.get("linear_gemv_m" + std::to_string(bucket(count)) + flags);
   const int64_t bn = k.constexpr_value("BLOCK_N");
   const unsigned grid = static_cast<unsigned>((n_rows + bn - 1) / bn);
-  const void* dummy = w.data;
   k.launch(stream_, {grid, 1, 1},
            {x, rows ? static_cast<const void*>(rows) : dummy, norm_w ? static_cast<const void*>(norm_w) : dummy,
             w.data, w.bias ? static_cast<const void*>(w.bias) : dummy, y, count, n_rows, w.cols,
@@ -532,8 +552,9 @@ void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const floa
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts;
   Scratch& s = *scratch_;
   if (count <= kMaxMoeGemvTokens) {
-    const Kernel& m1 = k_.get("moe_mlp1_gemv");
-    const Kernel& m2 = k_.get("moe_mlp2_gemv");
+    const bool one = count == 1 && one_row_kernels() && k_.has("moe_mlp1_gemv1") && k_.has("moe_mlp2_gemv1");
+    const Kernel& m1 = k_.get(one ? "moe_mlp1_gemv1" : "moe_mlp1_gemv");
+    const Kernel& m2 = k_.get(one ? "moe_mlp2_gemv1" : "moe_mlp2_gemv");
     const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
     m1.launch(stream_, {static_cast<unsigned>(count * k), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
               {x, ids, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act, count, H, I, k, c.swiglu_limit,
