@@ -105,26 +105,3 @@ def test_linear_gemm(rng, name, shape):
     tol = 8e-3 if c["OUT_BF16"] else 1e-5
     np.testing.assert_allclose(got[:, :N], ref, rtol=tol, atol=tol * np.abs(ref).max())
     np.testing.assert_array_equal(got[:, N:], f64(torch.from_numpy(y0).to(y.dtype))[:, N:])
-
-
-@pytest.mark.parametrize("norm,rows,bias,acc", [(1, 0, 1, 0), (0, 0, 1, 1), (0, 0, 1, 0), (1, 1, 0, 0), (0, 0, 0, 0)])
-@pytest.mark.parametrize("N,K", [(37, 96), (300, 544)])
-def test_linear_gemv1(rng, norm, rows, bias, acc, N, K):
-    """The one-row product (decode at batch 1) against float64, with the compiled tile."""
-    k = kernels().linear
-    bn, bk, _, _ = k.GEMV1_TILE
-    x = torch.from_numpy(rng.standard_normal((4, K)).astype(np.float32))
-    r = torch.tensor([2], dtype=torch.int32)
-    g = torch.from_numpy(rng.standard_normal(K).astype(np.float32)).to(torch.bfloat16)
-    w = torch.from_numpy((rng.standard_normal((N, K)) * 0.05).astype(np.float32)).to(torch.bfloat16)
-    b = torch.from_numpy((rng.standard_normal(N) * 0.05).astype(np.float32)).to(torch.bfloat16)
-    y0 = torch.from_numpy(rng.standard_normal(N).astype(np.float32))
-    y = y0.clone() if acc else torch.full((N,), float("nan"))
-    eps = 1e-5
-    k.linear_gemv1[((N + bn - 1) // bn,)](x, r, g, w, b, y, N, K, N, eps, NORM=norm, HAS_ROWS=rows, HAS_BIAS=bias,
-                                          ACCUMULATE=acc, BLOCK_N=bn, BLOCK_K=bk)
-    xr = x.double().numpy()[2 if rows else 0]
-    if norm:
-        xr = xr / np.sqrt((xr ** 2).mean() + eps) * g.double().numpy()
-    ref = w.double().numpy() @ xr + (b.double().numpy() if bias else 0) + (y0.double().numpy() if acc else 0)
-    np.testing.assert_allclose(y.double().numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

@@ -146,10 +146,13 @@ def test_moe_gemv_scale_range(rng, name):
     assert (np.abs(got - ref) <= 1e-6 * mag).all(), np.abs(got - ref) / mag
 
 
-def run_sort(ids: np.ndarray, E: int):
+FAMILIES = ["m16", "m128"]  # the grouped kernels' tile families (triton_kernels/moe.py)
+
+
+def run_sort(ids: np.ndarray, E: int, family: str = "m16"):
     """moe_sort on ids [P]; returns (pair_order, pair_pos, tiles [num_tiles, 3], max_tiles, BLOCK_M) after
     checking that the tiles past num_tiles were left alone."""
-    v = variant("moe_sort")
+    v = variant(f"moe_sort_{family}")
     bm = v.constexprs["BLOCK_M"]
     P = ids.size
     max_tiles = (P + bm - 1) // bm + E
@@ -165,13 +168,14 @@ def run_sort(ids: np.ndarray, E: int):
     return order.numpy(), pos.numpy(), tiles[:n].numpy(), max_tiles, bm
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("T,E,K_TOP,mode", [(1, 32, 4, "random"), (3, 5, 2, "skewed"), (50, 128, 4, "skewed"),
                                             (70, 8, 2, "one"), (33, 4, 4, "random"), (130, 3, 1, "one")])
-def test_moe_sort(rng, T, E, K_TOP, mode):
+def test_moe_sort(rng, T, E, K_TOP, mode, family):
     ids, _ = routing(rng, T, E, K_TOP, mode)
     flat = ids.reshape(-1)
     P = flat.size
-    order, pos, tiles, max_tiles, bm = run_sort(flat, E)
+    order, pos, tiles, max_tiles, bm = run_sort(flat, E, family)
     assert sorted(order.tolist()) == list(range(P))
     np.testing.assert_array_equal(pos[order], np.arange(P))
     # a stable counting sort: the reference is numpy's stable argsort
@@ -196,7 +200,8 @@ GROUPED_SHAPES = [  # T, H, I, E, K_TOP, routing
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 @pytest.mark.parametrize("T,H,I,E,K_TOP,mode", GROUPED_SHAPES)
-def test_moe_grouped(rng, T, H, I, E, K_TOP, mode):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_moe_grouped(rng, T, H, I, E, K_TOP, mode, family):
     k = kernels().moe
     ids, wts = routing(rng, T, E, K_TOP, mode)
     flat = ids.reshape(-1)
@@ -207,14 +212,14 @@ def test_moe_grouped(rng, T, H, I, E, K_TOP, mode):
     W1 = decode_mxfp4(b1.numpy(), s1.numpy())
     W2 = decode_mxfp4(b2.numpy(), s2.numpy())
 
-    order, pos, tiles, max_tiles, bm = run_sort(flat, E)
+    order, pos, tiles, max_tiles, bm = run_sort(flat, E, family)
     order_t, tiles_t = torch.from_numpy(order), torch.from_numpy(np.ascontiguousarray(tiles.reshape(-1)))
     num = torch.tensor([len(tiles)], dtype=torch.int32)
     # pad the tile table to max_tiles rows of garbage: programs past num_tiles must not read them
     tiles_full = torch.full((max_tiles * 3,), 1 << 30, dtype=torch.int32)
     tiles_full[:tiles_t.numel()] = tiles_t
 
-    v1 = variant("moe_mlp1_gemm")
+    v1 = variant(f"moe_mlp1_gemm_{family}")
     act = torch.full((P, I), float("nan"), dtype=torch.bfloat16)
     k.moe_mlp1_gemm[(max_tiles, (2 * I + v1.constexprs["BLOCK_N"] - 1) // v1.constexprs["BLOCK_N"])](
         xn, order_t, tiles_full, num, b1, s1, bias1, act, H, I, K_TOP, LIMIT, ALPHA, **v1.constexprs)
@@ -223,7 +228,7 @@ def test_moe_grouped(rng, T, H, I, E, K_TOP, mode):
     assert not np.isnan(got_act).any()
     np.testing.assert_allclose(got_act, ref_act, rtol=1e-2, atol=1e-2 * np.abs(ref_act).max())
 
-    v2 = variant("moe_mlp2_gemm")
+    v2 = variant(f"moe_mlp2_gemm_{family}")
     y2 = torch.full((P, H), float("nan"))
     k.moe_mlp2_gemm[(max_tiles, (H + v2.constexprs["BLOCK_N"] - 1) // v2.constexprs["BLOCK_N"])](
         act, tiles_full, num, b2, s2, bias2, y2, H, I, **v2.constexprs)

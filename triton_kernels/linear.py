@@ -197,6 +197,14 @@ def _gemm_variant(bias, acc, obf16, block_m=64, block_n=128, block_k=64, warps=4
 
 
 GEMM_VARIANTS = [_gemm_variant(1, 0, 0), _gemm_variant(1, 1, 0, block_n=64), _gemm_variant(0, 0, 0)]
+# Decode batches (M <= 32): 16x64 tiles, K steps of 128, for more programs than 64x128 tiles give (measured: qkv at
+# M = 16 in 17.9 us against 30.4 us).
+GEMM_VARIANTS += [
+    Variant(name=v.name.replace("linear_gemm", "linear_gemm_s"), kernel=linear_gemm, signature=v.signature,
+            constexprs={**v.constexprs, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128}, num_warps=4, num_stages=4,
+            div16=v.div16)
+    for v in GEMM_VARIANTS
+]
 
 # Flag combinations the runtime launches: qkv = NORM + BIAS, out projection = BIAS + ACCUMULATE, router = BIAS
 # (its input is already normalised), unembedding = NORM + ROWS; plain (no flags) for the unembedding as a fine
@@ -205,72 +213,18 @@ GEMV_FLAGS = ((1, 0, 1, 0), (0, 0, 1, 1), (0, 0, 1, 0), (1, 1, 0, 0), (0, 0, 0, 
 
 
 def _gemv_config(m_pad, flags):
-    """(BLOCK_N, STAGES, X_AHEAD) per batch size; the router (N = E, 32 or 128 rows) gets BLOCK_N = 2 so that
-    it still spreads over 16..64 programs."""
-    block_n = {1: 8, 2: 8, 4: 4, 8: 4}[m_pad]
+    """(BLOCK_N, num_warps, STAGES, X_AHEAD) per batch size; the router (N = E, 32 or 128 rows) gets BLOCK_N = 2
+    so that it still spreads over 16..64 programs. One and two rows: 4-row tiles of 2 warps (measured on an H200,
+    bench/gpu/kernel_lab.py: qkv 5120x2880 in 15.0 us = 1965 GB/s, the unembedding at 4325 GB/s, against
+    31 us and 1655 GB/s with 8-row tiles of 4 warps)."""
+    block_n, warps = {1: (4, 2), 2: (4, 2), 4: (4, 4), 8: (4, 4)}[m_pad]
     if flags == (0, 0, 1, 0):
         block_n = 2
-    return block_n, (2 if m_pad == 8 else 3), int(m_pad <= 2)
+    return block_n, warps, (2 if m_pad == 8 else 3), int(m_pad <= 2)
 
 
-GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, 4, *_gemv_config(m, flags)[1:])
+GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, _gemv_config(m, flags)[1],
+                               *_gemv_config(m, flags)[2:])
                  for m in (1, 2, 4, 8) for flags in GEMV_FLAGS]
 
-VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS  # + the one-row variants below
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# One-row products (decode at batch 1): the simplest streaming form. Each program keeps a [BLOCK_N, BLOCK_K]
-# fp32 accumulator of products and reduces it once at the end, so the loop body is loads and FMAs only and the
-# compiler pipelines the weight loads (num_stages deep).
-#   linear_gemv1(x, rows, norm_w, w, b, y, N, K, ldy, eps)   grid (cdiv(N, BLOCK_N),)
-#   y[n] (= or +=) sum_k w[n, k] xhat[k] (+ b[n]); xhat as in linear_gemv (row rows[0] if HAS_ROWS, RMS-normalised
-#   with NORM); fp32 products and sums.
-
-
-@triton.jit
-def linear_gemv1(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, N, K, ldy, eps, NORM: tl.constexpr,
-                 HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = rows < N
-    if HAS_ROWS:
-        xrow = tl.load(rows_ptr).to(tl.int64)
-    else:
-        xrow = tl.zeros([], tl.int64)
-    xs = x_ptr + xrow * K
-    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    ss = tl.zeros([BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        km = ks < K
-        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
-        x = tl.load(xs + ks, mask=km, other=0.0)
-        if NORM:
-            ss += x * x
-            x = x * tl.load(norm_w_ptr + ks, mask=km, other=0.0).to(tl.float32)
-        acc += w.to(tl.float32) * x[None, :]
-    y = tl.sum(acc, axis=1)
-    if NORM:
-        y = y * (1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps))
-    if HAS_BIAS:
-        y += tl.load(b_ptr + rows, mask=rm, other=0.0).to(tl.float32)
-    if ACCUMULATE:
-        y += tl.load(y_ptr + rows, mask=rm, other=0.0)
-    tl.store(y_ptr + rows, y, mask=rm)
-
-
-GEMV1_SIG = {"x_ptr": "*fp32", "rows_ptr": "*i32", "norm_w_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
-             "y_ptr": "*fp32", "N": "i32", "K": "i32", "ldy": "i32", "eps": "fp32"}
-# (BLOCK_N, BLOCK_K, num_warps, num_stages)
-GEMV1_TILE = (16, 256, 4, 4)
-
-VARIANTS += [
-    Variant(name="linear_gemv1" + "_norm" * norm + "_rows" * rows + "_bias" * bias + "_acc" * acc, kernel=linear_gemv1,
-            signature=GEMV1_SIG,
-            constexprs={"NORM": norm, "HAS_ROWS": rows, "HAS_BIAS": bias, "ACCUMULATE": acc,
-                        "BLOCK_N": GEMV1_TILE[0], "BLOCK_K": GEMV1_TILE[1]},
-            num_warps=GEMV1_TILE[2], num_stages=GEMV1_TILE[3], div16=("K",))
-    for norm, rows, bias, acc in GEMV_FLAGS
-]
+VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS

@@ -367,21 +367,30 @@ VARIANTS = [
                        "K_TOP": "i32"},
             constexprs={"BLOCK_N": 4, "BLOCK_KB": 32, "J": 4, "STAGES": 3}, num_warps=4, num_stages=1,
             div16=("H", "I")),
-    Variant(name="moe_sort", kernel=moe_sort,
-            signature={"ids_ptr": "*i32", "P": "i32", "E": "i32", "pair_order_ptr": "*i32", "pair_pos_ptr": "*i32",
-                       "tiles_ptr": "*i32", "num_tiles_ptr": "*i32"},
-            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_E": 128, "BLOCK_P": 64}, num_warps=4, num_stages=1),
-    Variant(name="moe_mlp1_gemm", kernel=moe_mlp1_gemm,
-            signature={"xn_ptr": "*bf16", "pair_order_ptr": "*i32", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
-                       "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16", "act_ptr": "*bf16", "H": "i32",
-                       "I": "i32", "K_TOP": "i32", "limit": "fp32", "alpha": "fp32"},
-            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4,
-            div16=("H", "I")),
-    Variant(name="moe_mlp2_gemm", kernel=moe_mlp2_gemm,
-            signature={"act_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "blocks_ptr": "*u8",
-                       "scales_ptr": "*u8", "bias_ptr": "*bf16", "y2_ptr": "*fp32", "H": "i32", "I": "i32"},
-            constexprs={"BLOCK_M": GEMM_BLOCK_M, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4,
-            div16=("H", "I")),
+] + [
+    # Grouped families by tile height: _m16 for decode batches (few tokens per expert: measured 211 us against
+    # 297 us with 64-row tiles for 64 tokens), _m128 for prefill chunks (each expert's weights read half as often:
+    # 562 us against 670 us for 1024 tokens). The sort and the two products of one family share BLOCK_M.
+    v
+    for bm, bn, bk, warps, stages in ((16, 128, 128, 4, 4), (128, 128, 64, 8, 3))
+    for v in (
+        Variant(name=f"moe_sort_m{bm}", kernel=moe_sort,
+                signature={"ids_ptr": "*i32", "P": "i32", "E": "i32", "pair_order_ptr": "*i32",
+                           "pair_pos_ptr": "*i32", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32"},
+                constexprs={"BLOCK_M": bm, "BLOCK_E": 128, "BLOCK_P": 64}, num_warps=4, num_stages=1),
+        Variant(name=f"moe_mlp1_gemm_m{bm}", kernel=moe_mlp1_gemm,
+                signature={"xn_ptr": "*bf16", "pair_order_ptr": "*i32", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
+                           "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16", "act_ptr": "*bf16",
+                           "H": "i32", "I": "i32", "K_TOP": "i32", "limit": "fp32", "alpha": "fp32"},
+                constexprs={"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages,
+                div16=("H", "I")),
+        Variant(name=f"moe_mlp2_gemm_m{bm}", kernel=moe_mlp2_gemm,
+                signature={"act_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "blocks_ptr": "*u8",
+                           "scales_ptr": "*u8", "bias_ptr": "*bf16", "y2_ptr": "*fp32", "H": "i32", "I": "i32"},
+                constexprs={"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages,
+                div16=("H", "I")),
+    )
+] + [
     Variant(name="moe_combine", kernel=moe_combine,
             signature={"y2_ptr": "*fp32", "pair_pos_ptr": "*i32", "weights_ptr": "*fp32", "x_ptr": "*fp32", "T": "i32",
                        "H": "i32", "K_TOP": "i32"},
@@ -457,9 +466,11 @@ def moe_mlp2_gemv1(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_p
     tl.store(xp, tl.load(xp, mask=rm, other=0.0) + total, mask=rm)
 
 
-# (BLOCK_N, BLOCK_B, num_warps, num_stages) of the one-row expert kernels
-GEMV1_MLP1_TILE = (16, 16, 4, 3)
-GEMV1_MLP2_TILE = (16, 16, 4, 3)
+# (BLOCK_N, BLOCK_B, num_warps, num_stages) of the one-row expert kernels, the fastest of the tiles tried on an H200
+# (bench/gpu/kernel_lab.py): mlp1 4 x 5760 x 2880 in 33.3 us, mlp2 4 x 2880 x 2880 in 26.3 us (the earlier gemv
+# kernels: 39.0 and 37.4 us)
+GEMV1_MLP1_TILE = (64, 8, 8, 3)
+GEMV1_MLP2_TILE = (4, 32, 4, 3)
 
 VARIANTS += [
     Variant(name="moe_mlp1_gemv1", kernel=moe_mlp1_gemv1,

@@ -79,6 +79,7 @@ bench() {  # bench <preset> <prompt-tokens> <batch-sizes>
   local preset=$1 model=/dev/shm/gon-$1
   install || return 1
   if [ ! -f $model/config.json ]; then
+    rm -rf /dev/shm/gon-20b /dev/shm/gon-120b  # the machine's memory holds one preset at a time comfortably
     log "writing the $preset preset to $model"
     $PY -m gpt_oss_native make-checkpoint --preset $preset --tokenizer none --quiet $model
   fi

@@ -24,7 +24,7 @@ constexpr int kMaxGemvTokens = 8;    // up to this many rows use the fp32 gemv k
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 
-// GON_CUDA_ONE_ROW=0 turns off the one-row decode kernels (for comparisons).
+// GON_CUDA_ONE_ROW=0 turns off the one-row expert kernels (for comparisons).
 bool one_row_kernels() {
   static const bool on = [] {
     const char* v = std::getenv("GON_CUDA_ONE_ROW");
@@ -403,16 +403,6 @@ void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16
   if (w.bias) flags += "_bias";
   if (accumulate) flags += "_acc";
   const void* dummy = w.data;
-  if (count == 1 && one_row_kernels() && k_.has("linear_gemv1" + flags)) {
-    // One row (decode at batch 1): the streaming one-row kernel.
-    const Kernel& k1 = k_.get("linear_gemv1" + flags);
-    const int64_t bn = k1.constexpr_value("BLOCK_N");
-    k1.launch(stream_, {static_cast<unsigned>((n_rows + bn - 1) / bn), 1, 1},
-              {x, rows ? static_cast<const void*>(rows) : dummy, norm_w ? static_cast<const void*>(norm_w) : dummy,
-               w.data, w.bias ? static_cast<const void*>(w.bias) : dummy, y, n_rows, w.cols,
-               static_cast<int32_t>(ldy), config_.rms_norm_eps});
-    return;
-  }
   const Kernel& k = k_.get("linear_gemv_m" + std::to_string(bucket(count)) + flags);
   const int64_t bn = k.constexpr_value("BLOCK_N");
   const unsigned grid = static_cast<unsigned>((n_rows + bn - 1) / bn);
@@ -435,7 +425,8 @@ void CudaExecutor::linear_matrix(const float* x, const uint16_t* x_bf16, int cou
     cast.launch(stream_, {static_cast<unsigned>((n + block - 1) / block), 1, 1}, {x, scratch_->xb, n});
     x_bf16 = scratch_->xb;
   }
-  std::string name = "linear_gemm";
+  // Decode batches (up to 32 rows) take the small-tile variants: more programs for the same weights.
+  std::string name = count <= 32 ? "linear_gemm_s" : "linear_gemm";
   if (bias) name += "_bias";
   if (accumulate) name += "_acc";
   const Kernel& k = k_.get(name);
@@ -564,9 +555,11 @@ void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const floa
     return;
   }
   const int P = count * k;
-  const Kernel& sort = k_.get("moe_sort");
-  const Kernel& m1 = k_.get("moe_mlp1_gemm");
-  const Kernel& m2 = k_.get("moe_mlp2_gemm");
+  // Tile family: 16-row tiles for decode batches (few tokens per expert), 128-row tiles for prefill chunks.
+  const std::string family = P <= 512 ? "_m16" : "_m128";
+  const Kernel& sort = k_.get("moe_sort" + family);
+  const Kernel& m1 = k_.get("moe_mlp1_gemm" + family);
+  const Kernel& m2 = k_.get("moe_mlp2_gemm" + family);
   const Kernel& comb = k_.get("moe_combine");
   sort.launch(stream_, {1, 1, 1}, {ids, P, E, s.pair_order, s.pair_pos, s.moe_tiles, s.moe_num_tiles});
   // The experts read bf16 activations (tensor cores).
