@@ -24,13 +24,34 @@ constexpr int kMaxGemvTokens = 8;    // up to this many rows use the fp32 gemv k
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 
-// GON_CUDA_ONE_ROW=0 turns off the one-row expert kernels (for comparisons).
+// Switches for comparisons and diagnosis (each on unless set to 0):
+// GON_CUDA_ONE_ROW (the one-row expert kernels), GON_CUDA_GRAPHS (captured
+// graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows).
+bool switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
 bool one_row_kernels() {
-  static const bool on = [] {
-    const char* v = std::getenv("GON_CUDA_ONE_ROW");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = switch_on("GON_CUDA_ONE_ROW");
   return on;
+}
+bool graphs_enabled() {
+  static const bool on = switch_on("GON_CUDA_GRAPHS");
+  return on;
+}
+bool small_gemm() {
+  static const bool on = switch_on("GON_CUDA_SMALL_GEMM");
+  return on;
+}
+// GON_CUDA_MOE_TILES=16|128 forces one family of grouped expert kernels.
+const char* forced_moe_family() {
+  static const char* f = [] () -> const char* {
+    const char* v = std::getenv("GON_CUDA_MOE_TILES");
+    if (v && std::strcmp(v, "16") == 0) return "_m16";
+    if (v && std::strcmp(v, "128") == 0) return "_m128";
+    return nullptr;
+  }();
+  return f;
 }
 
 int bucket(int n) {
@@ -279,7 +300,7 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward, int
     GON_CHECK(staging_.seqs[t] >= 0 && staging_.seqs[t] < user_options_.num_seqs, kInternal, "step row ", t,
               " names sequence slot ", staging_.seqs[t]);
   const bool graph = graph_id != 0 && shape.num_tokens <= kMaxGraphTokens && shape.output_offset == 0 &&
-                     shape.num_tokens > 0 && !profiling();
+                     shape.num_tokens > 0 && !profiling() && graphs_enabled();
   if (!graph) {
     tiles_ = -1;
     if (shape.num_tokens >= kPrefillAttentionMin) {
@@ -426,7 +447,7 @@ void CudaExecutor::linear_matrix(const float* x, const uint16_t* x_bf16, int cou
     x_bf16 = scratch_->xb;
   }
   // Decode batches (up to 32 rows) take the small-tile variants: more programs for the same weights.
-  std::string name = count <= 32 ? "linear_gemm_s" : "linear_gemm";
+  std::string name = count <= 32 && small_gemm() ? "linear_gemm_s" : "linear_gemm";
   if (bias) name += "_bias";
   if (accumulate) name += "_acc";
   const Kernel& k = k_.get(name);
@@ -556,7 +577,7 @@ void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const floa
   }
   const int P = count * k;
   // Tile family: 16-row tiles for decode batches (few tokens per expert), 128-row tiles for prefill chunks.
-  const std::string family = P <= 512 ? "_m16" : "_m128";
+  const std::string family = forced_moe_family() ? forced_moe_family() : P <= 512 ? "_m16" : "_m128";
   const Kernel& sort = k_.get("moe_sort" + family);
   const Kernel& m1 = k_.get("moe_mlp1_gemm" + family);
   const Kernel& m2 = k_.get("moe_mlp2_gemm" + family);
