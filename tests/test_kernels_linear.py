@@ -83,7 +83,10 @@ def test_linear_gemm(rng, name, shape):
     M, N, K = shape
     ldx, ldy = K + 32, N + 5
     xs = 1.0 + 2 * rng.random()
-    x = bf16(xs * rng.standard_normal((M, ldx)))
+    if c.get("X_F32"):  # fp32 activations, not bf16-representable
+        x = torch.from_numpy((xs * rng.standard_normal((M, ldx))).astype(np.float32))
+    else:
+        x = bf16(xs * rng.standard_normal((M, ldx)))
     w = bf16(0.02 * rng.standard_normal((N, K)))
     b = bf16(0.05 * rng.standard_normal(N))
     if c["ACCUMULATE"]:
@@ -95,7 +98,7 @@ def test_linear_gemm(rng, name, shape):
         y = y.to(torch.bfloat16)
     bm, bn = c["BLOCK_M"], c["BLOCK_N"]
     kernels().linear.linear_gemm[((M + bm - 1) // bm, (N + bn - 1) // bn)](x, w, b, y, M, N, K, ldx, ldy, **c)
-    ref = f64(x)[:, :K] @ f64(w).T  # the bf16 inputs are exact: only the fp32 accumulation differs
+    ref = f64(x)[:, :K] @ f64(w).T  # bf16 inputs are exact; fp32 ones reach the dot as two bf16 parts
     if c["HAS_BIAS"]:
         ref = ref + f64(b)
     if c["ACCUMULATE"]:

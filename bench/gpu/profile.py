@@ -1,7 +1,7 @@
 """Where a decoding step's time goes on the GPU: run with GON_CUDA_PROFILE=1
 (every kernel launch timed alone, no graphs; the table is printed at exit).
 
-    GON_CUDA_PROFILE=1 python bench/gpu/profile.py MODEL [--batch 1] [--tokens 16]
+    GON_CUDA_PROFILE=1 python bench/gpu/profile.py MODEL [--batch 1] [--tokens 16] [--temperature 1 --top-p 0.9]
 
 Prompts of 1024 random tokens; the prefill runs before the profiled steps are
 counted (its kernels are in the table too, under their own names, unless
@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--prompt", type=int, default=1024)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
     args = ap.parse_args()
     m = gon.Model(args.model, device="cuda", progress=False)
     if args.batch == 1:
@@ -33,12 +35,13 @@ def main() -> None:
         ctx.synchronize()
         t = time.perf_counter()
         for _ in range(args.tokens):
-            ctx.sample(temperature=0.0)
+            ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=1)
         print(f"batch 1: {(time.perf_counter() - t) / args.tokens * 1e3:.3f} ms per token (profiled)")
     else:
         e = gon.Engine(m, max_sequences=args.batch, context_length=args.prompt + args.tokens + 8,
                        max_batch_tokens=512, text=False)
-        reqs = [e.submit(random_prompt(m, args.prompt, seed=i), max_tokens=args.tokens + 2, temperature=0.0,
+        reqs = [e.submit(random_prompt(m, args.prompt, seed=i), max_tokens=args.tokens + 2,
+                         temperature=args.temperature, top_p=args.top_p, seed=i,
                          default_stop_tokens=False) for i in range(args.batch)]
         while min(len(r.tokens) for r in reqs) < 1:
             e.step()

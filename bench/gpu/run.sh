@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench120b|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|check+profile|check+bench20b|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -90,14 +90,33 @@ bench() {  # bench <preset> <prompt-tokens> <batch-sizes>
   cat "$OUT/bench-$preset.txt" | tee -a "$OUT/summary.txt"
 }
 
-profile() {  # per-kernel time of decode steps (GON_CUDA_PROFILE), batch 1 and 16
+profile() {  # per-kernel time of decode steps (GON_CUDA_PROFILE), greedy at several batch sizes, then top-p
   local model=/dev/shm/gon-20b
   install || return 1
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
-  for b in 1 16; do
+  for b in ${PROFILE_BATCHES:-1 8 16 64}; do
     log "profile 20b batch $b"
-    GON_CUDA_PROFILE=1 $PY bench/gpu/profile.py $model --batch $b --tokens 16 > "$OUT/profile-b$b.txt" 2>&1
+    GON_CUDA_PROFILE=1 timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens 16 > "$OUT/profile-b$b.txt" 2>&1
     head -40 "$OUT/profile-b$b.txt" | tee -a "$OUT/summary.txt"
+  done
+  for b in ${PROFILE_SAMPLED_BATCHES:-1 64}; do
+    log "profile 20b batch $b, temperature 1, top_p 0.9"
+    GON_CUDA_PROFILE=1 timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens 16 --temperature 1 --top-p 0.9 \
+      > "$OUT/profile-b$b-topp.txt" 2>&1
+    grep -E "^batch|sample" "$OUT/profile-b$b-topp.txt" | tee -a "$OUT/summary.txt"
+  done
+}
+
+gemv_ab() {  # decode steps of 3..8 rows: split-fp32 gemm (default) against the fp32 gemv (GON_CUDA_GEMV_ROWS=8)
+  local model=/dev/shm/gon-20b
+  install || return 1
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  for b in 4 8; do
+    for rows in 2 8; do
+      log "batch $b, GON_CUDA_GEMV_ROWS=$rows"
+      GON_CUDA_GEMV_ROWS=$rows timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens 64 2>&1 | tail -1 \
+        | tee -a "$OUT/summary.txt"
+    done
   done
 }
 
@@ -106,6 +125,8 @@ case "$WHAT" in
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
   bench120b) bench 120b 1024 1,8,64 ;;
   profile) profile ;;
+  check+profile) check; sanitize; profile ;;
+  check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
   *) echo "unknown: $WHAT"; exit 2 ;;
 esac

@@ -4,9 +4,11 @@
 //
 // Precision: activations between operations are fp32 (as on the CPU); the
 // decode path (steps of up to 8 tokens) computes every product in fp32 from the
-// exact bf16/MXFP4 weights, so its logits agree with the CPU backend to
-// rounding; longer steps cast activations to bf16 for the tensor cores (fp32
-// accumulation). The KV cache is bf16 by default (a Context option).
+// exact bf16/MXFP4 weights (1-2 rows: fp32 gemv; 3-8 rows: the dense products
+// take fp32 activations as two bf16 parts on the tensor cores, 16 significant
+// bits, fp32 accumulation), so its logits agree with the CPU backend to
+// about fp32 rounding; longer steps cast activations to bf16 for the tensor
+// cores (fp32 accumulation). The KV cache is bf16 by default (a Context option).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -20,7 +22,8 @@ namespace gon::cuda {
 
 namespace {
 constexpr int kMaxGraphTokens = 64;  // steps of up to this many tokens are captured into graphs
-constexpr int kMaxGemvTokens = 8;    // up to this many rows use the fp32 gemv kernels
+constexpr int kMaxGemvTokens = 2;    // up to this many rows use the fp32 gemv kernels
+constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 
@@ -52,6 +55,17 @@ const char* forced_moe_family() {
     return nullptr;
   }();
   return f;
+}
+
+// GON_CUDA_GEMV_ROWS=N (1..8) sends products of up to N rows to the fp32 gemv
+// kernels (default kMaxGemvTokens); 3..8 rows above it take the split gemm.
+int gemv_rows() {
+  static const int n = [] {
+    const char* v = std::getenv("GON_CUDA_GEMV_ROWS");
+    const int r = v ? std::atoi(v) : kMaxGemvTokens;
+    return r >= 1 && r <= 8 ? r : kMaxGemvTokens;
+  }();
+  return n;
 }
 
 int bucket(int n) {
@@ -417,7 +431,7 @@ void CudaExecutor::rmsnorm(const float* x, const int32_t* rows, int count, int w
 
 void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16_t* norm_w, const BF16Matrix& w,
                                int count, int n_rows, float* y, size_t ldy, bool accumulate) {
-  GON_CHECK(count >= 1 && count <= kMaxGemvTokens, kInternal, "gemv with ", count, " rows");
+  GON_CHECK(count >= 1 && count <= 8, kInternal, "gemv with ", count, " rows");
   std::string flags;
   if (norm_w) flags += "_norm";
   if (rows) flags += "_rows";
@@ -435,8 +449,20 @@ void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16
 
 void CudaExecutor::linear_matrix(const float* x, const uint16_t* x_bf16, int count, const uint16_t* w,
                                  const uint16_t* bias, int N, int K, float* y, size_t ldy, bool accumulate) {
-  if (count <= kMaxGemvTokens && x != nullptr) {
+  if (count <= gemv_rows() && x != nullptr) {
     launch_gemv(x, nullptr, nullptr, BF16Matrix{w, bias, N, K}, count, N, y, ldy, accumulate);
+    return;
+  }
+  if (count <= kMaxSplitGemmTokens && x != nullptr && (bias != nullptr || !accumulate)) {
+    // fp32 activations in two bf16 parts through the tensor cores: near-fp32 results, one pass over w.
+    std::string name = "linear_gemm_s_x32";
+    if (bias) name += "_bias";
+    if (accumulate) name += "_acc";
+    const Kernel& k = k_.get(name);
+    const int64_t bm = k.constexpr_value("BLOCK_M"), bn = k.constexpr_value("BLOCK_N");
+    k.launch(stream_, {static_cast<unsigned>((count + bm - 1) / bm), static_cast<unsigned>((N + bn - 1) / bn), 1},
+             {x, w, bias ? static_cast<const void*>(bias) : static_cast<const void*>(w), y, count, N, K, K,
+              static_cast<int32_t>(ldy)});
     return;
   }
   if (x_bf16 == nullptr) {
@@ -643,9 +669,12 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
   const LayerWeights& L = weights_.layers[layer];
   const int T = s.num_tokens, H = c.hidden_size;
   const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
-  if (T <= kMaxGemvTokens) {
+  if (T <= gemv_rows()) {
     // rmsnorm fused into the qkv product; out-projection accumulates into x.
     launch_gemv(buf_.x, nullptr, L.attn_norm, qkv, T, c.qkv_rows(), buf_.qkv, c.qkv_rows(), false);
+  } else if (T <= kMaxSplitGemmTokens) {
+    rmsnorm(buf_.x, nullptr, T, H, L.attn_norm, c.rms_norm_eps, buf_.xn);
+    linear_matrix(buf_.xn, nullptr, T, qkv.data, qkv.bias, qkv.rows, H, buf_.qkv, c.qkv_rows(), false);
   } else {
     k_.get("rmsnorm_bf16").launch(stream_, {static_cast<unsigned>(T), 1, 1},
                                   {buf_.x, device_inputs_.tokens, L.attn_norm, scratch_->xb, T, H, c.rms_norm_eps});
@@ -670,7 +699,7 @@ void CudaExecutor::output_block(const StepShape& s) {
   const ModelConfig& c = config_;
   const int R = s.num_outputs;
   float* logits = buf_.logits + static_cast<size_t>(s.output_offset) * c.vocab_size;
-  if (R <= kMaxGemvTokens) {
+  if (R <= gemv_rows()) {
     // Final norm of the output rows fused into the unembedding.
     launch_gemv(buf_.x, device_inputs_.output_rows, weights_.final_norm, weights_.unembedding, R, c.vocab_size, logits,
                 c.vocab_size, false);
