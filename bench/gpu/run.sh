@@ -120,11 +120,24 @@ gemv_ab() {  # decode steps of 3..8 rows: split-fp32 gemm (default) against the 
   done
 }
 
+prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens, one run
+  local model=/dev/shm/gon-20b
+  install || return 1
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  for chunk in 512 2048; do
+    log "bench 20b prefill, chunks of $chunk"
+    $PY -m gpt_oss_native bench $model --device cuda --prompt-tokens 1024,8192 --gen-tokens 16 --batch-sizes 1 \
+      --prefill-chunk $chunk --no-progress --output "$OUT/bench-20b-chunk$chunk.json" 2>&1 | grep -E "^ +[0-9]+ " \
+      | tee -a "$OUT/summary.txt"
+  done
+}
+
 case "$WHAT" in
   check) check; sanitize ;;
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
   bench120b) bench 120b 1024 1,8,64 ;;
   profile) profile ;;
+  prefill-chunks) prefill_chunks ;;
   check+profile) check; sanitize; profile ;;
   check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
