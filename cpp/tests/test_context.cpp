@@ -3,10 +3,11 @@
 // allocated while processing or sampling; bad input raises gon::Error.
 // (Agreement with an independent reference, transformers, is tested from
 // Python in tests/test_oracle.py.)
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <chrono>
 #include <new>
 #include <string>
 #include <thread>
@@ -450,13 +451,15 @@ TEST(cancel_stops_process_and_generation_from_another_thread) {
   CHECK(gen.tokens_generated() == pieces && pieces > 0 && ctx.num_tokens() == n + pieces);
   for (gon::GeneratedPiece piece; gen.next(piece);) CHECK(piece.token == -1);  // only held-back text, then done
   CHECK(!ctx.clear_cancel());
-  // The same greedy tokens as a context that was never interrupted.
+  // The same greedy tokens as a context that was never interrupted (sampling, like the
+  // generator, only ids the tokenizer has text for: the bytes).
+  std::vector<uint8_t> bytes(V, 0);
+  std::fill(bytes.begin(), bytes.begin() + 256, uint8_t{1});
+  const gon::SampleOptions greedy{0.0f, 1.0f, std::nullopt, bytes.data()};
   std::vector<int32_t> sampled(ctx.tokens() + n, ctx.tokens() + n + pieces);
-  const auto next = ctx.sample({0.0f, 1.0f, std::nullopt});
-  for (int32_t t : sampled) {
-    CHECK(ref.sample({0.0f, 1.0f, std::nullopt}).token == t);
-  }
-  CHECK(ref.sample({0.0f, 1.0f, std::nullopt}).token == next.token);
+  const auto next = ctx.sample(greedy);
+  for (int32_t t : sampled) CHECK(ref.sample(greedy).token == t);
+  CHECK(ref.sample(greedy).token == next.token);
 }
 
 GON_TEST_MAIN()
