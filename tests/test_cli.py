@@ -412,3 +412,39 @@ def test_logits_tensor_kept_until_exit_prints_no_leak_warning(small_model_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "nanobind: leaked" not in proc.stderr and "leak" not in proc.stderr.lower(), proc.stderr
+
+
+def test_chat_session_after_an_interrupted_reply_matches_a_fresh_context(chat_model):
+    """The KV cache stays consistent with the conversation: after a reply cut by
+    Context.cancel() (what Ctrl-C calls) and a further turn, the context holds the rendered
+    conversation, and its cache gives the logits a fresh context computes from its tokens."""
+    import io
+    import threading
+    import types
+
+    from gpt_oss_native.chat import ChatSession
+
+    model = gon.Model(chat_model)
+    args = types.SimpleNamespace(reasoning="low", developer=None, analysis="dim", max_tokens=100000,
+                                 temperature=1.0, top_p=1.0, seed=5, context_length=4096, max_batch_tokens=32)
+    session = ChatSession(model, args, io.StringIO())
+    timer = threading.Timer(1.5, session.ctx.cancel)
+    timer.start()
+    stats = session.reply("first")
+    timer.join()
+    assert stats["finish_reason"] == "cancelled" and stats["tokens"] > 0
+    assert [m.role for m in session.messages][-2:] == [harmony.Role.USER, harmony.Role.ASSISTANT]
+    session.args.max_tokens = 8
+    stats = session.reply("second")
+    assert stats["finish_reason"] != "cancelled" and stats["cached_tokens"] > 0
+    tok = model.tokenizer
+    turns = session.messages[:next(i for i, m in enumerate(session.messages) if m.role == harmony.Role.USER
+                                   and m.text == "second") + 1]
+    prompt = harmony.render_conversation_for_completion(tok, turns, harmony.Role.ASSISTANT)
+    tokens = session.ctx.tokens.tolist()
+    assert tokens[:len(prompt)] == prompt
+    session.ctx.process()
+    fresh = gon.Context(model, context_length=4096, max_batch_tokens=128)
+    fresh.append(tokens)
+    fresh.process()
+    np.testing.assert_array_equal(session.ctx.logits, fresh.logits)
