@@ -233,8 +233,6 @@ def _find_tokenizer(model_dir: str) -> Optional[str]:
 def check_arguments(args: argparse.Namespace) -> None:
     """The options, and that the system prompt fits the context, checked before loading the model."""
     check_options(args, min_max_tokens=1)
-    if args.context_length is None or args.context_length < 2:
-        raise UsageError(f"--context-length must be >= 2, got {args.context_length}")
     path = _find_tokenizer(str(args.model))
     if path is None:
         return  # the model load says what is missing
@@ -272,6 +270,52 @@ def _setup_readline() -> bool:
     return True
 
 
+def _handle(line: str, session: ChatSession, out: TextIO) -> bool:
+    """One line typed at the prompt; returns False to quit."""
+    line = line.rstrip("\n")
+    command = line.strip()
+    if not command:
+        return True
+    if command in ("/exit", "/quit"):
+        return False
+    if command in ("/help", "/?"):
+        out.write(HELP + "\n")
+        out.flush()
+        return True
+    if command == "/reset":
+        session.reset()
+        out.write("[conversation reset]\n")
+        out.flush()
+        return True
+    if command == "/save" or command.startswith("/save "):
+        target = command[len("/save"):].strip()
+        if not target:
+            out.write("usage: /save FILE\n")
+        else:
+            try:
+                session.save(os.path.expanduser(target))
+                out.write(f"[saved {len(session.messages)} messages to {target}]\n")
+            except OSError as e:
+                out.write(f"error: cannot write {target}: {e.strerror or e}\n")
+        out.flush()
+        return True
+    if command.startswith("/") and not command.startswith("//"):
+        out.write(f"unknown command {command.split()[0]}; /help lists them (start a message with // to send "
+                  f"one that begins with /)\n")
+        out.flush()
+        return True
+    if command.startswith("//"):
+        line = line.replace("//", "/", 1)
+    try:
+        run_cancellable(session.ctx, lambda: session.reply(line))
+    except CancelledError:  # cancelled outside the prefill and the reply: nothing was lost
+        out.write("\n[interrupted]\n")
+    except Error as e:
+        out.write(f"\nerror: {e}\n")
+    out.flush()
+    return True
+
+
 def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     import gpt_oss_native as gon
 
@@ -299,47 +343,10 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.s
             out.write("\n")
             out.flush()
             continue
-        line = line.rstrip("\n")
-        command = line.strip()
-        if not command:
-            continue
-        if command in ("/exit", "/quit"):
-            break
-        if command in ("/help", "/?"):
-            out.write(HELP + "\n")
-            out.flush()
-            continue
-        if command == "/reset":
-            session.reset()
-            out.write("[conversation reset]\n")
-            out.flush()
-            continue
-        if command == "/save" or command.startswith("/save "):
-            target = command[len("/save"):].strip()
-            if not target:
-                out.write("usage: /save FILE\n")
-            else:
-                try:
-                    session.save(os.path.expanduser(target))
-                    out.write(f"[saved {len(session.messages)} messages to {target}]\n")
-                except OSError as e:
-                    out.write(f"error: cannot write {target}: {e.strerror or e}\n")
-            out.flush()
-            continue
-        if command.startswith("/") and not command.startswith("//"):
-            out.write(f"unknown command {command.split()[0]}; /help lists them (start a message with // to send "
-                      f"one that begins with /)\n")
-            out.flush()
-            continue
-        if command.startswith("//"):
-            line = line.replace("//", "/", 1)
         try:
-            run_cancellable(session.ctx, lambda: session.reply(line))
-        except CancelledError:  # cancelled outside the prefill and the reply: nothing was lost
-            out.write("\n[interrupted]\n")
-        except UsageError as e:
-            out.write(f"\nerror: {e}\n")
-        except Error as e:
-            out.write(f"\nerror: {e}\n")
-        out.flush()
+            if not _handle(line, session, out):
+                break
+        except KeyboardInterrupt:  # Ctrl-C between the steps of a command: nothing to stop
+            out.write("\n")
+            out.flush()
     return 0

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from ._terminal import (EXIT_INTERRUPTED, EXIT_USAGE, TerminalText, UsageError, check_cache_writable, check_options,
                         quiet_broken_pipe, run_cancellable)
-from .errors import CancelledError, Error
+from .errors import CancelledError, Error, InvalidArgumentError
 
 # A fixed prompt of token ids for when --tokens is not given.
 _DEFAULT_PROMPT = [200006, 17360, 200008, 3575, 553, 261, 10297, 29186, 13, 200007, 200006, 1428, 200008]
@@ -253,9 +253,14 @@ def _main(argv: Optional[List[str]]) -> int:
 
             return run(args)
         if args.command == "bench":
+            from .bench import check_arguments as bench_check
             from .bench import main as bench_main
 
             check_options(args)
+            try:
+                bench_check(args)
+            except InvalidArgumentError as e:
+                raise UsageError(str(e)) from None
             if args.model is None:
                 check_cache_writable()
             return bench_main(args)
