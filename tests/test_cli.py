@@ -155,7 +155,7 @@ def _long_tokens(n):
 def test_generate_ctrl_c_during_a_long_prefill(chat_model, tmp_path):
     child = _spawn(["generate", chat_model, "--tokens", _long_tokens(16000), "--max-tokens", "4"], tmp_path)
     child.expect("loaded")
-    time.sleep(1.0)
+    time.sleep(0.5)  # into the prefill, which takes seconds here
     latency = _interrupt(child, r"interrupted during the prefill \((\d+) of 16000 prompt tokens processed\)")
     assert latency < LATENCY_S
     assert 0 < int(child.match.group(1)) < 16000
@@ -262,7 +262,7 @@ def test_chat_ctrl_c_during_a_long_prefill_keeps_the_conversation(chat_model, tm
                     "--seed", "2"], tmp_path)
     child.expect(PROMPT)
     child.sendline("first message")
-    time.sleep(1.0)
+    time.sleep(0.5)  # into the prompt's processing, which takes seconds here
     latency = _interrupt(child, r"interrupted while processing the prompt \((\d+) of (\d+) tokens\); "
                                 r"the message was not kept")
     assert latency < LATENCY_S, latency
@@ -448,3 +448,9 @@ def test_chat_session_after_an_interrupted_reply_matches_a_fresh_context(chat_mo
     fresh.append(tokens)
     fresh.process()
     np.testing.assert_array_equal(session.ctx.logits, fresh.logits)
+
+
+def test_generate_prompt_that_leaves_no_room_fails_before_loading(tmp_path):
+    proc = _run(["generate", str(tmp_path / "missing"), "--tokens", "1,2,3", "--context-length", "3"], check=False)
+    _assert_usage_error(proc, "leaves no room after the prompt of 3 tokens")
+    _assert_usage_error(_run(["generate", str(tmp_path / "missing"), "--tokens", ""], check=False), "--tokens")

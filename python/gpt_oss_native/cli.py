@@ -42,8 +42,12 @@ def _check_generate_options(args: argparse.Namespace) -> None:
         raise UsageError("give --tokens or --prompt, not both")
     if args.prompt is not None and not args.prompt:
         raise UsageError("--prompt is empty")
-    if args.tokens:
-        _parse_tokens(args.tokens)
+    if args.prompt is None:
+        n = len(_parse_tokens(args.tokens)) if args.tokens else len(_DEFAULT_PROMPT)
+        if n == 0:
+            raise UsageError("--tokens is empty")
+        if args.context_length is not None and n >= args.context_length:
+            raise UsageError(f"--context-length {args.context_length} leaves no room after the prompt of {n} tokens")
     if args.model is None:
         check_cache_writable()
 
@@ -128,6 +132,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         run_cancellable(ctx, prefill)
     except CancelledError:
+        _newline_if_tty(sys.stderr)  # after the terminal's "^C"
         print(f"interrupted during the prefill ({ctx.num_processed} of {len(prompt)} prompt tokens processed)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
