@@ -376,7 +376,7 @@ def test_chat_shows_the_parsers_warnings_dimmed(chat_model):
     stats = session.reply("hi")
     text = out.getvalue()
     assert stats["warnings"] >= 1
-    assert "\x1b[2m[harmony: " in text and "reserved token 200025" in text
+    assert "\x1b[2m[harmony: " in text and "reserved_200025" in text
     assert "<|reserved_" not in text and "\x1b[31m" not in text and "ok\ufffd[31m red" in text
 
 

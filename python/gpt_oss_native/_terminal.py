@@ -135,7 +135,7 @@ def for_terminal(text: str) -> str:
 def note_for_terminal(text: str) -> str:
     """A message of the program's own that quotes model output (a parser warning): reserved
     tokens are named rather than printed, control characters replaced."""
-    text = _RESERVED.sub(lambda m: "reserved token " + m.group(0)[len("<|reserved_"):-2], text)
+    text = _RESERVED.sub(lambda m: m.group(0)[2:-2], text)  # <|reserved_200025|> -> reserved_200025
     return for_terminal(text)
 
 
