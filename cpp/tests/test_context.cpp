@@ -3,10 +3,14 @@
 // allocated while processing or sampling; bad input raises gon::Error.
 // (Agreement with an independent reference, transformers, is tested from
 // Python in tests/test_oracle.py.)
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <new>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gpt_oss_native/gpt_oss_native.hpp"
@@ -356,6 +360,106 @@ TEST(checkpoint_errors) {
   CHECK_THROWS_STATUS(gon::Model::load((dir.path / "c").string()), kCorruptCheckpoint);
   gon_test::write_text(dir.path / "c" / "config.json", "{\"model_type\": \"llama\"}");
   CHECK_THROWS_STATUS(gon::Model::load((dir.path / "c").string()), kUnsupportedCheckpoint);
+}
+
+namespace {
+// A tiktoken rank file of the 256 bytes (the harmony special tokens are added
+// above the tiny vocabulary, so generation samples bytes only).
+std::shared_ptr<const gon::Tokenizer> byte_tokenizer() {
+  static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string f;
+  for (int b = 0; b < 256; ++b) {
+    const unsigned v = static_cast<unsigned>(b) << 16;
+    f += std::string{kB64[(v >> 18) & 63], kB64[(v >> 12) & 63], '=', '='} + " " + std::to_string(b) + "\n";
+  }
+  return gon::Tokenizer::from_tiktoken(f, "bytes.tiktoken");
+}
+
+// Runs `fn` on another thread once it has started, cancels `ctx` after `delay`
+// and returns the status it ended with (0: it finished without an error).
+template <typename Fn>
+int cancel_while_running(gon::Context& ctx, Fn fn, std::chrono::milliseconds delay) {
+  std::atomic<bool> started{false};
+  std::atomic<int> status{-1};
+  std::thread t([&] {
+    started = true;
+    try {
+      fn();
+      status = 0;
+    } catch (const gon::Error& e) {
+      status = static_cast<int>(e.status());
+    }
+  });
+  while (!started) std::this_thread::yield();
+  std::this_thread::sleep_for(delay);
+  ctx.cancel();
+  t.join();
+  return status;
+}
+}  // namespace
+
+TEST(cancel_stops_process_and_generation_from_another_thread) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 29;
+  auto model = load_tiny(dir, spec);
+  const int n = 4000;
+  const auto tokens = random_tokens(n, spec.vocab, gon_test::seed() + 3);
+  gon::ContextOptions o;
+  o.context_length = 8192;
+  o.max_batch_tokens = 1;  // thousands of forward passes: a prefill long enough to cancel in its middle
+  gon::Context ctx(model, o);
+  ctx.append(tokens.data(), tokens.size());
+
+  // With nothing running, a cancel stops the next call; clear_cancel() withdraws it.
+  ctx.cancel();
+  CHECK(ctx.clear_cancel());
+  CHECK(!ctx.clear_cancel());
+  ctx.cancel();
+  CHECK_THROWS_STATUS(ctx.process(), kCancelled);
+  CHECK(ctx.num_processed() == 0);
+
+  // During a prefill: it stops between chunks and keeps what it processed.
+  const int st = cancel_while_running(ctx, [&] { ctx.process(); }, std::chrono::milliseconds(5));
+  CHECK(st == static_cast<int>(gon::Status::kCancelled));
+  const int done = ctx.num_processed();
+  CHECK(done < n);
+  CHECK(!ctx.clear_cancel());  // consumed by the call it stopped
+  ctx.process();               // goes on from there
+  CHECK(ctx.num_processed() == n);
+  gon::ContextOptions ro = o;
+  ro.max_batch_tokens = 128;
+  gon::Context ref(model, ro);
+  ref.append(tokens.data(), tokens.size());
+  ref.process();
+  const int V = ctx.vocab_size();
+  CHECK(std::vector<float>(ctx.logits(), ctx.logits() + V) == std::vector<float>(ref.logits(), ref.logits() + V));
+
+  // During a generation: next() throws kCancelled, the generator ends with
+  // kCancelled, and the context goes on with the tokens sampled so far.
+  gon::GenerateOptions go;
+  go.max_tokens = 1 << 20;
+  go.sampling.temperature = 0.0f;
+  go.default_stop_tokens = false;
+  gon::Generator gen(ctx, byte_tokenizer(), go);
+  int pieces = 0;
+  const int gst = cancel_while_running(ctx, [&] {
+    for (gon::GeneratedPiece piece; gen.next(piece);) ++pieces;
+  }, std::chrono::milliseconds(20));
+  CHECK(gst == static_cast<int>(gon::Status::kCancelled));
+  CHECK(gen.finish_reason() == gon::FinishReason::kCancelled);
+  CHECK(gen.tokens_generated() == pieces && pieces > 0 && ctx.num_tokens() == n + pieces);
+  for (gon::GeneratedPiece piece; gen.next(piece);) CHECK(piece.token == -1);  // only held-back text, then done
+  CHECK(!ctx.clear_cancel());
+  // The same greedy tokens as a context that was never interrupted (sampling, like the
+  // generator, only ids the tokenizer has text for: the bytes).
+  std::vector<uint8_t> bytes(V, 0);
+  std::fill(bytes.begin(), bytes.begin() + 256, uint8_t{1});
+  const gon::SampleOptions greedy{0.0f, 1.0f, std::nullopt, bytes.data()};
+  std::vector<int32_t> sampled(ctx.tokens() + n, ctx.tokens() + n + pieces);
+  const auto next = ctx.sample(greedy);
+  for (int32_t t : sampled) CHECK(ref.sample(greedy).token == t);
+  CHECK(ref.sample(greedy).token == next.token);
 }
 
 GON_TEST_MAIN()

@@ -308,20 +308,30 @@ def plot(r: dict, path: str) -> None:
     plt.close(fig)
 
 
-def main(args: argparse.Namespace) -> int:
-    prompt_tokens = _int_list(args.prompt_tokens, "prompt-tokens")
-    batch_sizes = _int_list(args.batch_sizes, "batch-sizes")
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options, checked before loading anything (InvalidArgumentError)."""
+    _int_list(args.prompt_tokens, "prompt-tokens")
+    _int_list(args.batch_sizes, "batch-sizes")
     if args.gen_tokens < 1:
         raise InvalidArgumentError("--gen-tokens must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise InvalidArgumentError("--threads must be >= 1")
     if args.prefill_chunk is not None and args.prefill_chunk < 1:
         raise InvalidArgumentError("--prefill-chunk must be >= 1")
+    if args.kv_dtype not in ("auto", "fp32", "bf16"):
+        raise InvalidArgumentError(f"--kv-dtype must be auto, fp32 or bf16 (the KV cache's kv_dtype), "
+                                   f"got {args.kv_dtype!r}")
     if args.plot:  # fail before measuring, not after
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise InvalidArgumentError("--plot needs matplotlib: pip install 'gpt-oss-native[plot]'") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    prompt_tokens = _int_list(args.prompt_tokens, "prompt-tokens")
+    batch_sizes = _int_list(args.batch_sizes, "batch-sizes")
     path = args.model
     if path is None:
         from ._default import default_model_path

@@ -17,7 +17,9 @@ import sys
 import time
 from typing import List, Optional
 
-from .errors import Error
+from ._terminal import (EXIT_INTERRUPTED, EXIT_USAGE, TerminalText, UsageError, check_cache_writable, check_options,
+                        quiet_broken_pipe, run_cancellable)
+from .errors import CancelledError, Error, InvalidArgumentError
 
 # A fixed prompt of token ids for when --tokens is not given.
 _DEFAULT_PROMPT = [200006, 17360, 200008, 3575, 553, 261, 10297, 29186, 13, 200007, 200006, 1428, 200008]
@@ -30,11 +32,28 @@ def _parse_tokens(values: List[str]) -> List[int]:
             try:
                 tokens.append(int(part))
             except ValueError:
-                raise SystemExit(f"error: --tokens expects integer ids, got {part!r}") from None
+                raise UsageError(f"--tokens expects integer ids, got {part!r}") from None
     return tokens
 
 
+def _check_generate_options(args: argparse.Namespace) -> None:
+    check_options(args, min_max_tokens=0)
+    if args.tokens and args.prompt is not None:
+        raise UsageError("give --tokens or --prompt, not both")
+    if args.prompt is not None and not args.prompt:
+        raise UsageError("--prompt is empty")
+    if args.prompt is None:
+        n = len(_parse_tokens(args.tokens)) if args.tokens else len(_DEFAULT_PROMPT)
+        if n == 0:
+            raise UsageError("--tokens is empty")
+        if args.context_length is not None and n >= args.context_length:
+            raise UsageError(f"--context-length {args.context_length} leaves no room after the prompt of {n} tokens")
+    if args.model is None:
+        check_cache_writable()
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
+    _check_generate_options(args)
     import gpt_oss_native as gon
 
     from ._default import default_model_path
@@ -46,12 +65,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = gon.Model(model_path, device=args.device, threads=args.threads, progress=None)
     load_s = time.perf_counter() - t0
-    if args.tokens and args.prompt is not None:
-        raise SystemExit("error: give --tokens or --prompt, not both")
     if args.prompt is not None:
         prompt = model.tokenizer.encode(args.prompt, allowed_special="all")
         if not prompt:
-            raise SystemExit("error: --prompt is empty")
+            raise UsageError("--prompt is empty")
     else:
         prompt = _parse_tokens(args.tokens) if args.tokens else list(_DEFAULT_PROMPT)
     vocab = model.vocab_size
@@ -68,40 +85,76 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     ctx.append(prompt)
-    t1 = time.perf_counter()
-    ctx.process(logits="last")
-    prefill_s = time.perf_counter() - t1
-    out = []
+    out = sys.stdout
+    clean = TerminalText(out)
+    timing = {"prefill_s": 0.0, "decode_s": 0.0}
+    tokens: List[int] = []
+    finish = {"reason": None}
+
+    def prefill() -> None:
+        t1 = time.perf_counter()
+        ctx.process(logits="last")
+        timing["prefill_s"] = time.perf_counter() - t1
+
+    def decode() -> None:
+        t2 = time.perf_counter()
+        try:
+            if args.prompt is not None:
+                # Text in, text out: stream the completion until a stop token or --max-tokens.
+                gen = ctx.generate(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                                   seed=args.seed)
+                try:
+                    for piece in gen:
+                        out.write(clean(piece))
+                        out.flush()
+                finally:
+                    tokens.extend(gen.tokens)
+                    finish["reason"] = gen.finish_reason
+            else:
+                eos = model.config["eos_token_id"]
+                out.write("generated:")
+                out.flush()
+                finish["reason"] = "length"
+                for _ in range(args.max_tokens):
+                    if ctx.num_tokens >= ctx.context_length:
+                        finish["reason"] = "context_full"
+                        break
+                    token, logprob = ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                    tokens.append(token)
+                    out.write(f" {token}")
+                    out.flush()
+                    if args.stop_at_eos and token == eos:
+                        finish["reason"] = "stop_token"
+                        break
+        finally:
+            timing["decode_s"] = time.perf_counter() - t2
+
+    try:
+        run_cancellable(ctx, prefill)
+    except CancelledError:
+        _newline_if_tty(sys.stderr)  # after the terminal's "^C"
+        print(f"interrupted during the prefill ({ctx.num_processed} of {len(prompt)} prompt tokens processed)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.prompt is None:
+        out.write("prompt: " + " ".join(map(str, prompt)) + "\n")
+        out.flush()
+    try:
+        run_cancellable(ctx, decode)
+    except CancelledError:
+        out.write("\n")
+        out.flush()
+        print(f"interrupted after {len(tokens)} generated tokens", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    out.write("\n")
+    out.flush()
     if args.prompt is not None:
-        # Text in, text out: stream the completion until a stop token or --max-tokens.
-        gen = ctx.generate(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                           seed=args.seed)
-        t2 = time.perf_counter()
-        for piece in gen:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        decode_s = time.perf_counter() - t2
-        sys.stdout.write("\n")
-        out = gen.tokens
-        print(f"finish: {gen.finish_reason}", file=sys.stderr)
-    else:
-        print("prompt:", " ".join(map(str, prompt)))
-        eos = model.config["eos_token_id"]
-        t2 = time.perf_counter()
-        sys.stdout.write("generated:")
-        sys.stdout.flush()
-        for _ in range(args.max_tokens):
-            token, logprob = ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-            out.append(token)
-            sys.stdout.write(f" {token}")
-            sys.stdout.flush()
-            if args.stop_at_eos and token == eos:
-                break
-            if ctx.num_tokens >= ctx.context_length:
-                break
-        decode_s = time.perf_counter() - t2
-        sys.stdout.write("\n")
-    n = len(out)
+        print(f"finish: {finish['reason']}", file=sys.stderr)
+    if finish["reason"] == "context_full" and len(tokens) < args.max_tokens:
+        print(f"generation stopped at the context length ({ctx.context_length} tokens) after {len(tokens)} of "
+              f"{args.max_tokens} tokens; raise --context-length", file=sys.stderr)
+    n = len(tokens)
+    prefill_s, decode_s = timing["prefill_s"], timing["decode_s"]
     print(
         f"prefill: {len(prompt)} tokens in {prefill_s * 1e3:.1f} ms ({len(prompt) / max(prefill_s, 1e-9):.1f} tok/s); "
         f"decode: {n} tokens in {decode_s * 1e3:.1f} ms ({n / max(decode_s, 1e-9):.2f} tok/s)",
@@ -168,14 +221,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs a command; returns its exit status: 0, 1 (a runtime error), 2 (a bad option),
+    130 (Ctrl-C) or 141 (stdout closed, e.g. piped into ``head``)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the cancellable work (loading, tokenising): no traceback.
+        _newline_if_tty(sys.stdout)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+
+
+def _newline_if_tty(stream) -> None:
+    try:
+        if stream.isatty():
+            stream.write("\n")
+            stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: Optional[List[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "make-checkpoint":
         return _cmd_make_checkpoint(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
-            if args.max_tokens < 0:
-                raise SystemExit("error: --max-tokens must be >= 0")
             return _cmd_generate(args)
         if args.command == "info":
             return _cmd_info(args)
@@ -184,9 +258,23 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return run(args)
         if args.command == "bench":
+            from .bench import check_arguments as bench_check
             from .bench import main as bench_main
 
+            check_options(args)
+            try:
+                bench_check(args)
+            except InvalidArgumentError as e:
+                raise UsageError(str(e)) from None
+            if args.model is None:
+                check_cache_writable()
             return bench_main(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CancelledError:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -478,8 +477,15 @@ class Context:
         """Makes a :meth:`process`, :meth:`sample` or generation running on another thread stop
         before its next forward pass (a long prefill checks between chunks of
         ``max_batch_tokens``) and raise :class:`CancelledError`; when none is running, the next
-        one does. Tokens processed before it keep their cache; the context stays usable."""
+        one does. Tokens processed before it keep their cache; the context stays usable.
+        Safe to call from any thread."""
         self._core.cancel()
+
+    def clear_cancel(self) -> bool:
+        """Withdraws a :meth:`cancel` that no call has consumed yet (one that came after the
+        work it was meant for had finished), so that it does not stop the next call. Returns
+        whether one was pending."""
+        return self._core.clear_cancel()
 
     @property
     def context_length(self) -> int:
@@ -545,9 +551,10 @@ class Context:
         )
 
 
-@dataclass(frozen=True)
-class GenerationChunk:
-    """One step of :meth:`Context.generate` with ``return_tokens=True``."""
+class GenerationChunk(NamedTuple):
+    """One step of :meth:`Context.generate` with ``return_tokens=True``: a named tuple
+    ``(text, token, logprob)``, so ``for text, token, logprob in gen`` unpacks it and
+    ``chunk.token`` names a field."""
 
     text: str
     token: int  # -1 for a last chunk that only carries held-back text
@@ -559,7 +566,8 @@ class Generation:
 
     Iterating yields text pieces (or :class:`GenerationChunk` objects); afterwards
     :attr:`finish_reason` says why it stopped (``"stop_token"``, ``"stop_string"``,
-    ``"length"`` or ``"context_full"``), :attr:`text` holds the whole text and
+    ``"length"``, ``"context_full"``, or ``"cancelled"`` after :meth:`Context.cancel` made
+    the iteration raise :class:`CancelledError`), :attr:`text` holds the whole text and
     :attr:`tokens` the sampled ids (a stop token included).
     """
 

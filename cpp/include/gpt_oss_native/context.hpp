@@ -125,7 +125,13 @@ class Context {
   // throw gon::Error(kCancelled); with none running, the next such call does.
   // The tokens processed before it keep their cache and the context stays
   // usable. Safe to call from any thread (and from a signal handler).
+  // A gon::Generator running on the context stops the same way: its next()
+  // throws kCancelled and its finish_reason() becomes kCancelled.
   void cancel() noexcept;
+  // Withdraws a cancel() no call has consumed yet (one that came after the
+  // work it was meant for had finished), so that it does not stop the next
+  // call; returns whether one was pending. Safe from any thread.
+  bool clear_cancel() noexcept;
 
   // Logits of the last process() call: logits_rows() rows of vocab_size fp32,
   // overwritten by the next process()/sample(). On the CPU this is the

@@ -82,7 +82,9 @@ class Generator {
   Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, const GenerateOptions& options);
 
   // Produces the next piece; returns false (and leaves `piece` untouched) once
-  // generation has finished.
+  // generation has finished. Context::cancel() makes it throw
+  // gon::Error(kCancelled) and end with finish_reason() kCancelled (a later
+  // call returns the held-back text, if any, then false).
   bool next(GeneratedPiece& piece);
 
   FinishReason finish_reason() const { return finish_; }

@@ -142,6 +142,7 @@ void init_context(nb::module_& m) {
       .def("synchronize", &Context::synchronize, nb::call_guard<nb::gil_scoped_release>(),
            "Wait until the work queued by process() is done.")
       .def("cancel", &Context::cancel, "Stop a process()/sample() running on another thread (CancelledError).")
+      .def("clear_cancel", &Context::clear_cancel, "Withdraw a cancel() no call has consumed; True if one was pending.")
       .def("rewind", &Context::rewind, nb::arg("num_tokens"))
       .def("reset", &Context::reset)
       .def_prop_ro("context_length", [](const Context& s) { return s.options().context_length; })

@@ -248,6 +248,7 @@ void Context::synchronize() {
 }
 
 void Context::cancel() noexcept { impl_->cancel_requested.store(true, std::memory_order_release); }
+bool Context::clear_cancel() noexcept { return impl_->cancel_requested.exchange(false, std::memory_order_acq_rel); }
 
 const float* Context::logits() {
   Impl& s = *impl_;

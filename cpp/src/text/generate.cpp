@@ -151,7 +151,14 @@ bool Generator::next(GeneratedPiece& piece) {
     finish_ = generated_ >= options_.max_tokens ? FinishReason::kLength : FinishReason::kContextFull;
     return next(piece);
   }
-  const SampleResult r = ctx_.sample(options_.sampling);
+  SampleResult r;
+  try {
+    r = ctx_.sample(options_.sampling);
+  } catch (const Error& e) {
+    // Context::cancel(): the generation ends here; a later next() flushes the held-back text.
+    if (e.status() == Status::kCancelled) finish_ = FinishReason::kCancelled;
+    throw;
+  }
   ++generated_;
   FinishReason stop = FinishReason::kNone;
   std::string text = stream_->push(r.token, stop);
