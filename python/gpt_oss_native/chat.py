@@ -1,8 +1,8 @@
 """``python -m gpt_oss_native chat MODEL``: an interactive harmony chat in the terminal.
 
-Each turn renders the whole conversation in the harmony format, finds how much
-of it is already in the context's KV cache (the longest common prefix with the
-tokens there), rewinds to that point and processes only the rest. The reply is
+Each turn renders the whole conversation in the harmony format and assigns it
+to the context (``Context.assign``: the runtime keeps the KV cache of the
+longest common prefix with the tokens there), so only the rest is processed. The reply is
 sampled token by token into a harmony stream parser: the final channel is
 printed as it comes, the analysis channel dimmed (or shown plainly, or hidden),
 and each reply ends with its speed.
@@ -27,7 +27,6 @@ import time
 from enum import Enum
 from typing import List, Optional, TextIO
 
-import numpy as np
 
 from . import harmony
 from ._terminal import (DIM, RESET, UsageError, check_options, for_terminal, is_tty, note_for_terminal,
@@ -58,14 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
-
-
-def _common_prefix(a: np.ndarray, b: List[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.nonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))[0]
-    return int(diff[0]) if diff.size else n
 
 
 class ChatSession:
@@ -116,10 +107,8 @@ class ChatSession:
             self.messages.pop()
             raise Error(f"the conversation ({len(prompt)} tokens) no longer fits the context of "
                         f"{self.ctx.context_length}; /reset to start over")
-        reused = _common_prefix(self.ctx.tokens, prompt)
-        self.ctx.rewind(reused)
-        cached = self.ctx.num_processed
-        self.ctx.append(prompt[reused:])
+        cached = self.ctx.assign(prompt)  # keeps the cache of the common prefix
+        reused = cached
         t0 = time.perf_counter()
         try:
             self.ctx.process()
