@@ -4,6 +4,7 @@ model), make-checkpoint and info, run as a user would run them."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -22,14 +23,15 @@ def _run(args, env=None, check=True):
 
 def test_generate_with_embedded_default(tmp_path):
     env = {"GPT_OSS_NATIVE_CACHE": str(tmp_path / "cache")}
-    first = _run(["generate", "--max-tokens", "5"], env)
-    assert "embedded default" in first.stderr and "creating" in first.stderr
-    generated = next(line for line in first.stdout.splitlines() if line.startswith("generated:"))
-    assert len(generated.split()[1:]) == 5
-    assert "tok/s" in first.stderr
-    second = _run(["generate", "--max-tokens", "5"], env)
-    assert "creating" not in second.stderr
-    assert second.stdout == first.stdout  # greedy: same tokens
+    first = _run(["generate", "--max-tokens", "12"], env)
+    assert "embedded default" in first.stderr and "tok/s" in first.stderr
+    assert re.search(r"[A-Za-z]{3,}", first.stdout), first.stdout  # an answer in words, not ids
+    assert not (tmp_path / "cache").exists()  # the model ships in the package: nothing is written
+    second = _run(["generate", "--max-tokens", "12"], env)
+    assert second.stdout == first.stdout  # greedy: same text
+    ids = _run(["generate", "--tokens", "5", "6", "7", "--max-tokens", "4"], env)
+    generated = next(line for line in ids.stdout.splitlines() if line.startswith("generated:"))
+    assert len(generated.split()[1:]) == 4
 
 
 def test_generate_matches_the_python_api(small_model_path, rng):

@@ -1,4 +1,5 @@
-"""``python -m gpt_oss_native chat MODEL``: an interactive harmony chat in the terminal.
+"""``python -m gpt_oss_native chat [MODEL]``: an interactive harmony chat in the terminal
+(no MODEL: the embedded default model).
 
 Each turn renders the whole conversation in the harmony format, finds how much
 of it is already in the context's KV cache (the longest common prefix with the
@@ -27,7 +28,8 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory (with tokenizer.json)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint directory (with tokenizer.json; default: the embedded model)")
     p.add_argument("--reasoning", choices=["low", "medium", "high"], default="medium", help="reasoning effort")
     p.add_argument("--analysis", choices=["dim", "show", "hide"], default="dim",
                    help="how to show the analysis (reasoning) channel: dim (default), show or hide")
@@ -144,7 +146,12 @@ class ChatSession:
 def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     import gpt_oss_native as gon
 
-    model = gon.Model(args.model, device=args.device, threads=args.threads)
+    path = args.model
+    if path is None:
+        from ._default import default_model_path
+
+        path = default_model_path()
+    model = gon.Model(path, device=args.device, threads=args.threads)
     session = ChatSession(model, args, out)
     interactive = getattr(stdin, "isatty", lambda: False)()
     out.write(f"chat with {model.path} ({args.reasoning} reasoning); /reset, /exit\n")

@@ -55,7 +55,7 @@ import numpy as np
 # ----------------------------------------------------------------------------------------------
 
 SEED = 0
-STEPS = 700
+STEPS = 900
 BATCH = 12            # sequences per step
 SEQ_LEN = 256         # tokens per sequence (conversations are packed)
 LR = 3e-3
@@ -551,7 +551,7 @@ def full_config(vocab_size: int, eos: int, pad: int, model: Optional[dict] = Non
     from .checkpoint import model_config
 
     return model_config({"preset": "tiny", **MODEL, **(model or {}), "vocab_size": vocab_size, "eos_token_id": eos,
-                         "pad_token_id": pad, "max_position_embeddings": 4096})
+                         "pad_token_id": pad})
 
 
 def _batches(stream: np.ndarray, steps: int, seed: int, batch: int):
@@ -577,10 +577,12 @@ def _eval_loss(model, seqs: List[np.ndarray]) -> float:
 
 
 def train(out_dir, steps: int = STEPS, threads: Optional[int] = None, seed: int = SEED, log=print,
-          overwrite: bool = False, batch: int = BATCH, model: Optional[dict] = None) -> dict:
+          overwrite: bool = False, batch: int = BATCH, model: Optional[dict] = None,
+          warmup: int = WARMUP) -> dict:
     """Builds the corpus, vocabulary and data, trains, and writes the checkpoint to out_dir.
-    Returns the training record (also written as training.json). ``batch`` and ``model``
-    (overrides of MODEL) are for quick runs (tests); the shipped model uses the defaults."""
+    Returns the training record (also written as training.json). ``batch``, ``model``
+    (overrides of MODEL) and ``warmup`` are for quick runs (tests); the shipped model uses the
+    defaults."""
     torch = _torch()
     from .checkpoint import write_trained_checkpoint
     from .tokenizer import Tokenizer
@@ -622,7 +624,7 @@ def train(out_dir, steps: int = STEPS, threads: Optional[int] = None, seed: int 
     for step, rows in enumerate(_batches(stream, steps, seed, batch), 1):
         if step - 1 == qat_step:
             model.qat = True
-        lr = LR * min(1.0, step / WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps))))
+        lr = LR * min(1.0, step / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps))))
         for g in opt.param_groups:
             g["lr"] = lr
         b = torch.from_numpy(rows)
@@ -695,7 +697,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             "Python documentation and write it as a checkpoint.")
     p.add_argument("out", help="output directory (must not exist or be empty, unless --force)")
     p.add_argument("--steps", type=int, default=STEPS, help=f"training steps (default {STEPS})")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, as the shipped model was trained: the weights depend on "
+                        "the thread count; on a shared 2-core machine one thread was also the faster)")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--force", action="store_true", help="replace OUT")
     a = p.parse_args(argv)
