@@ -34,6 +34,16 @@ def test_generate_with_embedded_default(tmp_path):
     assert len(generated.split()[1:]) == 4
 
 
+def test_tiny_random_model_is_still_available(tmp_path, monkeypatch):
+    from gpt_oss_native._default import tiny_model_path
+
+    monkeypatch.setenv("GPT_OSS_NATIVE_CACHE", str(tmp_path / "cache"))
+    path = tiny_model_path(quiet=True)
+    assert path.is_relative_to(tmp_path) and tiny_model_path(create=False) == path
+    out = _run(["generate", str(path), "--max-tokens", "3"]).stdout
+    assert len(next(line for line in out.splitlines() if line.startswith("generated:")).split()) == 4
+
+
 def test_generate_matches_the_python_api(small_model_path, rng):
     prompt = rng.integers(0, 1000, size=7).tolist()
     out = _run(["generate", str(small_model_path), "--tokens", ",".join(map(str, prompt)), "--max-tokens", "6",
