@@ -577,3 +577,80 @@ def test_oracle_agrees_with_numpy_forward(written, cid):
     ref = oracle.reference_logits(w["hf"], tokens)
     mine = oracle.numpy_reference_logits(w["hf"], tokens)
     assert np.abs(ref - mine).max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Trained tensors: quantize_mxfp4 and write_trained_checkpoint
+# --------------------------------------------------------------------------------------------
+
+def _decode_mxfp4_f64(blocks, scales):
+    """An independent float64 decode (element k: block k//32, byte (k%32)//2, low nibble even)."""
+    lo, hi = FP4[blocks & 0x0F], FP4[blocks >> 4]
+    vals = np.stack([lo, hi], axis=-1).reshape(blocks.shape[:-1] + (32,))
+    vals = vals * np.exp2(scales.astype(np.float64) - 127)[..., None]
+    return vals.reshape(blocks.shape[:-2] + (-1,))
+
+
+def test_quantize_mxfp4(rng):
+    w = (rng.standard_normal((3, 40, 96)) * rng.choice([1e-3, 0.02, 3.0], size=(3, 40, 1))).astype(np.float32)
+    w[0, 0, :32] = 0.0                                   # an all-zero block
+    blocks, scales = ck.quantize_mxfp4(w)
+    assert blocks.shape == (3, 40, 3, 16) and scales.shape == (3, 40, 3)
+    assert blocks.dtype == np.uint8 and scales.dtype == np.uint8
+    deq = _decode_mxfp4_f64(blocks, scales)
+    np.testing.assert_array_equal(deq, ck.dequantize_mxfp4(blocks, scales))
+    # Each value is the nearest point of its block's grid; the block maximum fits without clipping.
+    scale = np.exp2(scales.astype(np.float64) - 127)
+    grid = np.unique(np.abs(FP4))
+    x = np.abs(w.astype(np.float64)).reshape(3, 40, 3, 32) / scale[..., None]
+    assert (x.max(axis=-1) <= 6).all()
+    best = np.abs(x[..., None] - grid).min(axis=-1) * scale[..., None]
+    err = np.abs(deq.reshape(3, 40, 3, 32) - w.reshape(3, 40, 3, 32))
+    np.testing.assert_allclose(err, best, rtol=1e-6, atol=1e-30)
+    nonzero = x.max(axis=-1) > 0
+    assert (x.max(axis=-1)[nonzero] > 3).all()           # the smallest scale that fits
+    # Values on the grid come back exactly.
+    b2, s2 = ck.quantize_mxfp4(deq.astype(np.float32))
+    np.testing.assert_array_equal(_decode_mxfp4_f64(b2, s2), deq)
+
+
+def test_write_trained_checkpoint(tmp_path, rng):
+    import gpt_oss_native as gon
+
+    cfg = ck.model_config(CONFIGS["w4h64i96"] | {"vocab_size": 300, "eos_token_id": 299, "pad_token_id": 298})
+    tensors = {}
+    for name, dtype, shape in ck.hf_tensor_specs(cfg):
+        if dtype == "U8":
+            continue
+        tensors[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    E, I, H = cfg["num_local_experts"], cfg["intermediate_size"], cfg["hidden_size"]
+    for L in range(cfg["num_hidden_layers"]):
+        pre = f"model.layers.{L}.mlp.experts."
+        for part, shape in (("gate_up_proj", (E, 2 * I, H)), ("down_proj", (E, H, I))):
+            b, s = ck.quantize_mxfp4((rng.standard_normal(shape) * 0.05).astype(np.float32))
+            tensors[pre + part + "_blocks"], tensors[pre + part + "_scales"] = b, s
+    out = ck.write_trained_checkpoint(tmp_path / "m", cfg, tensors, extra_files={"notes.txt": "hi"})
+    assert (out / "notes.txt").read_text() == "hi" and not (out / "tokenizer.json").exists()
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    for name, shard in index["weight_map"].items():
+        with safe_open(str(out / shard), "pt") as f:
+            t = f.get_tensor(name)
+        if t.dtype == torch.uint8:
+            np.testing.assert_array_equal(t.numpy(), tensors[name])
+        else:
+            assert t.dtype == torch.bfloat16
+            np.testing.assert_array_equal(t.float().numpy(),
+                                          torch.from_numpy(tensors[name]).bfloat16().float().numpy())
+    # transformers and the runtime read it like any checkpoint.
+    tokens = rng.integers(0, 300, size=12)
+    ref = oracle.reference_logits(out, tokens)
+    ctx = gon.Context(gon.Model(out), context_length=16, logits_capacity=12)
+    ctx.append(tokens)
+    ctx.process(logits="all")
+    assert np.abs(ctx.logits_host() - ref).max() <= 1e-3
+    with pytest.raises(ValueError, match="missing"):
+        ck.write_trained_checkpoint(tmp_path / "bad", cfg, {k: v for k, v in tensors.items() if "lm_head" not in k})
+    bad = dict(tensors)
+    bad["lm_head.weight"] = bad["lm_head.weight"][:10]
+    with pytest.raises(ValueError, match="shape"):
+        ck.write_trained_checkpoint(tmp_path / "bad", cfg, bad)

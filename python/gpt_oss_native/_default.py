@@ -1,9 +1,13 @@
-"""The embedded default model: a tiny random-weight checkpoint of the real
-layout, written once into the cache directory so that ``generate`` runs on a
-fresh machine with no download.
+"""The embedded default model, and the random-weight 'tiny' model some tests use.
 
-The cache directory is ``$GPT_OSS_NATIVE_CACHE``, else
-``$XDG_CACHE_HOME/gpt_oss_native``, else ``~/.cache/gpt_oss_native``.
+* :func:`default_model_path`: the trained default model that ships inside the
+  package (``default_model/``): a tiny gpt-oss trained on the Python
+  documentation by :mod:`gpt_oss_native.train_default`, so that ``generate``
+  and ``chat`` run on a fresh machine with no download and answer in English.
+* :func:`tiny_model_path`: a tiny random-weight checkpoint of the real layout
+  (preset ``tiny``), written once into the cache directory
+  (``$GPT_OSS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/gpt_oss_native``, else
+  ``~/.cache/gpt_oss_native``); its vocabulary is the real o200k_harmony one.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-# Bump when the writer's output for the default changes, so stale copies are not reused.
-DEFAULT_MODEL_NAME = "tiny-hf-seed0-v2"
+# Bump when the writer's output for the tiny random model changes, so stale copies are not reused.
+TINY_MODEL_NAME = "tiny-hf-seed0-v2"
+
+# The question ``generate`` asks the default model when given no prompt.
+DEFAULT_QUESTION = "What does the assert statement do?"
 
 
 def cache_dir() -> Path:
@@ -25,8 +32,19 @@ def cache_dir() -> Path:
     return base / "gpt_oss_native"
 
 
-def default_model_path(create: bool = True, quiet: bool = False) -> Path:
-    """Path of the embedded default model, writing it first if it is missing.
+def default_model_path() -> Path:
+    """Path of the embedded default model (shipped in the package; nothing is written)."""
+    return Path(__file__).resolve().parent / "default_model"
+
+
+def default_prompt(question: str = DEFAULT_QUESTION) -> str:
+    """A harmony prompt that asks ``question`` and opens the assistant's final channel, so
+    the completion is the answer as text."""
+    return f"<|start|>user<|message|>{question}<|end|><|start|>assistant<|channel|>final<|message|>"
+
+
+def tiny_model_path(create: bool = True, quiet: bool = False) -> Path:
+    """Path of the tiny random-weight model (preset 'tiny'), writing it first if it is missing.
 
     Its tokenizer.json holds the real o200k_harmony vocabulary when the
     quicktok-v1 package is installed, the 256 bytes and the special tokens
@@ -34,18 +52,17 @@ def default_model_path(create: bool = True, quiet: bool = False) -> Path:
     from ._vocab import real_o200k_ranks
 
     models = cache_dir() / "models"
-    if (models / f"{DEFAULT_MODEL_NAME}-o200k" / "config.json").exists():
-        return models / f"{DEFAULT_MODEL_NAME}-o200k"
+    if (models / f"{TINY_MODEL_NAME}-o200k" / "config.json").exists():
+        return models / f"{TINY_MODEL_NAME}-o200k"
     kind = "o200k" if real_o200k_ranks() is not None else "bytes"
-    path = models / f"{DEFAULT_MODEL_NAME}-{kind}"
+    path = models / f"{TINY_MODEL_NAME}-{kind}"
     if (path / "config.json").exists() or not create:
         return path
     from .checkpoint import write_checkpoint
 
     if not quiet:
         print(
-            f"gpt_oss_native: no model given; creating the embedded default (a tiny random-weight "
-            f"gpt-oss model, preset 'tiny', {kind} vocabulary) at {path}",
+            f"gpt_oss_native: creating the tiny random-weight model (preset 'tiny', {kind} vocabulary) at {path}",
             file=sys.stderr,
         )
     path.parent.mkdir(parents=True, exist_ok=True)

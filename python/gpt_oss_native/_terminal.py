@@ -95,12 +95,13 @@ def check_cpu_kernels() -> None:
 
 def check_cache_writable() -> None:
     """When the embedded default model must still be written, its cache directory must be
-    writable: checked by creating the directory and a file in it."""
+    writable: checked by creating the directory and a file in it. The trained default
+    ships inside the package, so nothing is written for it and the check passes."""
     import tempfile
 
     from ._default import cache_dir, default_model_path
 
-    if (default_model_path(create=False) / "config.json").exists():
+    if (default_model_path() / "config.json").exists():
         return
     where = cache_dir()
     hint = "set GPT_OSS_NATIVE_CACHE to a writable directory" if os.environ.get("GPT_OSS_NATIVE_CACHE") else \

@@ -112,8 +112,11 @@ def _merges(ranks: List[bytes]) -> List[Tuple[bytes, bytes]]:
     return [(l, r) for _, l, r in merges]
 
 
-def tokenizer_json(ranks: Optional[List[bytes]]) -> dict:
-    """The tokenizer.json document for tokens by rank (None: the small byte vocabulary)."""
+def tokenizer_json(ranks: Optional[List[bytes]], specials: Optional[Dict[str, int]] = None) -> dict:
+    """The tokenizer.json document for tokens by rank (None: the small byte vocabulary).
+
+    ``specials`` (text -> id) replaces the harmony special tokens at their o200k ids, for a
+    vocabulary renumbered to fewer ids (the trained default model's)."""
     if ranks is None:
         ranks = [bytes([b]) for b in range(256)]
     b2u = _byte_to_unicode()
@@ -123,7 +126,7 @@ def tokenizer_json(ranks: Optional[List[bytes]]) -> dict:
     added = [
         {"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
          "special": True}
-        for text, i in sorted(harmony_special_tokens().items(), key=lambda kv: kv[1])
+        for text, i in sorted((specials or harmony_special_tokens()).items(), key=lambda kv: kv[1])
     ]
     return {
         "version": "1.0",

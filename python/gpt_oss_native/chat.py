@@ -1,4 +1,5 @@
-"""``python -m gpt_oss_native chat MODEL``: an interactive harmony chat in the terminal.
+"""``python -m gpt_oss_native chat [MODEL]``: an interactive harmony chat in the terminal
+(no MODEL: the embedded default model).
 
 Each turn renders the whole conversation in the harmony format and assigns it
 to the context (``Context.assign``: the runtime keeps the KV cache of the
@@ -44,7 +45,8 @@ Line editing and history (up/down arrows) where Python has the readline module."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory (with tokenizer.json)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint directory (with tokenizer.json; default: the embedded model)")
     p.add_argument("--reasoning", choices=["low", "medium", "high"], default="medium", help="reasoning effort")
     p.add_argument("--analysis", choices=["dim", "show", "hide"], default="dim",
                    help="how to show the analysis (reasoning) channel: dim (default), show or hide")
@@ -308,6 +310,10 @@ def _handle(line: str, session: ChatSession, out: TextIO) -> bool:
 def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     import gpt_oss_native as gon
 
+    if args.model is None:  # the embedded default model
+        from ._default import default_model_path
+
+        args.model = str(default_model_path())
     check_arguments(args)
     model = gon.Model(args.model, device=args.device, threads=args.threads)
     session = ChatSession(model, args, out)

@@ -62,7 +62,7 @@ except ImportError:  # imported standalone by file path (package __init__ not im
 __all__ = [
     "PRESETS", "FP4_VALUES", "model_config", "original_config", "hf_tensor_specs",
     "original_tensor_specs", "write_checkpoint", "main_make_checkpoint",
-    "DEFAULT_MAX_SHARD_BYTES",
+    "DEFAULT_MAX_SHARD_BYTES", "write_trained_checkpoint", "quantize_mxfp4", "dequantize_mxfp4",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -738,14 +738,7 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
         raise ValueError(f"max_shard_bytes must be a positive integer, got {max_shard_bytes!r}")
     seed = int(seed)
     cfg = model_config(config)
-    out = pathlib.Path(out_dir).expanduser().absolute()
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / "
-                                  f"--force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _check_out_dir(out_dir, overwrite)
 
     jsons, files = _plan(cfg, format, max_shard_bytes)
     total = sum(f.nbytes for f in files)
@@ -761,8 +754,7 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
     else:
         prog = Progress(f"writing {out.name}", total, enabled=bool(progress))
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    def fill(tmp: pathlib.Path) -> None:
         for rel, obj in jsons.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -770,6 +762,29 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
         with prog:
             _write_files(tmp, files, seed, prog, workers)
         _write_tokenizer(tmp, cfg, tokenizer)
+
+    _commit(out, fill)
+    return out
+
+
+def _check_out_dir(out_dir, overwrite: bool) -> pathlib.Path:
+    out = pathlib.Path(out_dir).expanduser().absolute()
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / "
+                                  f"--force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _commit(out: pathlib.Path, fill: Callable[[pathlib.Path], None]) -> None:
+    """Runs fill(tmp) on a hidden temporary directory beside out, then renames it to out
+    (replacing what was there), so an interrupted write leaves nothing that looks complete."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
         os.chmod(tmp, 0o755)
         if out.exists():
             if any(out.iterdir()):
@@ -785,7 +800,6 @@ def write_checkpoint(out_dir, config: Union[str, dict] = "tiny", format: str = "
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _write_tokenizer(root: pathlib.Path, cfg: dict, which: str) -> None:
@@ -797,6 +811,138 @@ def _write_tokenizer(root: pathlib.Path, cfg: dict, which: str) -> None:
         raise ValueError(f"a tokenizer needs vocab_size >= {VOCAB_SIZE} (o200k_harmony's ids), "
                          f"got {cfg['vocab_size']}")
     write_tokenizer_json(root / "tokenizer.json", real={"auto": None, "real": True, "bytes": False}[which])
+
+
+# ----------------------------------------------------------------------------------------------
+# Trained weights
+# ----------------------------------------------------------------------------------------------
+
+_FP4_MAGNITUDES = np.array(FP4_VALUES[:8], dtype=np.float32)
+
+
+def mxfp4_exponents(w: np.ndarray) -> np.ndarray:
+    """The shared exponent of each 32-wide block along the last axis of float32 ``w``: the
+    smallest e with max|block| <= 6 * 2^e (exactly, via frexp), clamped to [-127, 127]."""
+    w = np.asarray(w, dtype=np.float32)
+    blocks = w.reshape(w.shape[:-1] + (w.shape[-1] // 32, 32))
+    amax = np.abs(blocks).max(axis=-1) / np.float32(6.0)
+    mant, exp = np.frexp(amax)                   # amax/6 = mant * 2^exp, mant in [0.5, 1)
+    e = np.where(mant == 0.5, exp - 1, exp)      # ceil(log2(amax / 6))
+    e = np.where(amax == 0, -127, e)
+    return np.clip(e, -127, 127).astype(np.int32)
+
+
+def quantize_mxfp4(w: np.ndarray) -> tuple:
+    """Float expert weights [..., out, in] (``in`` a multiple of 32) to MXFP4 ``(blocks, scales)``:
+    blocks uint8 [..., out, in/32, 16], scales uint8 [..., out, in/32] (E8M0, bias 127), in the
+    checkpoint layout (docs/gpt-oss-model.md). Each block's scale is the smallest power of two that
+    puts its largest magnitude within 6; each value is rounded to the nearest FP4 value (ties to the
+    smaller magnitude). Values already on that grid are represented exactly."""
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim < 2 or w.shape[-1] % 32:
+        raise ValueError(f"MXFP4 needs a last axis that is a multiple of 32, got shape {w.shape}")
+    e = mxfp4_exponents(w)
+    blocks = w.reshape(w.shape[:-1] + (w.shape[-1] // 32, 32))
+    x = np.abs(blocks) / np.ldexp(np.float32(1.0), e)[..., None].astype(np.float32)
+    mid = (_FP4_MAGNITUDES[1:] + _FP4_MAGNITUDES[:-1]) / 2
+    mag = np.searchsorted(mid, x, side="left").astype(np.uint8)      # nearest, ties to the smaller
+    codes = mag | np.where(np.signbit(blocks) & (mag > 0), 8, 0).astype(np.uint8)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    return np.ascontiguousarray(packed), (e + 127).astype(np.uint8)
+
+
+def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """MXFP4 blocks [..., n, 16] and scales [..., n] back to float32 [..., n * 32]."""
+    lut = np.array(FP4_VALUES, dtype=np.float32)
+    lo, hi = lut[blocks & 0x0F], lut[blocks >> 4]
+    vals = np.stack([lo, hi], axis=-1).reshape(blocks.shape[:-1] + (32,))
+    vals = vals * np.ldexp(np.float32(1.0), scales.astype(np.int32) - 127)[..., None].astype(np.float32)
+    return vals.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 32,))
+
+
+class _GivenPart:
+    """A tensor's data given as an array (a trained weight) instead of a random stream."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = np.ascontiguousarray(data).reshape(-1)
+
+    def n_chunks(self) -> int:
+        return (self.data.size + _CHUNK - 1) // _CHUNK
+
+    def make_chunk(self, seed: int, i: int) -> np.ndarray:
+        return self.data[i * _CHUNK:(i + 1) * _CHUNK]
+
+
+def write_trained_checkpoint(out_dir, config: Union[str, dict], tensors: dict, *,
+                             tokenizer: Union[None, str, dict, os.PathLike] = None,
+                             generation_config: Optional[dict] = None,
+                             extra_files: Optional[dict] = None, overwrite: bool = False,
+                             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> pathlib.Path:
+    """Write given (trained) tensors as a checkpoint in the Hugging Face layout; return its path.
+
+    ``config``: as for :func:`model_config`.  ``tensors``: every tensor of
+    :func:`hf_tensor_specs` by name, nothing else: BF16 ones as float arrays (rounded to bf16,
+    nearest even), the MXFP4 ``*_blocks`` / ``*_scales`` as uint8 arrays (see
+    :func:`quantize_mxfp4`); shapes must match.  ``tokenizer``: the tokenizer.json document (a
+    dict, its text, or a path to copy), or None for none.  ``generation_config``: replaces the
+    default generation_config.json.  ``extra_files``: {relative path: str or bytes} written
+    beside the weights.  Written atomically like :func:`write_checkpoint`.
+    """
+    cfg = model_config(config)
+    specs = _hf_tensors(cfg)
+    names = {t.name for t in specs}
+    missing, unknown = sorted(names - set(tensors)), sorted(set(tensors) - names)
+    if missing or unknown:
+        raise ValueError(f"tensors do not match the config: missing {missing[:5]}, unknown {unknown[:5]}")
+    for t in specs:
+        a = np.asarray(tensors[t.name])
+        if tuple(a.shape) != tuple(t.shape):
+            raise ValueError(f"{t.name}: shape {tuple(a.shape)}, the config needs {tuple(t.shape)}")
+        if t.dtype == "U8":
+            if a.dtype != np.uint8:
+                raise ValueError(f"{t.name}: MXFP4 data must be uint8, got {a.dtype}")
+            t.parts = [_GivenPart(a)]
+        else:
+            if a.dtype.kind != "f":
+                raise ValueError(f"{t.name}: expected a float array, got {a.dtype}")
+            f = np.ascontiguousarray(a, dtype=np.float32).copy()
+            if not np.isfinite(f).all():
+                raise ValueError(f"{t.name}: not finite")
+            t.parts = [_GivenPart(_f32_to_bf16_bits(f.reshape(-1)))]
+    out = _check_out_dir(out_dir, overwrite)
+    shards = _shard(specs, max_shard_bytes)
+    weight_map = {t.name: f.relpath for f in shards for t in f.tensors}
+    jsons = {
+        "config.json": cfg,
+        "generation_config.json": generation_config if generation_config is not None
+        else _generation_config(cfg),
+        "model.safetensors.index.json": {
+            "metadata": {"total_size": sum(f.data_bytes for f in shards)},
+            "weight_map": dict(sorted(weight_map.items())),
+        },
+    }
+
+    def fill(tmp: pathlib.Path) -> None:
+        for rel, obj in jsons.items():
+            (tmp / rel).write_text(json.dumps(obj, indent=2) + "\n")
+        _write_files(tmp, shards, 0, Progress("write", 0, enabled=False), 1)
+        if tokenizer is not None:
+            if isinstance(tokenizer, dict):
+                (tmp / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+            elif isinstance(tokenizer, str) and tokenizer.lstrip().startswith("{"):
+                (tmp / "tokenizer.json").write_text(tokenizer, encoding="utf-8")
+            else:
+                shutil.copyfile(tokenizer, tmp / "tokenizer.json")
+        for rel, data in (extra_files or {}).items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                p.write_bytes(data)
+            else:
+                p.write_text(data, encoding="utf-8")
+
+    _commit(out, fill)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

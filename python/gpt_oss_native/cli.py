@@ -2,9 +2,10 @@
 
 Commands:
   generate [MODEL]   prefill a prompt (token ids or --prompt text), decode, print the
-                     tokens (or text) and timing (no MODEL: the embedded default tiny
-                     model, created on first use)
-  chat MODEL         interactive harmony chat in the terminal
+                     tokens (or text) and timing (no MODEL: the embedded default model,
+                     a tiny gpt-oss trained on the Python documentation, answering a
+                     question unless --tokens or --prompt is given)
+  chat [MODEL]       interactive harmony chat in the terminal (no MODEL: the embedded one)
   make-checkpoint    write a random-weight checkpoint in the real layout
   info MODEL         print a checkpoint's configuration and sizes
   bench [MODEL]      measure load, prefill, decode and batched decoding on this machine
@@ -56,12 +57,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     _check_generate_options(args)
     import gpt_oss_native as gon
 
-    from ._default import default_model_path
+    from ._default import default_model_path, default_prompt
 
     model_path = args.model
     if model_path is None:
         model_path = str(default_model_path())
         print(f"model: embedded default ({model_path})", file=sys.stderr)
+        if not args.tokens and args.prompt is None:
+            args.prompt = default_prompt()  # a question in the harmony format; the answer printed as text
     t0 = time.perf_counter()
     model = gon.Model(model_path, device=args.device, threads=args.threads, progress=None)
     load_s = time.perf_counter() - t0
@@ -188,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="prefill a prompt and decode tokens")
-    g.add_argument("model", nargs="?", default=None, help="checkpoint directory (default: embedded tiny model)")
+    g.add_argument("model", nargs="?", default=None, help="checkpoint directory (default: the embedded model)")
     g.add_argument("--tokens", nargs="+", default=None, help="prompt token ids (space or comma separated)")
     g.add_argument("--prompt", default=None,
                    help="prompt text (encoded with the model's tokenizer, special tokens recognised); "
