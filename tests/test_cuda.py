@@ -169,3 +169,22 @@ def test_out_of_memory_is_clear_and_recoverable(pair):
     ctx = gon.Context(gpu_model, context_length=32)  # still usable
     ctx.append([1, 2, 3])
     assert 0 <= ctx.sample(temperature=0.0)[0] < gpu_model.vocab_size
+
+
+@needs_gpu
+@pytest.mark.parametrize("kv_dtype", ["fp32", "bf16"])
+def test_greedy_decoding_of_the_trained_default_model_matches_the_cpu(kv_dtype):
+    # The embedded default model is trained (clear top-1 margins), so the decode path's fp32 products give the
+    # CPU's greedy tokens; 256 steps without stopping at its end-of-reply tokens.
+    from gpt_oss_native._default import default_model_path, default_prompt
+
+    path = default_model_path()
+    tokens = {}
+    for device in ("cpu", "cuda"):
+        model = gon.Model(path, device=device)
+        prompt = model.tokenizer.encode(default_prompt(), allowed_special="all")
+        ctx = gon.Context(model, context_length=len(prompt) + 264, kv_dtype=kv_dtype)
+        ctx.append(prompt)
+        tokens[device] = [ctx.sample(temperature=0.0)[0] for _ in range(256)]
+    same = next((i for i, (a, b) in enumerate(zip(tokens["cpu"], tokens["cuda"])) if a != b), 256)
+    assert same == 256, f"{kv_dtype}: first difference at step {same}"
