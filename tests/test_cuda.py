@@ -5,7 +5,8 @@ the clear error remain.
 
 Tolerances (decode path: fp32 products from the exact weights; prefill path:
 bf16 activations on the tensor cores; KV cache fp32 or bf16):
-  * teacher-forced logits, decode path (steps of <= 8 tokens, fp32 products):
+  * teacher-forced logits, decode path (steps of <= 8 tokens: fp32 products, the
+    dense ones of 3-8 rows as fp32 activations in two bf16 parts on the tensor cores):
     max |delta| <= 2e-3 of the logit range with an fp32 KV cache (5e-3 bf16),
     KL(cpu || cuda) per row <= 1e-5 (1e-4), top-1 agreement wherever the CPU's
     top-2 margin exceeds the bound;
