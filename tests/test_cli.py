@@ -113,12 +113,19 @@ def bytes_model(tmp_path_factory):
                             format="hf", seed=3, progress=False, tokenizer="bytes")
 
 
+def _default_sigint():
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored, and a
+    # program started with SIGINT ignored rightly keeps ignoring Ctrl-C: give the child the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(args, tmp_path, env=None, timeout=TIMEOUT):
     inputrc = tmp_path / "inputrc"
     inputrc.write_text("set enable-bracketed-paste off\n")
     child = pexpect.spawn(sys.executable, ["-m", "gpt_oss_native", *map(str, args)],
                           env={**os.environ, "TERM": "xterm", "INPUTRC": str(inputrc), **(env or {})},
-                          encoding="utf-8", codec_errors="replace", timeout=timeout, dimensions=(50, 300))
+                          encoding="utf-8", codec_errors="replace", timeout=timeout, dimensions=(50, 300),
+                          preexec_fn=_default_sigint)
     child.transcript = []
 
     class Log:
