@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|check+profile|check+bench20b|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|prefill-chunks|check+profile|check+bench20b|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
