@@ -253,3 +253,57 @@ def test_moe_grouped(rng, T, H, I, E, K_TOP, mode, family):
     ref_moe = np.stack([sum(float(wts[t, j]) * expert(ids[t, j], f64(xn)[t]) for j in range(K_TOP)) for t in range(T)])
     delta = x.numpy().astype(np.float64) - x0
     np.testing.assert_allclose(delta, ref_moe, rtol=2e-2, atol=2e-2 * np.abs(ref_moe).max())
+
+
+def topk_softmax_ref(logits: np.ndarray, K_TOP: int):
+    """float64 reference of the router's top-k: NaN never chosen, the largest first, the lowest index among ties;
+    weights = softmax over the chosen logits."""
+    v = np.where(np.isnan(logits), -np.inf, logits.astype(np.float64))
+    ids = np.stack([sorted(range(len(row)), key=lambda e: (-row[e], e))[:K_TOP] for row in v])
+    chosen = np.take_along_axis(v, ids, axis=1)
+    w = np.exp(chosen - v.max(axis=1, keepdims=True))
+    return ids, w / w.sum(axis=1, keepdims=True)
+
+
+ROUTE_SHAPES = [(1, 64, 64, 5, 2, 32), (2, 96, 32, 32, 4, 32), (1, 2880, 32, 100, 4, 128), (1, 64, 96, 7, 1, 32)]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("T,H,I,E,K_TOP,BE", ROUTE_SHAPES)
+def test_moe_route_gemv1(rng, T, H, I, E, K_TOP, BE):
+    """The routed one-token forms: top-k softmax of the router logits (ties and a NaN included) and the RMSNorm of
+    x fused into the expert products, against rmsnorm -> top-k -> experts in float64."""
+    eps = float(rng.uniform(1e-6, 1e-4))
+    x = (rng.standard_normal((T, H)) * rng.uniform(0.5, 3)).astype(np.float32)
+    g = bf16(rng.uniform(0.5, 1.5, H))
+    logits = rng.standard_normal((T, E)).astype(np.float32)
+    logits[0, E - 1] = logits[0, 0]                     # a tie: the lower index wins
+    if E > 3:
+        logits[-1, 2] = np.nan
+    ids, wts = topk_softmax_ref(logits, K_TOP)
+    b1, s1, bias1 = random_expert_weights(rng, E, 2 * I, H)
+    b2, s2, bias2 = random_expert_weights(rng, E, H, I)
+    W1, W2 = decode_mxfp4(b1.numpy(), s1.numpy()), decode_mxfp4(b2.numpy(), s2.numpy())
+    x64 = x.astype(np.float64)
+    xn = x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + eps) * f64(g)
+    ref1 = np.stack([swiglu(W1[ids[t, j]] @ xn[t] + f64(bias1)[ids[t, j]]) for t in range(T) for j in range(K_TOP)])
+
+    m = kernels().moe
+    v1 = variant(f"moe_mlp1_route_gemv1_e{BE}")
+    act = torch.full((T * K_TOP, I), float("nan"))
+    m.moe_mlp1_route_gemv1[(T * K_TOP, (2 * I + v1.constexprs["BLOCK_N"] - 1) // v1.constexprs["BLOCK_N"])](
+        torch.from_numpy(x), g, eps, torch.from_numpy(logits), E, b1, s1, bias1, act, T, H, I, K_TOP, LIMIT, ALPHA,
+        **v1.constexprs)
+    got1 = act.numpy().astype(np.float64)
+    assert not np.isnan(got1).any()
+    np.testing.assert_allclose(got1, ref1, rtol=1e-5, atol=1e-5 * np.abs(ref1).max())
+
+    a = rng.standard_normal((T * K_TOP, I)).astype(np.float32)
+    x2 = torch.from_numpy(x.copy())
+    v2 = variant(f"moe_mlp2_route_gemv1_e{BE}")
+    m.moe_mlp2_route_gemv1[(T, (H + v2.constexprs["BLOCK_N"] - 1) // v2.constexprs["BLOCK_N"])](
+        torch.from_numpy(a), torch.from_numpy(logits), E, b2, s2, bias2, x2, T, H, I, K_TOP, **v2.constexprs)
+    delta = np.stack([sum(wts[t, j] * (W2[ids[t, j]] @ a[t * K_TOP + j].astype(np.float64) + f64(bias2)[ids[t, j]])
+                          for j in range(K_TOP)) for t in range(T)])
+    got2 = x2.numpy().astype(np.float64) - x
+    np.testing.assert_allclose(got2, delta, rtol=1e-5, atol=1e-5 * np.abs(delta).max())

@@ -25,6 +25,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Sequence, Tuple
 
+import triton
+import triton.language as tl
+
 ARCHS = (80, 90, 100)  # sm_80 (Ampere, Ada), sm_90a (Hopper), sm_100a (Blackwell)
 
 
@@ -63,9 +66,14 @@ def compile_variant(v: Variant, arch: int):
     for name in v.div16:
         if name not in v.signature or v.signature[name] not in ("i32", "i64"):
             raise ValueError(f"{v.name}: div16 names {name!r}, which is not an integer argument")
+    global PDL
+    PDL = tl.constexpr(arch >= 90)  # griddepcontrol needs sm_90; read by pdl_begin when this compile traces it
     src = ASTSource(fn=v.kernel, signature=v.full_signature(), constexprs=dict(v.constexprs), attrs=v.attrs())
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": v.num_warps, "num_stages": v.num_stages})
+                        options={"num_warps": v.num_warps, "num_stages": v.num_stages, "launch_pdl": bool(PDL)})
+    if bool(PDL) != ("griddepcontrol.wait" in ck.asm["ptx"]):
+        raise RuntimeError(f"{v.name} (sm_{arch}): programmatic dependent launch {'on' if PDL else 'off'} but the "
+                           "kernel does not match (every kernel must start with pdl_begin())")
     md = ck.metadata
     meta = {
         "function": md.name,
@@ -79,6 +87,25 @@ def compile_variant(v: Variant, arch: int):
         "launch_cooperative_grid": bool(md.launch_cooperative_grid),
     }
     return ck.asm["cubin"], meta
+
+
+# Programmatic dependent launch. The runtime can launch every kernel with the attribute that lets it start while
+# the kernel before it on the stream is finishing (GON_CUDA_PDL=1: off by default, since it changed nothing
+# measurable on an H200 with the wait at each kernel's start), so every kernel begins with
+# pdl_begin(): griddepcontrol.wait (the earlier grid has completed and its writes are visible: nothing of this
+# kernel reads or writes activations before it) and griddepcontrol.launch_dependents (the next kernel may be
+# scheduled now; its programs wait in their own pdl_begin). A kernel that skipped the wait could finish before its
+# predecessor and break the chain, so the compiled form of every kernel has both (compile_variant checks). PDL is
+# set by compile_variant for sm_90 and later (griddepcontrol is a Hopper instruction); it stays off elsewhere (the
+# interpreter has no griddepcontrol).
+PDL = tl.constexpr(False)
+
+
+@triton.jit
+def pdl_begin():
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 # The kernel modules of this folder (imported by name: build.py and the tests put

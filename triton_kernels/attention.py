@@ -72,13 +72,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aot import Variant
+from aot import Variant, pdl_begin
 
 @triton.jit
 def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr,
                      T, qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
                      NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     g = tl.program_id(1)
     sp = tl.program_id(2)
@@ -142,6 +143,7 @@ def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr
 @triton.jit
 def attention_combine(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, T, NQ, HD, out_stride,
                       NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.arange(0, NUM_SPLITS)
@@ -196,6 +198,7 @@ def attention_prefill(qkv_ptr, tiles_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, num_
                       seq_stride, capacity, window, scale, NQ, NKV, HD,
                       KV_BF16: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
     # Later tiles usually see more keys: start them first.
     i = num_tiles - 1 - tl.program_id(0)
     h = tl.program_id(1)

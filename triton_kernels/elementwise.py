@@ -31,11 +31,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aot import Variant
+from aot import Variant, pdl_begin
 
 
 @triton.jit
 def embed(tokens_ptr, emb_ptr, x_ptr, H, BLOCK_H: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     tok = tl.load(tokens_ptr + t).to(tl.int64)
@@ -46,6 +47,7 @@ def embed(tokens_ptr, emb_ptr, x_ptr, H, BLOCK_H: tl.constexpr):
 @triton.jit
 def rmsnorm(x_ptr, rows_ptr, w_ptr, y_ptr, R, H, eps, HAS_ROWS: tl.constexpr, OUT_BF16: tl.constexpr,
             BLOCK_H: tl.constexpr):
+    pdl_begin()
     r = tl.program_id(0)
     if HAS_ROWS:
         i = tl.load(rows_ptr + r).to(tl.int64)
@@ -72,6 +74,7 @@ def rmsnorm(x_ptr, rows_ptr, w_ptr, y_ptr, R, H, eps, HAS_ROWS: tl.constexpr, OU
 @triton.jit
 def rope_kv_store(qkv_ptr, positions_ptr, seqs_ptr, inv_freq_ptr, k_ptr, v_ptr, T, qkv_stride, seq_stride,
                   capacity, rope_scaling, NQ, NKV, HD, KV_BF16: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     h = tl.program_id(1)
     HALF = HD // 2
@@ -110,6 +113,7 @@ def rope_kv_store(qkv_ptr, positions_ptr, seqs_ptr, inv_freq_ptr, k_ptr, v_ptr, 
 
 @triton.jit
 def topk_softmax(logits_ptr, ids_ptr, weights_ptr, T, E, K, BLOCK_E: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     e = tl.arange(0, BLOCK_E)
     neg = float("-inf")
@@ -138,6 +142,7 @@ def topk_softmax(logits_ptr, ids_ptr, weights_ptr, T, E, K, BLOCK_E: tl.constexp
 
 @triton.jit
 def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    pdl_begin()
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < n, other=0.0)
     tl.store(y_ptr + offs, x.to(tl.bfloat16), mask=offs < n)
@@ -145,6 +150,7 @@ def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 
 @triton.jit
 def read_sum(x_ptr, n, out_ptr, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    pdl_begin()
     pid = tl.program_id(0)
     base = pid.to(tl.int64) * BLOCK * ITERS
     acc = tl.zeros([BLOCK], dtype=tl.int64)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aot import Variant
+from aot import Variant, pdl_begin
 
 
 @triton.jit
@@ -81,6 +81,7 @@ def linear_gemv(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldy, 
                 M_PAD: tl.constexpr, NORM: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr,
                 ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
                 X_AHEAD: tl.constexpr):
+    pdl_begin()
     KC: tl.constexpr = BLOCK_K // 8
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -148,6 +149,7 @@ def linear_gemv(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldy, 
 def linear_gemm(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldx, ldy, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
                 OUT_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 X_F32: tl.constexpr = 0):
+    pdl_begin()
     # program (i, j): rows i*BLOCK_M.., columns j*BLOCK_N..; consecutive programs share a weight tile (L2 reuse)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)

@@ -68,7 +68,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aot import Variant
+from aot import Variant, pdl_begin
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,6 +182,7 @@ def _swiglu(gate, up, limit, alpha):
 @triton.jit
 def moe_mlp1_gemv(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T, H, I, K_TOP, limit, alpha,
                   BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, STAGES: tl.constexpr):
+    pdl_begin()
     p = tl.program_id(0)
     row0 = tl.program_id(1) * BLOCK_N                  # rows of 2I; BLOCK_N is even: gate/up pairs stay together
     e = tl.load(ids_ptr + p).to(tl.int64)
@@ -203,6 +204,7 @@ def moe_mlp1_gemv(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T,
 @triton.jit
 def moe_mlp2_gemv(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_ptr, x_ptr, T, H, I, K_TOP,
                   BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, J: tl.constexpr, STAGES: tl.constexpr):
+    pdl_begin()
     # J of the token's K_TOP experts at a time, one per warp; their results are added in increasing j
     t = tl.program_id(0)
     row0 = tl.program_id(1) * BLOCK_N
@@ -240,6 +242,7 @@ def moe_sort(ids_ptr, P, E, pair_order_ptr, pair_pos_ptr, tiles_ptr, num_tiles_p
     """One program; E <= BLOCK_E. Two passes over the pairs in chunks of BLOCK_P: expert counts, then each
     pair's grouped position = its expert's start + pairs of that expert before it (a one-hot prefix sum over
     the chunk, so ties keep pair order: stable)."""
+    pdl_begin()
     ee = tl.arange(0, BLOCK_E)
     pp = tl.arange(0, BLOCK_P)
     counts = tl.zeros([BLOCK_E], tl.int32)
@@ -301,6 +304,7 @@ def _mxfp4_gemm(a_ptrs, a_mask, q_ptr, s_ptr, rows, K, BLOCK_M: tl.constexpr, BL
 @triton.jit
 def moe_mlp1_gemm(xn_ptr, pair_order_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
                   H, I, K_TOP, limit, alpha, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pdl_begin()
     live, e, g0, count = _tile(tiles_ptr, num_tiles_ptr)
     if live:
         R = 2 * I
@@ -325,6 +329,7 @@ def moe_mlp1_gemm(xn_ptr, pair_order_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, 
 @triton.jit
 def moe_mlp2_gemm(act_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr, bias_ptr, y2_ptr, H, I,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pdl_begin()
     live, e, g0, count = _tile(tiles_ptr, num_tiles_ptr)
     if live:
         rm = tl.arange(0, BLOCK_M)
@@ -341,6 +346,7 @@ def moe_mlp2_gemm(act_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr, bia
 
 @triton.jit
 def moe_combine(y2_ptr, pair_pos_ptr, weights_ptr, x_ptr, T, H, K_TOP, BLOCK_H: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_in = offs < H
@@ -407,9 +413,13 @@ VARIANTS = [
 
 
 @triton.jit
-def _mxfp4_rows_dot(q_ptr, s_ptr, grow, rm, x_ptr, KB, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
-    """sum_k W[grow[r], k] x[k] for the rows grow ([BLOCK_R] int64, rm its mask), fp32; KB blocks per row."""
+def _mxfp4_rows_dot(q_ptr, s_ptr, grow, rm, x_ptr, KB, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr, g_ptr=None,
+                    NORM: tl.constexpr = 0):
+    """sum_k W[grow[r], k] x[k] for the rows grow ([BLOCK_R] int64, rm its mask), fp32; KB blocks per row.
+    With NORM, x[k] is first multiplied by the norm weight g[k] (bf16) and the sum of squares of x comes back too:
+    returns (sum, sum_k x[k]^2), else (sum, 0)."""
     acc = tl.zeros([BLOCK_R, BLOCK_B], tl.float32)
+    ss = tl.zeros([BLOCK_B, 32], tl.float32)
     for b0 in range(0, KB, BLOCK_B):
         bs = b0 + tl.arange(0, BLOCK_B)
         bm = bs < KB
@@ -420,18 +430,23 @@ def _mxfp4_rows_dot(q_ptr, s_ptr, grow, rm, x_ptr, KB, BLOCK_R: tl.constexpr, BL
         flo = (((lo & 7) << 22) | ((lo & 8) << 28)).to(tl.float32, bitcast=True)
         fhi = (((hi & 7) << 22) | ((hi & 8) << 28)).to(tl.float32, bitcast=True)
         xv = tl.load(x_ptr + bs[:, None] * 32 + tl.arange(0, 32)[None, :], mask=bm[:, None], other=0.0)
+        if NORM:
+            ss += xv * xv
+            xv = xv * tl.load(g_ptr + bs[:, None] * 32 + tl.arange(0, 32)[None, :], mask=bm[:, None],
+                              other=0.0).to(tl.float32)
         xe, xo = tl.split(tl.reshape(xv, [BLOCK_B, 16, 2]))
         d = tl.sum(flo * xe[None, :, :] + fhi * xo[None, :, :], axis=2)
         s = tl.load(s_ptr + grow[:, None] * KB + bs[None, :], mask=rm[:, None] & bm[None, :], other=0).to(tl.int32)
         f1 = ((tl.minimum(s, 128) + 126) << 23).to(tl.float32, bitcast=True)   # 2^(min(s, 128) - 1)
         f2 = ((tl.maximum(s, 128) - 1) << 23).to(tl.float32, bitcast=True)     # 2^(max(s, 128) - 128)
         acc += (d * f1) * f2
-    return tl.sum(acc, axis=1)
+    return tl.sum(acc, axis=1), tl.sum(tl.sum(ss, axis=1), axis=0)
 
 
 @triton.jit
 def moe_mlp1_gemv1(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T, H, I, K_TOP, limit, alpha,
                    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    pdl_begin()
     p = tl.program_id(0)
     e = tl.load(ids_ptr + p).to(tl.int64)
     t = (p // K_TOP).to(tl.int64)
@@ -439,7 +454,7 @@ def moe_mlp1_gemv1(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T
     rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)      # gate/up pairs stay together (BLOCK_N even)
     rm = rows < R
     grow = e * R + rows
-    y = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, xn_ptr + t * H, H // 32, BLOCK_N, BLOCK_B)
+    y, _ = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, xn_ptr + t * H, H // 32, BLOCK_N, BLOCK_B)
     y += tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
     gate, up = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))
     cols = tl.program_id(1) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
@@ -449,6 +464,7 @@ def moe_mlp1_gemv1(xn_ptr, ids_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T
 @triton.jit
 def moe_mlp2_gemv1(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_ptr, x_ptr, T, H, I, K_TOP,
                    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    pdl_begin()
     t = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = rows < H
@@ -458,12 +474,93 @@ def moe_mlp2_gemv1(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_p
         e = tl.load(ids_ptr + p).to(tl.int64)
         wt = tl.load(weights_ptr + p)
         grow = e * H + rows
-        y = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, act_ptr + p.to(tl.int64) * I, I // 32, BLOCK_N,
-                            BLOCK_B)
+        y, _ = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, act_ptr + p.to(tl.int64) * I, I // 32, BLOCK_N,
+                               BLOCK_B)
         y += tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
         total += wt * y
     xp = x_ptr + t.to(tl.int64) * H + rows
     tl.store(xp, tl.load(xp, mask=rm, other=0.0) + total, mask=rm)
+
+
+# Routed forms for one token (the CUDA moe_block at batch 1): the router logits come in and every program derives
+# the top-k experts and their softmax weights itself (_route_*: exactly elementwise.topk_softmax's selection and
+# arithmetic), and mlp1 takes the residual stream x with the RMSNorm fused (the sum of squares accumulates in the
+# product's own pass over x; the norm weight multiplies x on the way in): the separate rmsnorm and top-k kernels,
+# two launches a layer, drop out.
+#   moe_mlp1_route_gemv1(x, norm_w, eps, logits, E, blocks, scales, bias, act, T, H, I, K_TOP, limit, alpha)
+#                                                      grid (T * K_TOP, cdiv(2I, BLOCK_N))
+#       act[p] as moe_mlp1_gemv1 with xn = rmsnorm(x, norm_w, eps) and ids = top-k(logits) (E <= BLOCK_E).
+#   moe_mlp2_route_gemv1(act, logits, E, blocks, scales, bias, x, T, H, I, K_TOP)  grid (T, cdiv(H, BLOCK_N))
+#       as moe_mlp2_gemv1 with ids and weights = top-k softmax of logits.
+
+
+@triton.jit
+def _route_load(logits_ptr, t, E, BLOCK_E: tl.constexpr):
+    e = tl.arange(0, BLOCK_E)
+    neg = float("-inf")
+    vals = tl.load(logits_ptr + t.to(tl.int64) * E + e, mask=e < E, other=neg)
+    vals = tl.where(vals == vals, vals, neg)        # NaN never wins; padding lanes are never chosen
+    return e, vals, e >= E, tl.max(vals, axis=0)
+
+
+@triton.jit
+def _route_next(e, vals, taken, BLOCK_E: tl.constexpr):
+    """The next expert of the top-k: the largest untaken logit, lowest index among ties."""
+    v = tl.where(taken, float("-inf"), vals)
+    best = tl.max(v, axis=0)
+    idx = tl.min(tl.where((v == best) & (~taken), e, BLOCK_E), axis=0)
+    return taken | (e == idx), idx, best
+
+
+@triton.jit
+def moe_mlp1_route_gemv1(x_ptr, norm_w_ptr, eps, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, act_ptr, T, H, I,
+                         K_TOP, limit, alpha, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_E: tl.constexpr):
+    pdl_begin()
+    p = tl.program_id(0)
+    t = p // K_TOP
+    e_lanes, vals, taken, first = _route_load(logits_ptr, t, E, BLOCK_E)
+    idx = 0
+    for _j in range(0, p % K_TOP + 1):
+        taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+    e = idx.to(tl.int64)
+    R = 2 * I
+    rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < R
+    grow = e * R + rows
+    y, ss = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, x_ptr + t.to(tl.int64) * H, H // 32, BLOCK_N, BLOCK_B,
+                            norm_w_ptr, 1)
+    y = y / tl.sqrt(ss / H + eps) + tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
+    gate, up = tl.split(tl.reshape(y, [BLOCK_N // 2, 2]))
+    cols = tl.program_id(1) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+    tl.store(act_ptr + p.to(tl.int64) * I + cols, _swiglu(gate, up, limit, alpha), mask=cols < I)
+
+
+@triton.jit
+def moe_mlp2_route_gemv1(act_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, x_ptr, T, H, I, K_TOP,
+                         BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_E: tl.constexpr):
+    pdl_begin()
+    t = tl.program_id(0)
+    e_lanes, vals, taken0, first = _route_load(logits_ptr, t, E, BLOCK_E)
+    total = 0.0
+    taken = taken0
+    for _j in range(0, K_TOP):
+        taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+        total += tl.exp(best - first)
+    rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < H
+    out = tl.zeros([BLOCK_N], tl.float32)
+    taken = taken0
+    for j in range(0, K_TOP):                                         # experts in increasing j: deterministic
+        taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+        wt = tl.exp(best - first) / total
+        p = t * K_TOP + j
+        grow = idx.to(tl.int64) * H + rows
+        y, _ss = _mxfp4_rows_dot(blocks_ptr, scales_ptr, grow, rm, act_ptr + p.to(tl.int64) * I, I // 32, BLOCK_N,
+                                 BLOCK_B)
+        y += tl.load(bias_ptr + grow, mask=rm, other=0.0).to(tl.float32)
+        out += wt * y
+    xp = x_ptr + t.to(tl.int64) * H + rows
+    tl.store(xp, tl.load(xp, mask=rm, other=0.0) + out, mask=rm)
 
 
 # (BLOCK_N, BLOCK_B, num_warps, num_stages) of the one-row expert kernels, the fastest of the tiles tried on an H200
@@ -485,4 +582,19 @@ VARIANTS += [
                        "K_TOP": "i32"},
             constexprs={"BLOCK_N": GEMV1_MLP2_TILE[0], "BLOCK_B": GEMV1_MLP2_TILE[1]}, num_warps=GEMV1_MLP2_TILE[2],
             num_stages=GEMV1_MLP2_TILE[3], div16=("H", "I")),
+] + [
+    Variant(name=f"moe_mlp1_route_gemv1_e{be}", kernel=moe_mlp1_route_gemv1,
+            signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "logits_ptr": "*fp32", "E": "i32",
+                       "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16", "act_ptr": "*fp32", "T": "i32",
+                       "H": "i32", "I": "i32", "K_TOP": "i32", "limit": "fp32", "alpha": "fp32"},
+            constexprs={"BLOCK_N": GEMV1_MLP1_TILE[0], "BLOCK_B": GEMV1_MLP1_TILE[1], "BLOCK_E": be},
+            num_warps=GEMV1_MLP1_TILE[2], num_stages=GEMV1_MLP1_TILE[3], div16=("H", "I"))
+    for be in (32, 128)
+] + [
+    Variant(name=f"moe_mlp2_route_gemv1_e{be}", kernel=moe_mlp2_route_gemv1,
+            signature={"act_ptr": "*fp32", "logits_ptr": "*fp32", "E": "i32", "blocks_ptr": "*u8", "scales_ptr": "*u8",
+                       "bias_ptr": "*bf16", "x_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32", "K_TOP": "i32"},
+            constexprs={"BLOCK_N": GEMV1_MLP2_TILE[0], "BLOCK_B": GEMV1_MLP2_TILE[1], "BLOCK_E": be},
+            num_warps=GEMV1_MLP2_TILE[2], num_stages=GEMV1_MLP2_TILE[3], div16=("H", "I"))
+    for be in (32, 128)
 ]

@@ -78,7 +78,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aot import Variant
+from aot import Variant, pdl_begin
 
 CHUNK = 2048        # logits per program
 HIST_BLOCK = 128    # tokens per histogram product
@@ -271,6 +271,7 @@ def _rank(pbits, count, before, x, STRICT: tl.constexpr):
 @triton.jit
 def sample_reduce(logits_ptr, params_f32, params_u64, params_i32, mask_ptr, work_f64, work_i64, probs_ptr,
                   tokens_ptr, logprobs_ptr, R, V, CHUNK: tl.constexpr, HB: tl.constexpr):
+    pdl_begin()
     r = tl.program_id(0)
     c = tl.program_id(1)
     wb, nc = _work(r, V, CHUNK)
@@ -308,6 +309,7 @@ def sample_reduce(logits_ptr, params_f32, params_u64, params_i32, mask_ptr, work
 @triton.jit
 def sample_probs(logits_ptr, params_f32, params_u64, params_i32, mask_ptr, work_f64, work_i64, probs_ptr,
                  tokens_ptr, logprobs_ptr, R, V, CHUNK: tl.constexpr, HB: tl.constexpr):
+    pdl_begin()
     r = tl.program_id(0)
     c = tl.program_id(1)
     wb, nc = _work(r, V, CHUNK)
@@ -380,6 +382,7 @@ def sample_probs(logits_ptr, params_f32, params_u64, params_i32, mask_ptr, work_
 @triton.jit
 def sample_step(logits_ptr, params_f32, params_u64, params_i32, mask_ptr, work_f64, work_i64, probs_ptr,
                 tokens_ptr, logprobs_ptr, R, V, STEP: tl.constexpr, CHUNK: tl.constexpr, HB: tl.constexpr):
+    pdl_begin()
     r = tl.program_id(0)
     c = tl.program_id(1)
     wb, nc = _work(r, V, CHUNK)

@@ -3,13 +3,14 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|prefill-chunks|check+profile|check+bench20b|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
 #            tests (tests/test_cuda.py), and compute-sanitizer on a short run.
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
+# ab:        decode step times with the step's switches flipped in turn (GON_CUDA_PDL=1, GON_CUDA_ROUTED=0).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-build/gpu-out}
@@ -120,6 +121,19 @@ gemv_ab() {  # decode steps of 3..8 rows: split-fp32 gemm (default) against the 
   done
 }
 
+switch_ab() {  # decode step time of the 20b preset with each switch of the step flipped in turn (same run)
+  local model=/dev/shm/gon-20b
+  install || return 1
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  for b in ${AB_BATCHES:-1 8 64}; do
+    for env in "X=1" "GON_CUDA_PDL=1" "GON_CUDA_ROUTED=0" "X=1"; do
+      log "batch $b, $env"
+      env $env timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens 128 2>&1 | tail -1 \
+        | tee -a "$OUT/summary.txt"
+    done
+  done
+}
+
 prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens, one run
   local model=/dev/shm/gon-20b
   install || return 1
@@ -140,6 +154,8 @@ case "$WHAT" in
   prefill-chunks) prefill_chunks ;;
   check+profile) check; sanitize; profile ;;
   check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
+  check+ab) check; sanitize; switch_ab ;;
+  ab) switch_ab ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
   *) echo "unknown: $WHAT"; exit 2 ;;
 esac

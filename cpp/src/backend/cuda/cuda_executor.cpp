@@ -29,13 +29,19 @@ constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use th
 
 // Switches for comparisons and diagnosis (each on unless set to 0):
 // GON_CUDA_ONE_ROW (the one-row expert kernels), GON_CUDA_GRAPHS (captured
-// graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows).
+// graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows),
+// GON_CUDA_ROUTED (the MoE block of one token in three launches: top-k and
+// RMSNorm fused into the expert products).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 bool one_row_kernels() {
   static const bool on = switch_on("GON_CUDA_ONE_ROW");
+  return on;
+}
+bool routed_moe() {
+  static const bool on = switch_on("GON_CUDA_ROUTED");
   return on;
 }
 bool graphs_enabled() {
@@ -689,7 +695,26 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
 void CudaExecutor::moe_block(int layer, const StepShape& s) {
   const ModelConfig& c = config_;
   const LayerWeights& L = weights_.layers[layer];
-  const int T = s.num_tokens, k = c.experts_per_token;
+  const int T = s.num_tokens, k = c.experts_per_token, H = c.hidden_size, I = c.intermediate_size;
+  const int E = L.router.rows;
+  const int be = E <= 32 ? 32 : 128;
+  const std::string m1_name = "moe_mlp1_route_gemv1_e" + std::to_string(be);
+  const std::string m2_name = "moe_mlp2_route_gemv1_e" + std::to_string(be);
+  if (T == 1 && E <= 128 && one_row_kernels() && routed_moe() && k_.has(m1_name) && k_.has(m2_name)) {
+    // One token: three launches. The router product with the RMSNorm fused, then the expert products, each
+    // deriving the top-k from the router logits itself (mlp1 with the RMSNorm fused as well).
+    Scratch& sc = *scratch_;
+    launch_gemv(buf_.x, nullptr, L.mlp_norm, L.router, 1, E, sc.router_logits, E, false);
+    const Kernel& m1 = k_.get(m1_name);
+    const Kernel& m2 = k_.get(m2_name);
+    const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
+    m1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
+              {buf_.x, L.mlp_norm, c.rms_norm_eps, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias,
+               sc.act, 1, H, I, k, c.swiglu_limit, c.swiglu_alpha});
+    m2.launch(stream_, {1, static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
+              {sc.act, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, buf_.x, 1, H, I, k});
+    return;
+  }
   rmsnorm(buf_.x, nullptr, T, c.hidden_size, L.mlp_norm, c.rms_norm_eps, buf_.xn);
   router(buf_.xn, T, L.router, k, buf_.expert_ids, buf_.expert_weights);
   moe(buf_.xn, T, buf_.expert_ids, buf_.expert_weights, k, L, buf_.x);

@@ -48,6 +48,14 @@ bool profiling() {
   return on;
 }
 
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("GON_CUDA_PDL");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
 int cubin_arch_for(int major, int minor) {
   if (major == 8) return 80;
   if (major == 9 && minor == 0) return 90;
@@ -90,7 +98,7 @@ void Kernel::launch(CUstream stream, Grid grid, std::initializer_list<Arg> args)
   cfg.sharedMemBytes = static_cast<unsigned>(im.shared);
   cfg.hStream = stream;
   CUlaunchAttribute attr{};
-  if (im.launch_pdl) {
+  if (im.launch_pdl && pdl_enabled()) {
     attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
     attr.value.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = &attr;

@@ -72,9 +72,10 @@ class Kernel {
   // A constexpr of the variant (tile sizes the launcher needs for its grid).
   int64_t constexpr_value(const char* name) const;
   int num_warps() const { return image_->num_warps; }
-  // Launches on `stream` (checked: argument count and sizes). `pdl`: allow the
-  // launch to start before the previous kernel in the stream ends
-  // (programmatic dependent launch) when the kernel was compiled for it.
+  // Launches on `stream` (checked: argument count and sizes). With
+  // pdl_enabled(), a kernel compiled for programmatic dependent launch (sm_90+,
+  // every kernel there; see triton_kernels/aot.py pdl_begin) is launched with
+  // the attribute that lets it start while the previous kernel is finishing.
   void launch(CUstream stream, Grid grid, std::initializer_list<Arg> args) const;
 
  private:
@@ -110,6 +111,10 @@ class KernelSet {
 // to stderr at exit. For finding which kernel holds a step back; it removes the
 // launch overlap that graphs give, so compare its sum with a graph step's time.
 bool profiling();
+// Programmatic dependent launch for the kernels compiled with it (sm_90 and later): off unless GON_CUDA_PDL=1.
+// Measured on an H200 (bench/gpu/NOTES.md run 20): no change in decode step time with every kernel waiting at its
+// start, so it stays an experiment; the kernels are correct either way.
+bool pdl_enabled();
 
 // The cubin architecture for a device of compute capability major.minor: 80
 // for 8.x (sm_80 code runs on 8.6 and 8.9), 90 for 9.0 (sm_90a), 100 for 10.0
