@@ -307,3 +307,19 @@ def test_moe_route_gemv1(rng, T, H, I, E, K_TOP, BE):
                           for j in range(K_TOP)) for t in range(T)])
     got2 = x2.numpy().astype(np.float64) - x
     np.testing.assert_allclose(got2, delta, rtol=1e-5, atol=1e-5 * np.abs(delta).max())
+    if T == 1:
+        # the split form: K_TOP * SPLIT programs per row tile, the last one adds the partials; launched twice to
+        # check that it leaves its counters at zero
+        vs = variant(f"moe_mlp2_route_split_e{BE}")
+        c = vs.constexprs
+        tiles = (H + c["BLOCK_N"] - 1) // c["BLOCK_N"]
+        part = torch.full((K_TOP * c["SPLIT"], H), float("nan"))
+        count = torch.zeros(tiles, dtype=torch.int32)
+        x3 = torch.from_numpy(x.copy())
+        for launch in range(2):
+            m.moe_mlp2_route_split[(K_TOP, tiles, c["SPLIT"])](
+                torch.from_numpy(a), torch.from_numpy(logits), E, b2, s2, bias2, part, count, x3, H, I, K_TOP, **c)
+            assert (count.numpy() == 0).all()
+            got3 = x3.numpy().astype(np.float64) - x
+            np.testing.assert_allclose(got3, (launch + 1) * delta, rtol=2e-5,
+                                       atol=2e-5 * (launch + 1) * np.abs(delta).max())

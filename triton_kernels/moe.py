@@ -414,15 +414,16 @@ VARIANTS = [
 
 @triton.jit
 def _mxfp4_rows_dot(q_ptr, s_ptr, grow, rm, x_ptr, KB, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr, g_ptr=None,
-                    NORM: tl.constexpr = 0):
-    """sum_k W[grow[r], k] x[k] for the rows grow ([BLOCK_R] int64, rm its mask), fp32; KB blocks per row.
-    With NORM, x[k] is first multiplied by the norm weight g[k] (bf16) and the sum of squares of x comes back too:
-    returns (sum, sum_k x[k]^2), else (sum, 0)."""
+                    NORM: tl.constexpr = 0, kb0=0, kb1=-1):
+    """sum_k W[grow[r], k] x[k] for the rows grow ([BLOCK_R] int64, rm its mask), fp32; KB blocks per row, of
+    which blocks kb0 .. kb1 - 1 are summed (kb1 = -1: all). With NORM, x[k] is first multiplied by the norm
+    weight g[k] (bf16) and the sum of squares of x comes back too: returns (sum, sum_k x[k]^2), else (sum, 0)."""
     acc = tl.zeros([BLOCK_R, BLOCK_B], tl.float32)
     ss = tl.zeros([BLOCK_B, 32], tl.float32)
-    for b0 in range(0, KB, BLOCK_B):
+    kb_end = tl.where(kb1 < 0, KB, kb1)
+    for b0 in range(kb0, kb_end, BLOCK_B):
         bs = b0 + tl.arange(0, BLOCK_B)
-        bm = bs < KB
+        bm = bs < kb_end
         q = tl.load(q_ptr + grow[:, None, None] * (KB * 16) + bs[None, :, None] * 16 + tl.arange(0, 16)[None, None, :],
                     mask=rm[:, None, None] & bm[None, :, None], other=0).to(tl.int32)
         lo = q & 15
@@ -563,6 +564,55 @@ def moe_mlp2_route_gemv1(act_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_pt
     tl.store(xp, tl.load(xp, mask=rm, other=0.0) + out, mask=rm)
 
 
+@triton.jit
+def moe_mlp2_route_split(act_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, part_ptr, count_ptr, x_ptr, H,
+                         I, K_TOP, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_E: tl.constexpr,
+                         SPLIT: tl.constexpr):
+    """moe_mlp2_route_gemv1 for one token with twice the programs and a better tile: program (j, r, s) takes
+    expert j's rows r * BLOCK_N.. over slice s of the blocks and writes its partial sums to part[j * SPLIT + s];
+    the last of the K_TOP * SPLIT programs of a row tile to finish (a counter per tile, acq_rel) adds the partials
+    in a fixed order (so the result does not depend on which is last), the biases and the weights into x, and
+    puts the counter back to 0 for the next launch. part fp32 [K_TOP * SPLIT, H]; count int32
+    [cdiv(H, BLOCK_N)], zero before the first launch."""
+    pdl_begin()
+    j = tl.program_id(0)
+    rt = tl.program_id(1)
+    sp = tl.program_id(2)
+    e_lanes, vals, taken0, first = _route_load(logits_ptr, sp * 0, E, BLOCK_E)
+    taken = taken0
+    idx = 0
+    for _j in range(0, j + 1):
+        taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+    rows = rt * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < H
+    KB = I // 32
+    per = tl.cdiv(tl.cdiv(KB, SPLIT), BLOCK_B) * BLOCK_B
+    kb0 = sp * per
+    y, _ss = _mxfp4_rows_dot(blocks_ptr, scales_ptr, idx.to(tl.int64) * H + rows, rm, act_ptr + j.to(tl.int64) * I,
+                             KB, BLOCK_N, BLOCK_B, kb0=kb0, kb1=tl.minimum(kb0 + per, KB))
+    tl.store(part_ptr + (j * SPLIT + sp).to(tl.int64) * H + rows, y, mask=rm)
+    tl.debug_barrier()                                  # every thread's partials are written before the count
+    done = tl.atomic_add(count_ptr + rt, 1, sem="acq_rel", scope="gpu")
+    if done == K_TOP * SPLIT - 1:
+        total = 0.0
+        taken = taken0
+        for _j2 in range(0, K_TOP):
+            taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+            total += tl.exp(best - first)
+        out = tl.zeros([BLOCK_N], tl.float32)
+        taken = taken0
+        for jj in range(0, K_TOP):                       # experts in increasing j, slices in increasing s
+            taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
+            yj = tl.load(bias_ptr + idx.to(tl.int64) * H + rows, mask=rm, other=0.0).to(tl.float32)
+            ys = tl.zeros([BLOCK_N], tl.float32)
+            for s in range(0, SPLIT):
+                ys += tl.load(part_ptr + (jj * SPLIT + s) * H + rows, mask=rm, other=0.0,
+                              cache_modifier=".cg")
+            out += (tl.exp(best - first) / total) * (ys + yj)
+        tl.store(x_ptr + rows, tl.load(x_ptr + rows, mask=rm, other=0.0) + out, mask=rm)
+        tl.atomic_xchg(count_ptr + rt, 0, sem="relaxed", scope="gpu")
+
+
 # (BLOCK_N, BLOCK_B, num_warps, num_stages) of the one-row expert kernels, the fastest of the tiles tried on an H200
 # (bench/gpu/kernel_lab.py): mlp1 4 x 5760 x 2880 in 33.3 us, mlp2 4 x 2880 x 2880 in 26.3 us (the earlier gemv
 # kernels: 39.0 and 37.4 us)
@@ -596,5 +646,13 @@ VARIANTS += [
                        "bias_ptr": "*bf16", "x_ptr": "*fp32", "T": "i32", "H": "i32", "I": "i32", "K_TOP": "i32"},
             constexprs={"BLOCK_N": GEMV1_MLP2_TILE[0], "BLOCK_B": GEMV1_MLP2_TILE[1], "BLOCK_E": be},
             num_warps=GEMV1_MLP2_TILE[2], num_stages=GEMV1_MLP2_TILE[3], div16=("H", "I"))
+    for be in (32, 128)
+] + [
+    Variant(name=f"moe_mlp2_route_split_e{be}", kernel=moe_mlp2_route_split,
+            signature={"act_ptr": "*fp32", "logits_ptr": "*fp32", "E": "i32", "blocks_ptr": "*u8", "scales_ptr": "*u8",
+                       "bias_ptr": "*bf16", "part_ptr": "*fp32", "count_ptr": "*i32", "x_ptr": "*fp32", "H": "i32",
+                       "I": "i32", "K_TOP": "i32"},
+            constexprs={"BLOCK_N": 64, "BLOCK_B": 8, "BLOCK_E": be, "SPLIT": 2}, num_warps=8, num_stages=3,
+            div16=("H", "I"))
     for be in (32, 128)
 ]

@@ -281,7 +281,7 @@ def lab(dev, check_only, only, E=32, H=2880, I=2880, KT=4):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="correctness only (works under TRITON_INTERPRET=1)")
-    ap.add_argument("--only", choices=("mlp1", "mlp2"))
+    ap.add_argument("--only", choices=("mlp1", "mlp2", "split"))
     ap.add_argument("--small", action="store_true", help="small shapes (for the interpreter)")
     args = ap.parse_args()
     dev = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
@@ -289,7 +289,8 @@ def main():
         print(torch.cuda.get_device_name())
     torch.manual_seed(0)
     kw = dict(E=4, H=256, I=128, KT=2) if args.small else {}
-    for r in lab(dev, args.check, args.only, **kw):
+    rows = split_lab(dev, **kw) if args.only == "split" else lab(dev, args.check, args.only, **kw)
+    for r in rows:
         print(f"{r[0]:<18} {r[1]:<44} err={r[2]:9.2e} {r[3]:9.2f} us {r[4]:8.0f} GB/s", flush=True)
 
 
@@ -511,6 +512,80 @@ def mlp2_tc4(act_ptr, ids_ptr, weights_ptr, blocks_ptr, scales_ptr, bias_ptr, x_
         total += wt * y
     xp = x_ptr + t.to(tl.int64) * H + rn
     tl.store(xp, tl.load(xp, mask=rm, other=0.0) + total, mask=rm)
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# split: the one-row product of gemv1 over a slice of the blocks (grid (pairs, row tiles, SPLIT)), partial sums out:
+# more programs (occupancy) for mlp1, and mlp2 by (expert, row tile) instead of one program looping over experts.
+
+
+@triton.jit
+def _rows_dot_range(q_ptr, s_ptr, grow, rm, x_ptr, KB, kb0, kb1, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
+    acc = tl.zeros([BLOCK_R, BLOCK_B], tl.float32)
+    for b0 in range(kb0, kb1, BLOCK_B):
+        bs = b0 + tl.arange(0, BLOCK_B)
+        bm = bs < kb1
+        q = tl.load(q_ptr + grow[:, None, None] * (KB * 16) + bs[None, :, None] * 16 + tl.arange(0, 16)[None, None, :],
+                    mask=rm[:, None, None] & bm[None, :, None], other=0).to(tl.int32)
+        lo = q & 15
+        hi = q >> 4
+        flo = (((lo & 7) << 22) | ((lo & 8) << 28)).to(tl.float32, bitcast=True)
+        fhi = (((hi & 7) << 22) | ((hi & 8) << 28)).to(tl.float32, bitcast=True)
+        xv = tl.load(x_ptr + bs[:, None] * 32 + tl.arange(0, 32)[None, :], mask=bm[:, None], other=0.0)
+        xe, xo = tl.split(tl.reshape(xv, [BLOCK_B, 16, 2]))
+        d = tl.sum(flo * xe[None, :, :] + fhi * xo[None, :, :], axis=2)
+        s = tl.load(s_ptr + grow[:, None] * KB + bs[None, :], mask=rm[:, None] & bm[None, :], other=0).to(tl.int32)
+        f1 = ((tl.minimum(s, 128) + 126) << 23).to(tl.float32, bitcast=True)
+        f2 = ((tl.maximum(s, 128) - 1) << 23).to(tl.float32, bitcast=True)
+        acc += (d * f1) * f2
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def rows_split(x_ptr, ids_ptr, blocks_ptr, scales_ptr, part_ptr, R, K, K_TOP, XPAIR: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT: tl.constexpr):
+    """part[s, p, r] = sum over slice s of the blocks of W_{ids[p]}[r] . x_row (x row p if XPAIR else p // K_TOP)."""
+    p = tl.program_id(0)
+    sp = tl.program_id(2)
+    e = tl.load(ids_ptr + p).to(tl.int64)
+    xr = p if XPAIR else p // K_TOP
+    rows = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = rows < R
+    KB = K // 32
+    per = tl.cdiv(tl.cdiv(KB, SPLIT), BLOCK_B) * BLOCK_B
+    kb0 = sp * per
+    kb1 = tl.minimum(kb0 + per, KB)
+    y = _rows_dot_range(blocks_ptr, scales_ptr, e * R + rows, rm, x_ptr + xr.to(tl.int64) * K, KB, kb0, kb1,
+                        BLOCK_N, BLOCK_B)
+    n_pairs = tl.num_programs(0)
+    tl.store(part_ptr + (sp * n_pairs + p).to(tl.int64) * R + rows, y, mask=rm)
+
+
+def split_lab(dev, E=32, H=2880, I=2880, KT=4):
+    rows = []
+    ids = torch.tensor([i % E for i in (3, 17, 8, 30)][:KT], dtype=torch.int32, device=dev)
+    for name, R, K, xpair in (("mlp1 4x5760x2880", 2 * I, H, 0), ("mlp2 4x2880x2880", H, I, 1)):
+        q, s, w = mxfp4_weights(E, R, K, dev)
+        x = torch.randn(KT if xpair else 1, K)
+        ref = torch.stack([w[e] @ x[j if xpair else 0].double() for j, e in enumerate(ids.tolist())])
+        mag = torch.stack([w[e].abs() @ x[j if xpair else 0].double().abs() for j, e in enumerate(ids.tolist())])
+        xd = x.to(dev)
+        nbytes = KT * R * (K // 32) * 17
+        for bn, bb, warps, stages, split in ((64, 8, 8, 3, 1), (64, 8, 8, 3, 2), (64, 8, 8, 3, 3), (32, 8, 8, 3, 1),
+                                              (32, 8, 4, 3, 2), (64, 8, 4, 3, 2), (128, 8, 8, 3, 2), (64, 4, 4, 3, 2)):
+            part = torch.empty(split, KT, R, device=dev)
+
+            def run():
+                rows_split[(KT, triton.cdiv(R, bn), split)](xd, ids, q, s, part, R, K, KT, XPAIR=xpair, BLOCK_N=bn,
+                                                            BLOCK_B=bb, SPLIT=split, num_warps=warps,
+                                                            num_stages=stages)
+            run()
+            e = ((part.sum(0).cpu().double() - ref).abs() / mag).max().item()
+            us = bench(run)
+            rows.append((name, f"split bn{bn} bb{bb} w{warps} s{stages} SPLIT={split}", e, us,
+                         nbytes / (us * 1e-6) / 1e9))
+    return rows
 
 
 if __name__ == "__main__":

@@ -25,13 +25,15 @@ constexpr int kMaxGraphTokens = 64;  // steps of up to this many tokens are capt
 constexpr int kMaxGemvTokens = 2;    // up to this many rows use the fp32 gemv kernels
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
+constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 
 // Switches for comparisons and diagnosis (each on unless set to 0):
 // GON_CUDA_ONE_ROW (the one-row expert kernels), GON_CUDA_GRAPHS (captured
 // graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows),
 // GON_CUDA_ROUTED (the MoE block of one token in three launches: top-k and
-// RMSNorm fused into the expert products).
+// RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
+// expert x row tile x slice programs, the last of a tile adding them up).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -42,6 +44,10 @@ bool one_row_kernels() {
 }
 bool routed_moe() {
   static const bool on = switch_on("GON_CUDA_ROUTED");
+  return on;
+}
+bool split_moe() {
+  static const bool on = switch_on("GON_CUDA_SPLIT_MLP2");
   return on;
 }
 bool graphs_enabled() {
@@ -102,6 +108,8 @@ struct CudaExecutor::Scratch {
   int32_t* attn_tiles = nullptr;     // [T, 4]
   double* sample_work = nullptr; // [R, sampler_work_words] sampling scratch
   float* sample_probs = nullptr; // [R, V]
+  float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
+  int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
   int32_t* host_tiles = nullptr; // [T, 4] pinned
   int max_moe_tiles = 0;
 };
@@ -156,9 +164,11 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(T * 4 * 4);
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * sampler_work_words(c.vocab_size) * 8);
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
+  offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
+  offsets[i++] = p.add((H + 15) / 16 * 4);
   return p.bytes;
 }
-constexpr int kScratchParts = 14;
+constexpr int kScratchParts = 16;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -218,6 +228,9 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.attn_tiles = reinterpret_cast<int32_t*>(base + offs[i++]);
   s.sample_work = reinterpret_cast<double*>(base + offs[i++]);
   s.sample_probs = reinterpret_cast<float*>(base + offs[i++]);
+  s.moe_part = reinterpret_cast<float*>(base + offs[i++]);
+  s.moe_count = reinterpret_cast<int32_t*>(base + offs[i++]);
+  GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
@@ -706,11 +719,24 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     Scratch& sc = *scratch_;
     launch_gemv(buf_.x, nullptr, L.mlp_norm, L.router, 1, E, sc.router_logits, E, false);
     const Kernel& m1 = k_.get(m1_name);
-    const Kernel& m2 = k_.get(m2_name);
-    const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
+    const int64_t bn1 = m1.constexpr_value("BLOCK_N");
     m1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
               {buf_.x, L.mlp_norm, c.rms_norm_eps, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias,
                sc.act, 1, H, I, k, c.swiglu_limit, c.swiglu_alpha});
+    const std::string split_name = "moe_mlp2_route_split_e" + std::to_string(be);
+    if (split_moe() && k_.has(split_name)) {
+      // mlp2 as (expert, row tile, slice) programs; the last of a tile's to finish adds them into x
+      const Kernel& m2 = k_.get(split_name);
+      const int64_t bn2 = m2.constexpr_value("BLOCK_N"), split = m2.constexpr_value("SPLIT");
+      GON_CHECK(split <= kMaxMoeSplit && bn2 >= 16, kInternal, "cuda: ", split_name, " tile exceeds its scratch");
+      m2.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((H + bn2 - 1) / bn2),
+                          static_cast<unsigned>(split)},
+                {sc.act, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, sc.moe_part, sc.moe_count,
+                 buf_.x, H, I, k});
+      return;
+    }
+    const Kernel& m2 = k_.get(m2_name);
+    const int64_t bn2 = m2.constexpr_value("BLOCK_N");
     m2.launch(stream_, {1, static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
               {sc.act, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, buf_.x, 1, H, I, k});
     return;
