@@ -108,3 +108,61 @@ def test_linear_gemm(rng, name, shape):
     tol = 8e-3 if c["OUT_BF16"] else 1e-5
     np.testing.assert_allclose(got[:, :N], ref, rtol=tol, atol=tol * np.abs(ref).max())
     np.testing.assert_array_equal(got[:, N:], f64(torch.from_numpy(y0).to(y.dtype))[:, N:])
+
+
+@pytest.mark.parametrize("M,nq,nkv,hd,kv_bf16", [(1, 4, 2, 64, 1), (2, 3, 1, 40, 0), (1, 2, 2, 128, 0)])
+def test_qkv_rope_gemv(rng, M, nq, nkv, hd, kv_bf16):
+    """The qkv product with the RMSNorm fused and the rope / KV-cache store done by each head's last program,
+    against rmsnorm -> W x + b -> rotate q and k heads -> k and v into the cache, in float64; launched twice (its
+    per-head counters must be back at zero)."""
+    k = kernels().linear
+    half = 32 if hd <= 64 else 64
+    v = {x.name: x for x in k.VARIANTS}[f"qkv_rope_gemv_m{M}_h{half}_{'bf16' if kv_bf16 else 'f32'}"]
+    K = 96
+    N = (nq + 2 * nkv) * hd
+    S, cap = 3, 11
+    x = (rng.standard_normal((M, K)) * 2).astype(np.float32)
+    g = bf16(rng.uniform(0.5, 1.5, K))
+    W = bf16(rng.standard_normal((N, K)) * 0.1)
+    b = bf16(rng.standard_normal(N) * 0.1)
+    eps = 1e-5
+    positions = rng.choice(40, size=M, replace=False).astype(np.int32)
+    seqs = rng.integers(0, S, size=M).astype(np.int32)
+    inv_freq = (1.0 / 150000.0 ** (np.arange(hd // 2) * 2 / hd)).astype(np.float32)
+    scaling = float(rng.uniform(1.0, 1.5))
+    dt = torch.bfloat16 if kv_bf16 else torch.float32
+    seq_stride = nkv * cap * hd
+    kc = torch.full((S * seq_stride,), float("nan"), dtype=dt)
+    vc = torch.full((S * seq_stride,), float("nan"), dtype=dt)
+    count = torch.zeros(nq + 2 * nkv, dtype=torch.int32)
+
+    x64 = x.astype(np.float64)
+    xn = x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + eps) * f64(g)
+    y = xn @ f64(W).T + f64(b)
+    ang = positions.astype(np.float64)[:, None] * inv_freq.astype(np.float64)[None, :]
+    c, s = np.cos(ang) * scaling, np.sin(ang) * scaling
+    ref = y.copy()
+    for h in range(nq + nkv):
+        x1, x2 = y[:, h * hd:h * hd + hd // 2], y[:, h * hd + hd // 2:(h + 1) * hd]
+        ref[:, h * hd:h * hd + hd // 2] = x1 * c - x2 * s
+        ref[:, h * hd + hd // 2:(h + 1) * hd] = x2 * c + x1 * s
+    kref = np.full(S * seq_stride, np.nan)
+    vref = np.full(S * seq_stride, np.nan)
+    for t in range(M):
+        for gi in range(nkv):
+            at = seqs[t] * seq_stride + (gi * cap + positions[t] % cap) * hd
+            kref[at:at + hd] = ref[t, (nq + gi) * hd:(nq + gi + 1) * hd]
+            vref[at:at + hd] = y[t, (nq + nkv + gi) * hd:(nq + nkv + gi + 1) * hd]
+    written = ~np.isnan(kref)
+    tol = 1e-2 if kv_bf16 else 1e-5
+    c_ = v.constexprs
+    for launch in range(2):
+        qkv = torch.full((M, N), float("nan"))
+        k.qkv_rope_gemv[((N + c_["BLOCK_N"] - 1) // c_["BLOCK_N"],)](
+            torch.from_numpy(x), g, W, b, qkv, M, N, K, eps, torch.from_numpy(positions), torch.from_numpy(seqs),
+            torch.from_numpy(inv_freq), kc, vc, count, seq_stride, cap, scaling, nq, nkv, hd, **c_)
+        assert (count.numpy() == 0).all()
+        np.testing.assert_allclose(f64(qkv), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        np.testing.assert_allclose(f64(kc)[written], kref[written], rtol=tol, atol=tol * np.abs(ref).max())
+        np.testing.assert_allclose(f64(vc)[written], vref[written], rtol=tol, atol=tol * np.abs(y).max())
+        assert np.isnan(f64(kc)[~written]).all() and np.isnan(f64(vc)[~written]).all()

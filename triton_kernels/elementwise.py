@@ -81,34 +81,45 @@ def rope_kv_store(qkv_ptr, positions_ptr, seqs_ptr, inv_freq_ptr, k_ptr, v_ptr, 
     i = tl.arange(0, BLOCK_HALF)
     m = i < HALF
     p = tl.load(positions_ptr + t)
-    angle = p.to(tl.float32) * tl.load(inv_freq_ptr + i, mask=m, other=0.0)
-    c = tl.cos(angle) * rope_scaling
-    s = tl.sin(angle) * rope_scaling
     row = qkv_ptr + t.to(tl.int64) * qkv_stride + h * HD
     x1 = tl.load(row + i, mask=m, other=0.0)
     x2 = tl.load(row + HALF + i, mask=m, other=0.0)
-    y1 = x1 * c - x2 * s
-    y2 = x2 * c + x1 * s
+    y1, y2 = rope_rotate(x1, x2, p, inv_freq_ptr, rope_scaling, i, m)
     tl.store(row + i, y1, mask=m)
     tl.store(row + HALF + i, y2, mask=m)
     if h >= NQ:
         g = h - NQ
-        seq = tl.load(seqs_ptr + t).to(tl.int64)
-        slot = (p % capacity).to(tl.int64)
-        at = seq * seq_stride + (g * capacity + slot) * HD
+        at = kv_offset(seqs_ptr, t, p, g, seq_stride, capacity, HD)
         vrow = qkv_ptr + t.to(tl.int64) * qkv_stride + (NQ + NKV + g) * HD
-        v1 = tl.load(vrow + i, mask=m, other=0.0)
-        v2 = tl.load(vrow + HALF + i, mask=m, other=0.0)
-        if KV_BF16:
-            tl.store(k_ptr + at + i, y1.to(tl.bfloat16), mask=m)
-            tl.store(k_ptr + at + HALF + i, y2.to(tl.bfloat16), mask=m)
-            tl.store(v_ptr + at + i, v1.to(tl.bfloat16), mask=m)
-            tl.store(v_ptr + at + HALF + i, v2.to(tl.bfloat16), mask=m)
-        else:
-            tl.store(k_ptr + at + i, y1, mask=m)
-            tl.store(k_ptr + at + HALF + i, y2, mask=m)
-            tl.store(v_ptr + at + i, v1, mask=m)
-            tl.store(v_ptr + at + HALF + i, v2, mask=m)
+        kv_store(k_ptr + at, y1, y2, i, HALF, m, KV_BF16)
+        kv_store(v_ptr + at, tl.load(vrow + i, mask=m, other=0.0), tl.load(vrow + HALF + i, mask=m, other=0.0), i,
+                 HALF, m, KV_BF16)
+
+
+@triton.jit
+def rope_rotate(x1, x2, p, inv_freq_ptr, rope_scaling, i, m):
+    """(x1, x2) = (x[i], x[i + HD/2]) of a head at position p -> the rotated pair (rope_kv_store's contract)."""
+    angle = p.to(tl.float32) * tl.load(inv_freq_ptr + i, mask=m, other=0.0)
+    c = tl.cos(angle) * rope_scaling
+    s = tl.sin(angle) * rope_scaling
+    return x1 * c - x2 * s, x2 * c + x1 * s
+
+
+@triton.jit
+def kv_offset(seqs_ptr, t, p, g, seq_stride, capacity, HD):
+    """Offset of element 0 of kv head g of token t (position p) in one layer's K or V cache."""
+    seq = tl.load(seqs_ptr + t).to(tl.int64)
+    return seq * seq_stride + (g * capacity + (p % capacity).to(tl.int64)) * HD
+
+
+@triton.jit
+def kv_store(dst, y1, y2, i, HALF, m, KV_BF16: tl.constexpr):
+    if KV_BF16:
+        tl.store(dst + i, y1.to(tl.bfloat16), mask=m)
+        tl.store(dst + HALF + i, y2.to(tl.bfloat16), mask=m)
+    else:
+        tl.store(dst + i, y1, mask=m)
+        tl.store(dst + HALF + i, y2, mask=m)
 
 
 @triton.jit

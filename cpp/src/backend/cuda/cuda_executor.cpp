@@ -33,7 +33,9 @@ constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use th
 // graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows),
 // GON_CUDA_ROUTED (the MoE block of one token in three launches: top-k and
 // RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
-// expert x row tile x slice programs, the last of a tile adding them up).
+// expert x row tile x slice programs, the last of a tile adding them up),
+// GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
+// the qkv product's last program of each head).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -48,6 +50,10 @@ bool routed_moe() {
 }
 bool split_moe() {
   static const bool on = switch_on("GON_CUDA_SPLIT_MLP2");
+  return on;
+}
+bool fused_rope() {
+  static const bool on = switch_on("GON_CUDA_QKV_ROPE");
   return on;
 }
 bool graphs_enabled() {
@@ -110,6 +116,7 @@ struct CudaExecutor::Scratch {
   float* sample_probs = nullptr; // [R, V]
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
+  int32_t* head_count = nullptr; // [NQ + 2 NKV] arrival counters of the fused qkv + rope (zero between launches)
   int32_t* host_tiles = nullptr; // [T, 4] pinned
   int max_moe_tiles = 0;
 };
@@ -166,9 +173,10 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
+  offsets[i++] = p.add((NQ + 2 * static_cast<size_t>(c.num_kv_heads)) * 4);
   return p.bytes;
 }
-constexpr int kScratchParts = 16;
+constexpr int kScratchParts = 17;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -231,6 +239,8 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.moe_part = reinterpret_cast<float*>(base + offs[i++]);
   s.moe_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
+  s.head_count = reinterpret_cast<int32_t*>(base + offs[i++]);
+  GON_CU(d.cuMemsetD8(dptr(s.head_count), 0, (c.num_heads + 2 * c.num_kv_heads) * 4));
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
@@ -688,6 +698,25 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
   const LayerWeights& L = weights_.layers[layer];
   const int T = s.num_tokens, H = c.hidden_size;
   const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
+  const KVCacheLayer& cache = kv_layer(layer);
+  const int half = c.head_dim <= 64 ? 32 : 64;
+  const std::string fused = "qkv_rope_gemv_m" + std::to_string(bucket(T)) + "_h" + std::to_string(half) +
+                            (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32");
+  if (T <= 2 && T <= gemv_rows() && fused_rope() && c.head_dim <= 128 && k_.has(fused) &&
+      c.head_dim % k_.get(fused).constexpr_value("BLOCK_N") == 0) {
+    // One launch for the RMSNorm, the qkv product, rope and the KV-cache store (each head's last program).
+    const Kernel& k = k_.get(fused);
+    k.launch(stream_, {static_cast<unsigned>((c.qkv_rows() + k.constexpr_value("BLOCK_N") - 1) /
+                                             k.constexpr_value("BLOCK_N")), 1, 1},
+             {buf_.x, L.attn_norm, qkv.data, qkv.bias, buf_.qkv, T, c.qkv_rows(), H, c.rms_norm_eps,
+              device_inputs_.positions, device_inputs_.seqs, weights_.rope_inv_freq, cache.k, cache.v,
+              scratch_->head_count, cache.seq_stride, cache.capacity, weights_.rope_scaling, c.num_heads,
+              c.num_kv_heads, c.head_dim});
+    attention(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, L.sinks, cache,
+              L.sliding ? c.sliding_window : 0, buf_.attn);
+    linear_matrix(buf_.attn, nullptr, T, L.out.data, L.out.bias, H, L.out.cols, buf_.x, H, true);
+    return;
+  }
   if (T <= gemv_rows()) {
     // rmsnorm fused into the qkv product; out-projection accumulates into x.
     launch_gemv(buf_.x, nullptr, L.attn_norm, qkv, T, c.qkv_rows(), buf_.qkv, c.qkv_rows(), false);
