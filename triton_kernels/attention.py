@@ -19,12 +19,6 @@ Contracts:
       each query head h of the group and split s: part_ml fp32 [T, NQ, NUM_SPLITS, 2]
       = (m, l) with m the split's max score (-inf if empty) and l = sum exp(score - m);
       part_o fp32 [T, NQ, NUM_SPLITS, HD] = sum exp(score - m) v.
-  attention_decode_combined(qkv, positions, seqs, k_cache, v_cache, part_ml, part_o, count, sinks, out, T,
-                            qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD, out_stride)
-                                              grid (T, NKV, NUM_SPLITS)
-      attention_decode, then attention_combine's work (fp32 out) for the NQ / NKV heads of (t, g), done by the
-      last of the NUM_SPLITS programs of (t, g) to finish: an acq_rel counter count[t * NKV + g] (int32, zero
-      between launches, put back to 0 by that program); the result is attention_combine's, bit for bit.
   attention_combine(part_ml, part_o, sinks, out, T, NQ, HD, out_stride)
                                               grid (T, NQ)
       out[t, h * HD + d] = sum_s e^(m_s - M) o_s[d] / (e^(sink_h - M) + sum_s e^(m_s - M) l_s),
@@ -53,8 +47,6 @@ Variants (names, constexprs and grids):
       H200 (132 SMs): T = 1: 32 splits from about 2k keys (256 CTAs, all
       resident at once: 3 per SM), 16 from 512 keys, 4 for the 128-key
       windows; T = 2: 16; T = 4: 8; T >= 32: 1.
-  attention_decode_combined_s{NUM_SPLITS}_d{BLOCK_D}_{f32|bf16}_a16   grid (T, NKV, NUM_SPLITS)
-      the aligned decode variants with the combine of their splits (fp32 out).
   attention_combine_s{NUM_SPLITS}_{f32|bf16}                   grid (T, NQ)
       out dtype from the suffix (OUT_BF16); any HD (64 columns at a time).
   attention_prefill_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}[_a16]    grid (num_tiles, NQ)
@@ -88,36 +80,6 @@ def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr
                      NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pdl_begin()
-    _decode_partials(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, qkv_stride, seq_stride,
-                     capacity, window, scale, NQ, NKV, HD, NUM_SPLITS, KV_BF16, BLOCK_G, BLOCK_N, BLOCK_D)
-
-
-@triton.jit
-def attention_decode_combined(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, count_ptr,
-                              sinks_ptr, out_ptr, T, qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
-                              out_stride, NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pdl_begin()
-    _decode_partials(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, qkv_stride, seq_stride,
-                     capacity, window, scale, NQ, NKV, HD, NUM_SPLITS, KV_BF16, BLOCK_G, BLOCK_N, BLOCK_D)
-    # the last of the (t, g) programs' NUM_SPLITS to finish combines the group's heads (attention_combine)
-    tl.debug_barrier()
-    t = tl.program_id(0)
-    g = tl.program_id(1)
-    cnt = count_ptr + t * NKV + g
-    done = tl.atomic_add(cnt, 1, sem="acq_rel", scope="gpu")
-    if done == NUM_SPLITS - 1:
-        G = NQ // NKV
-        for j in range(0, G):
-            _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, g * G + j, NQ, HD, out_stride, NUM_SPLITS,
-                          0, 64, ".cg")
-        tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
-
-
-@triton.jit
-def _decode_partials(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, qkv_stride, seq_stride,
-                     capacity, window, scale, NQ, NKV, HD, NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr,
-                     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     t = tl.program_id(0)
     g = tl.program_id(1)
     sp = tl.program_id(2)
@@ -182,17 +144,12 @@ def _decode_partials(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr
 def attention_combine(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, T, NQ, HD, out_stride,
                       NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr):
     pdl_begin()
-    _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, tl.program_id(0), tl.program_id(1), NQ, HD, out_stride,
-                  NUM_SPLITS, OUT_BF16, BLOCK_D, "")
-
-
-@triton.jit
-def _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, h, NQ, HD, out_stride, NUM_SPLITS: tl.constexpr,
-                  OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr, CACHE: tl.constexpr):
+    t = tl.program_id(0)
+    h = tl.program_id(1)
     s = tl.arange(0, NUM_SPLITS)
     row = (t.to(tl.int64) * NQ + h) * NUM_SPLITS + s
-    m = tl.load(part_ml_ptr + row * 2, cache_modifier=CACHE)
-    l = tl.load(part_ml_ptr + row * 2 + 1, cache_modifier=CACHE)
+    m = tl.load(part_ml_ptr + row * 2)
+    l = tl.load(part_ml_ptr + row * 2 + 1)
     sink = tl.load(sinks_ptr + h).to(tl.float32)
     big = tl.maximum(tl.max(m, axis=0), sink)
     w = tl.exp(m - big)  # 0 for empty splits (m = -inf)
@@ -201,7 +158,7 @@ def _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, h, NQ, HD, out
     for d0 in tl.range(0, HD, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         dm = d < HD
-        o = tl.load(part_o_ptr + row[:, None] * HD + d[None, :], mask=dm[None, :], other=0.0, cache_modifier=CACHE)
+        o = tl.load(part_o_ptr + row[:, None] * HD + d[None, :], mask=dm[None, :], other=0.0)
         res = tl.sum(w[:, None] * o, axis=0)
         dst = out_ptr + t.to(tl.int64) * out_stride + h * HD + d
         if OUT_BF16:
@@ -352,22 +309,8 @@ def _prefill(bd, kv, ob, a16):
         num_warps=nw, num_stages=ns, div16=("qkv_stride", "out_stride", "seq_stride", "HD") if a16 else ())
 
 
-def _decode_combined(ns, bd, kv):
-    v = _decode(ns, bd, kv, 1)
-    return Variant(name=v.name.replace("attention_decode_", "attention_decode_combined_"),
-                   kernel=attention_decode_combined,
-                   signature={
-                       "qkv_ptr": "*fp32", "positions_ptr": "*i32", "seqs_ptr": "*i32", "k_ptr": v.signature["k_ptr"],
-                       "v_ptr": v.signature["v_ptr"], "part_ml_ptr": "*fp32", "part_o_ptr": "*fp32",
-                       "count_ptr": "*i32", "sinks_ptr": "*bf16", "out_ptr": "*fp32", "T": "i32",
-                       "qkv_stride": "i32", "seq_stride": "i64", "capacity": "i32", "window": "i32", "scale": "fp32",
-                       "NQ": "i32", "NKV": "i32", "HD": "i32", "out_stride": "i32"},
-                   constexprs=v.constexprs, num_warps=v.num_warps, num_stages=v.num_stages, div16=v.div16)
-
-
 VARIANTS = (
     [_decode(ns, bd, kv, a16) for ns in DECODE_SPLITS for bd in (64, 128) for kv in (0, 1) for a16 in (0, 1)]
-    + [_decode_combined(ns, bd, kv) for ns in DECODE_SPLITS for bd in (64, 128) for kv in (0, 1)]
     + [_combine(ns, ob) for ns in DECODE_SPLITS for ob in (0, 1)]
     + [_prefill(bd, kv, ob, a16) for bd in (64, 128) for kv in (0, 1) for ob in (0, 1) for a16 in (0, 1)]
 )

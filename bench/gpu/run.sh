@@ -11,8 +11,8 @@
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_QKV_ROPE=0,
-#            GON_CUDA_ATTN_COMBINED=0, GON_CUDA_SPLIT_MLP2=0, GON_CUDA_ROUTED=0, GON_CUDA_PDL=1; AB_ENVS lists
-#            others: words of VAR=VALUE, commas joining several; AB_BATCHES, AB_TOKENS).
+#            GON_CUDA_SPLIT_MLP2=0, GON_CUDA_ROUTED=0, GON_CUDA_PDL=1; AB_ENVS lists others: words of
+#            VAR=VALUE, commas joining several; AB_BATCHES, AB_TOKENS).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-build/gpu-out}
@@ -128,7 +128,7 @@ switch_ab() {  # decode step time of the 20b preset with each switch of the step
   install || return 1
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
   for b in ${AB_BATCHES:-1 8 64}; do
-    for env in ${AB_ENVS:-X=1 GON_CUDA_QKV_ROPE=0 GON_CUDA_ATTN_COMBINED=0 GON_CUDA_SPLIT_MLP2=0 GON_CUDA_ROUTED=0 GON_CUDA_PDL=1 X=1}; do
+    for env in ${AB_ENVS:-X=1 GON_CUDA_QKV_ROPE=0 GON_CUDA_SPLIT_MLP2=0 GON_CUDA_ROUTED=0 GON_CUDA_PDL=1 X=1}; do
       log "batch $b, $env"
       env ${env//,/ } timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens ${AB_TOKENS:-128} 2>&1 | tail -1 \
         | tee -a "$OUT/summary.txt"

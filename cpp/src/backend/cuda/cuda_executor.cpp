@@ -35,8 +35,7 @@ constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use th
 // RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
 // expert x row tile x slice programs, the last of a tile adding them up),
 // GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
-// the qkv product's last program of each head), GON_CUDA_ATTN_COMBINED
-// (decode attention's splits combined by the last program of each group).
+// the qkv product's last program of each head).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -55,10 +54,6 @@ bool split_moe() {
 }
 bool fused_rope() {
   static const bool on = switch_on("GON_CUDA_QKV_ROPE");
-  return on;
-}
-bool fused_combine() {
-  static const bool on = switch_on("GON_CUDA_ATTN_COMBINED");
   return on;
 }
 bool graphs_enabled() {
@@ -122,7 +117,6 @@ struct CudaExecutor::Scratch {
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
   int32_t* head_count = nullptr; // [NQ + 2 NKV] arrival counters of the fused qkv + rope (zero between launches)
-  int32_t* attn_count = nullptr; // [kMaxPartials / 2, NKV] those of the combined decode attention
   int32_t* host_tiles = nullptr; // [T, 4] pinned
   int max_moe_tiles = 0;
 };
@@ -180,10 +174,9 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
   offsets[i++] = p.add((NQ + 2 * static_cast<size_t>(c.num_kv_heads)) * 4);
-  offsets[i++] = p.add(static_cast<size_t>(kMaxPartials / 2) * c.num_kv_heads * 4);
   return p.bytes;
 }
-constexpr int kScratchParts = 18;
+constexpr int kScratchParts = 17;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -248,8 +241,6 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
   s.head_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.head_count), 0, (c.num_heads + 2 * c.num_kv_heads) * 4));
-  s.attn_count = reinterpret_cast<int32_t*>(base + offs[i++]);
-  GON_CU(d.cuMemsetD8(dptr(s.attn_count), 0, static_cast<size_t>(kMaxPartials / 2) * c.num_kv_heads * 4));
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
@@ -584,16 +575,6 @@ void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, 
   for (int t0 = 0; t0 < count; t0 += kMaxPartials / 2) {
     const int n = std::min(kMaxPartials / 2, count - t0);
     const int S = decode_splits(n, keys);
-    const std::string fused = std::string(decode_variant(S, bf16)).replace(0, 17, "attention_decode_combined_");
-    if (!out_bf16 && fused_combine() && k_.has(fused)) {
-      // the last of each (token, kv head)'s programs combines its group's heads: one launch
-      k_.get(fused).launch(
-          stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
-          {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v, scratch_->part_ml,
-           scratch_->part_o, scratch_->attn_count, sinks, out + t0 * width, n, c.qkv_rows(), cache.seq_stride,
-           cache.capacity, window, scale, c.num_heads, c.num_kv_heads, c.head_dim, static_cast<int32_t>(width)});
-      continue;
-    }
     const Kernel& dec = k_.get(decode_variant(S, bf16));
     const Kernel& comb = k_.get("attention_combine_s" + std::to_string(S) + (out_bf16 ? "_bf16" : "_f32"));
     dec.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
