@@ -109,6 +109,45 @@ def test_topk_softmax(rng, T, E, K):
         np.testing.assert_allclose(wts[t].numpy(), ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("out_bf16", [0, 1])
+@pytest.mark.parametrize("T,H,E,K,BE", [(1, 64, 4, 2, 32), (3, 2880, 32, 4, 32), (2, 96, 128, 4, 128),
+                                        (2, 48, 7, 7, 32)])
+def test_moe_route(rng, out_bf16, T, H, E, K, BE):
+    """RMSNorm, router product and top-k softmax in one program per token, against float64."""
+    k = kernels().elementwise
+    eps = float(rng.uniform(1e-6, 1e-4))
+    x = (rng.standard_normal((T, H)) * rng.uniform(0.5, 3)).astype(np.float32)
+    g = bf16(rng.uniform(0.5, 1.5, H))
+    rw = bf16(rng.standard_normal((E, H)) / np.sqrt(H))
+    rb = bf16(rng.standard_normal(E) * 0.1)
+    if E > 1:  # a tie at token 0: expert 1's row and bias equal expert 0's, so the lower id must come first
+        rw[1] = rw[0]
+        rb[1] = rb[0]
+    xn = torch.full((T, H), float("nan"), dtype=torch.bfloat16 if out_bf16 else torch.float32)
+    ids = torch.full((T, K), -1, dtype=torch.int32)
+    wts = torch.full((T, K), float("nan"))
+    bk = 8192 // BE if H >= 8192 // BE else 16
+    k.moe_route[(T,)](torch.from_numpy(x), g, eps, rw, rb, xn, ids, wts, H, E, K, OUT_BF16=out_bf16, BLOCK_E=BE,
+                      BLOCK_K=bk)
+    x64 = x.astype(np.float64)
+    ref_xn = x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + eps) * f64(g)
+    tol = 8e-3 if out_bf16 else 1e-5
+    np.testing.assert_allclose(f64(xn), ref_xn, rtol=tol, atol=tol * np.abs(ref_xn).max())
+    logits = ref_xn @ f64(rw).T + f64(rb)
+    for t in range(T):
+        order = sorted(range(E), key=lambda e: (-logits[t, e], e))
+        got = ids[t].tolist()
+        # the float64 order, except where two logits are within the fp32 rounding of each other
+        for j in range(K):
+            if got[j] != order[j]:
+                assert abs(logits[t, got[j]] - logits[t, order[j]]) < 1e-5 * np.abs(logits[t]).max()
+        if t == 0 and E > 1 and {0, 1} <= set(got):
+            assert got.index(0) < got.index(1)
+        sel = logits[t, got]
+        ref = np.exp(sel - sel.max()) / np.exp(sel - sel.max()).sum()
+        np.testing.assert_allclose(wts[t].numpy(), ref, rtol=1e-4)
+
+
 def test_cast_bf16(rng):
     k = kernels().elementwise
     n = 2 * 1024 + 13

@@ -20,6 +20,12 @@ Contracts (shapes row-major; T tokens of the step, H hidden size):
   topk_softmax(logits[T,E] fp32, ids[T,K] i32, weights[T,K] fp32, T, E, K)
                                                               grid (T,)
       the K largest logits (ties: lower id first), softmax over those K.
+  moe_route(x[T,H] fp32, norm_w[H] bf16, eps, router_w[E,H] bf16, router_b[E] bf16, xn[T,H],
+            ids[T,K] i32, weights[T,K] fp32, H, E, K)             grid (T,)
+      the MoE block's start for one token per program: xn[t] = rmsnorm(x[t]) * norm_w
+      (fp32, or bf16 when OUT_BF16: the grouped expert products' input), router
+      logits = router_w xn[t] + router_b in fp32 (xn unrounded), then
+      topk_softmax's rule on them. E <= BLOCK_E.
   cast_bf16(x[n] fp32, y[n] bf16, n)                          grid (cdiv(n, BLOCK),)
       y = bf16(x), round to nearest even (activations for the tensor-core products)
   read_sum(x[n] i64, n, out[grid] i64)                        grid (cdiv(n, BLOCK * ITERS),)
@@ -152,6 +158,50 @@ def topk_softmax(logits_ptr, ids_ptr, weights_ptr, T, E, K, BLOCK_E: tl.constexp
 
 
 @triton.jit
+def moe_route(x_ptr, norm_w_ptr, eps, rw_ptr, rb_ptr, xn_ptr, ids_ptr, weights_ptr, H, E, K,
+              OUT_BF16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr):
+    pdl_begin()
+    t = tl.program_id(0).to(tl.int64)
+    kk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in tl.range(0, H, BLOCK_K):
+        v = tl.load(x_ptr + t * H + k0 + kk, mask=(k0 + kk) < H, other=0.0)
+        acc += v * v
+    inv = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / H + eps)
+    e = tl.arange(0, BLOCK_E)
+    em = e < E
+    lacc = tl.zeros([BLOCK_E, BLOCK_K], dtype=tl.float32)
+    for k0 in tl.range(0, H, BLOCK_K):
+        offs = k0 + kk
+        m = offs < H
+        v = tl.load(x_ptr + t * H + offs, mask=m, other=0.0)
+        y = tl.load(norm_w_ptr + offs, mask=m, other=0.0).to(tl.float32) * (v * inv)
+        if OUT_BF16:
+            tl.store(xn_ptr + t * H + offs, y.to(tl.bfloat16), mask=m)
+        else:
+            tl.store(xn_ptr + t * H + offs, y, mask=m)
+        w = tl.load(rw_ptr + e.to(tl.int64)[:, None] * H + offs[None, :], mask=em[:, None] & m[None, :], other=0.0)
+        lacc += w.to(tl.float32) * y[None, :]
+    logits = tl.sum(lacc, axis=1) + tl.load(rb_ptr + e, mask=em, other=0.0).to(tl.float32)
+    neg = float("-inf")
+    vals = tl.where(em & (logits == logits), logits, neg)   # NaN never wins; padding lanes are never chosen
+    taken = e >= E
+    first = tl.max(vals, axis=0)
+    chosen = tl.zeros([BLOCK_E], dtype=tl.int32) - 1    # rank of each chosen expert, -1 elsewhere
+    total = 0.0
+    for j in tl.range(0, K):
+        v = tl.where(taken, neg, vals)
+        best = tl.max(v, axis=0)
+        idx = tl.min(tl.where((v == best) & (~taken), e, BLOCK_E), axis=0)
+        taken = taken | (e == idx)
+        chosen = tl.where(e == idx, j, chosen)
+        total += tl.exp(best - first)
+    sel = chosen >= 0
+    tl.store(ids_ptr + t * K + chosen, e, mask=sel)
+    tl.store(weights_ptr + t * K + chosen, tl.exp(vals - first) / total, mask=sel)
+
+
+@triton.jit
 def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     pdl_begin()
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -197,6 +247,15 @@ VARIANTS = [
                        "NQ": "i32", "NKV": "i32", "HD": "i32"},
             constexprs={"KV_BF16": kv, "BLOCK_HALF": half}, num_warps=1, num_stages=1)
     for half in (16, 32, 64, 128, 256) for kv in (0, 1)
+] + [
+    # BLOCK_E >= E; BLOCK_K keeps the logits' partial sums at 8192 lanes (32 registers a thread)
+    Variant(name=f"moe_route_e{be}_{'bf16' if bf16 else 'f32'}", kernel=moe_route,
+            signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "rw_ptr": "*bf16", "rb_ptr": "*bf16",
+                       "xn_ptr": "*bf16" if bf16 else "*fp32", "ids_ptr": "*i32", "weights_ptr": "*fp32", "H": "i32",
+                       "E": "i32", "K": "i32"},
+            constexprs={"OUT_BF16": bf16, "BLOCK_E": be, "BLOCK_K": 8192 // be}, num_warps=8, num_stages=2,
+            div16=("H",))
+    for be in (32, 128) for bf16 in (0, 1)
 ] + [
     Variant(name="cast_bf16", kernel=cast_bf16, signature={"x_ptr": "*fp32", "y_ptr": "*bf16", "n": "i64"},
             constexprs={"BLOCK": 1024}, num_warps=4, num_stages=1),

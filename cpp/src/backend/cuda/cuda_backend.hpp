@@ -125,6 +125,12 @@ class CudaExecutor final : public ComposedExecutor {
                    int n_rows, float* y, size_t ldy, bool accumulate);
   void linear_matrix(const float* x, const uint16_t* x_bf16, int count, const uint16_t* w, const uint16_t* bias,
                      int N, int K, float* y, size_t ldy, bool accumulate);
+  // attention() with the output in fp32 or bf16 ([count, heads * head_dim]).
+  void attention_to(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                    const uint16_t* sinks, const KVCacheLayer& cache, int window, void* out, bool out_bf16);
+  // moe() whose grouped products take xb (== scratch xb, bf16 [count, H]) when the caller wrote it, else cast x.
+  void moe_experts(const float* x, const uint16_t* xb, int count, const int32_t* ids, const float* weights, int k,
+                   const LayerWeights& layer, float* y);
   void attention_decode(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                         const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out, bool out_bf16);
   void build_attention_tiles(int count);

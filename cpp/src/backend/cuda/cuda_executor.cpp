@@ -35,7 +35,9 @@ constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use th
 // RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
 // expert x row tile x slice programs, the last of a tile adding them up),
 // GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
-// the qkv product's last program of each head).
+// the qkv product's last program of each head), GON_CUDA_ROUTE (steps of 2-64
+// tokens: RMSNorm, router and top-k in one launch; above 8 tokens the attention
+// writes the bf16 input of the out projection itself).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -54,6 +56,10 @@ bool split_moe() {
 }
 bool fused_rope() {
   static const bool on = switch_on("GON_CUDA_QKV_ROPE");
+  return on;
+}
+bool fused_route() {
+  static const bool on = switch_on("GON_CUDA_ROUTE");
   return on;
 }
 bool graphs_enabled() {
@@ -591,10 +597,16 @@ void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, 
 
 void CudaExecutor::attention(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                              const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out) {
+  attention_to(qkv, positions, seqs, count, sinks, cache, window, out, false);
+}
+
+void CudaExecutor::attention_to(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
+                                const uint16_t* sinks, const KVCacheLayer& cache, int window, void* out,
+                                bool out_bf16) {
   const ModelConfig& c = config_;
   if (tiles_ > 0 && count >= kPrefillAttentionMin) {
     const bool bf16 = cache.dtype == KVDType::kBF16;
-    const Kernel& k = k_.get(prefill_variant(bf16, false));
+    const Kernel& k = k_.get(prefill_variant(bf16, out_bf16));
     const int width = c.num_heads * c.head_dim;
     k.launch(stream_, {static_cast<unsigned>(tiles_), static_cast<unsigned>(c.num_heads), 1},
              {qkv, scratch_->attn_tiles, cache.k, cache.v, sinks, out, tiles_, c.qkv_rows(), width, cache.seq_stride,
@@ -602,7 +614,7 @@ void CudaExecutor::attention(const float* qkv, const int32_t* positions, const i
               c.head_dim});
     return;
   }
-  attention_decode(qkv, positions, seqs, count, sinks, cache, window, out, false);
+  attention_decode(qkv, positions, seqs, count, sinks, cache, window, static_cast<float*>(out), out_bf16);
 }
 
 void CudaExecutor::router(const float* x, int count, const BF16Matrix& r, int k, int32_t* ids, float* weights) {
@@ -615,6 +627,11 @@ void CudaExecutor::router(const float* x, int count, const BF16Matrix& r, int k,
 
 void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const float* weights, int k,
                        const LayerWeights& L, float* y) {
+  moe_experts(x, nullptr, count, ids, weights, k, L, y);
+}
+
+void CudaExecutor::moe_experts(const float* x, const uint16_t* xb, int count, const int32_t* ids,
+                               const float* weights, int k, const LayerWeights& L, float* y) {
   const ModelConfig& c = config_;
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts;
   Scratch& s = *scratch_;
@@ -638,10 +655,12 @@ void CudaExecutor::moe(const float* x, int count, const int32_t* ids, const floa
   const Kernel& m2 = k_.get("moe_mlp2_gemm" + family);
   const Kernel& comb = k_.get("moe_combine");
   sort.launch(stream_, {1, 1, 1}, {ids, P, E, s.pair_order, s.pair_pos, s.moe_tiles, s.moe_num_tiles});
-  // The experts read bf16 activations (tensor cores).
-  const Kernel& cast = k_.get("cast_bf16");
-  const int64_t n = static_cast<int64_t>(count) * H, cb = cast.constexpr_value("BLOCK");
-  cast.launch(stream_, {static_cast<unsigned>((n + cb - 1) / cb), 1, 1}, {x, s.xb, n});
+  // The experts read bf16 activations (tensor cores): s.xb, filled here unless the caller did.
+  if (xb != s.xb) {
+    const Kernel& cast = k_.get("cast_bf16");
+    const int64_t n = static_cast<int64_t>(count) * H, cb = cast.constexpr_value("BLOCK");
+    cast.launch(stream_, {static_cast<unsigned>((n + cb - 1) / cb), 1, 1}, {x, s.xb, n});
+  }
   const int max_tiles = (P + static_cast<int>(m1.constexpr_value("BLOCK_M")) - 1) /
                             static_cast<int>(m1.constexpr_value("BLOCK_M")) + E;
   const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
@@ -729,6 +748,13 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
     linear_matrix(nullptr, scratch_->xb, T, qkv.data, qkv.bias, qkv.rows, H, buf_.qkv, c.qkv_rows(), false);
   }
   rope_kv_store(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, kv_layer(layer));
+  if (T > kMaxSplitGemmTokens && fused_route()) {
+    // The out projection reads bf16 activations here (tensor cores): the attention writes them so.
+    attention_to(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, L.sinks, kv_layer(layer),
+                 L.sliding ? c.sliding_window : 0, scratch_->xb, true);
+    linear_matrix(nullptr, scratch_->xb, T, L.out.data, L.out.bias, H, L.out.cols, buf_.x, H, true);
+    return;
+  }
   attention(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, L.sinks, kv_layer(layer),
             L.sliding ? c.sliding_window : 0, buf_.attn);
   linear_matrix(buf_.attn, nullptr, T, L.out.data, L.out.bias, H, L.out.cols, buf_.x, H, true);
@@ -768,6 +794,19 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     const int64_t bn2 = m2.constexpr_value("BLOCK_N");
     m2.launch(stream_, {1, static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
               {sc.act, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, buf_.x, 1, H, I, k});
+    return;
+  }
+  const bool grouped = T > kMaxMoeGemvTokens;
+  const std::string route = "moe_route_e" + std::to_string(be) + (grouped ? "_bf16" : "_f32");
+  if (T <= kMaxGraphTokens && E <= 32 && L.router.bias && fused_route() && k_.has(route)) {
+    // Decode batches: the RMSNorm, the router product (fp32) and its top-k in one launch per step, writing the
+    // experts' input in the form they read (bf16 for the grouped products). Up to 32 experts: each program reads
+    // the whole router (184 KB for the 20b); with 128 (120b, 737 KB) it made batch-8 and batch-64 steps slower.
+    void* xn = grouped ? static_cast<void*>(scratch_->xb) : static_cast<void*>(buf_.xn);
+    k_.get(route).launch(stream_, {static_cast<unsigned>(T), 1, 1},
+                         {buf_.x, L.mlp_norm, c.rms_norm_eps, L.router.data, L.router.bias, xn, buf_.expert_ids,
+                          buf_.expert_weights, H, E, k});
+    moe_experts(buf_.xn, grouped ? scratch_->xb : nullptr, T, buf_.expert_ids, buf_.expert_weights, k, L, buf_.x);
     return;
   }
   rmsnorm(buf_.x, nullptr, T, c.hidden_size, L.mlp_norm, c.rms_norm_eps, buf_.xn);
