@@ -248,14 +248,16 @@ VARIANTS = [
             constexprs={"KV_BF16": kv, "BLOCK_HALF": half}, num_warps=1, num_stages=1)
     for half in (16, 32, 64, 128, 256) for kv in (0, 1)
 ] + [
-    # BLOCK_E >= E; BLOCK_K keeps the logits' partial sums at 8192 lanes (32 registers a thread)
+    # BLOCK_E >= E; BLOCK_K keeps the logits' partial sums at 8192 lanes (32 registers a thread). Only up to 32
+    # experts: every program reads the whole router, which for 128 experts (737 KB) was slower than the router
+    # gemm it replaces (bench/gpu/NOTES.md run 25).
     Variant(name=f"moe_route_e{be}_{'bf16' if bf16 else 'f32'}", kernel=moe_route,
             signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "rw_ptr": "*bf16", "rb_ptr": "*bf16",
                        "xn_ptr": "*bf16" if bf16 else "*fp32", "ids_ptr": "*i32", "weights_ptr": "*fp32", "H": "i32",
                        "E": "i32", "K": "i32"},
             constexprs={"OUT_BF16": bf16, "BLOCK_E": be, "BLOCK_K": 8192 // be}, num_warps=8, num_stages=2,
             div16=("H",))
-    for be in (32, 128) for bf16 in (0, 1)
+    for be in (32,) for bf16 in (0, 1)
 ] + [
     Variant(name="cast_bf16", kernel=cast_bf16, signature={"x_ptr": "*fp32", "y_ptr": "*bf16", "n": "i64"},
             constexprs={"BLOCK": 1024}, num_warps=4, num_stages=1),

@@ -797,8 +797,8 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     return;
   }
   const bool grouped = T > kMaxMoeGemvTokens;
-  const std::string route = "moe_route_e" + std::to_string(be) + (grouped ? "_bf16" : "_f32");
-  if (T <= kMaxGraphTokens && E <= 32 && L.router.bias && fused_route() && k_.has(route)) {
+  const std::string route = std::string("moe_route_e32") + (grouped ? "_bf16" : "_f32");
+  if (T <= kMaxGraphTokens && be == 32 && L.router.bias && fused_route() && k_.has(route)) {
     // Decode batches: the RMSNorm, the router product (fp32) and its top-k in one launch per step, writing the
     // experts' input in the form they read (bf16 for the grouped products). Up to 32 experts: each program reads
     // the whole router (184 KB for the 20b); with 128 (120b, 737 KB) it made batch-8 and batch-64 steps slower.
