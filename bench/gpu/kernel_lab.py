@@ -5,7 +5,7 @@ alternatives, timed on gpt-oss-20b decode shapes with triton.testing.do_bench
 (GB/s of weights). Not part of the build: a lab whose winners move into
 triton_kernels/.
 
-    python bench/gpu/kernel_lab.py
+    python bench/gpu/kernel_lab.py [--only dense|moe|gemm|moe_gemm|m16]
 """
 
 from __future__ import annotations
@@ -261,7 +261,79 @@ def moe_gemm_lab():
     return rows
 
 
+M16_TILES = ((16, 128, 128, 4, 4), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 64, 4, 6),
+             (16, 256, 128, 8, 3), (16, 128, 128, 8, 4), (16, 64, 128, 2, 4), (16, 32, 256, 2, 4))
+
+
+def m16_lab():
+    """The grouped expert products of decode batches (16-row tiles) under other tile shapes: mlp1 and mlp2 of the
+    20b at 8 and 64 tokens with random routing. Column: GB/s of the weights of the experts in use."""
+    rows = []
+    E, H, I, KT = 32, 2880, 2880, 4
+    q1, s1, w1 = mxfp4_weights(E, 2 * I, H)
+    q2, s2, w2 = mxfp4_weights(E, H, I)
+    b1 = (torch.randn(E, 2 * I, device=dev) * 0.02).to(torch.bfloat16)
+    b2 = (torch.randn(E, H, device=dev) * 0.02).to(torch.bfloat16)
+    for T in (64, 8):
+        P = T * KT
+        xn = torch.randn(T, H, device=dev).to(torch.bfloat16)
+        g = torch.Generator(device=dev).manual_seed(T)
+        ids = torch.stack([torch.randperm(E, device=dev, generator=g)[:KT] for _ in range(T)]).to(torch.int32)
+        ids = ids.reshape(-1)
+        used = int(torch.unique(ids).numel())
+        b1_bytes = used * 2 * I * H * 17 // 32
+        b2_bytes = used * H * I * 17 // 32
+        for bm, bn, bk, warps, stages in M16_TILES:
+            max_tiles = triton.cdiv(P, bm) + E
+            order = torch.empty(P, dtype=torch.int32, device=dev)
+            pos = torch.empty(P, dtype=torch.int32, device=dev)
+            tiles = torch.empty(max_tiles, 3, dtype=torch.int32, device=dev)
+            nt = torch.empty(1, dtype=torch.int32, device=dev)
+            act = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
+            y2 = torch.empty(P, H, device=dev)
+            moe.moe_sort[(1,)](ids, P, E, order, pos, tiles, nt, BLOCK_M=bm, BLOCK_E=128, BLOCK_P=64, num_warps=4)
+            tok = order.long() // KT
+            e = ids[order.long()].long()
+
+            def run1():
+                moe.moe_mlp1_gemm[(max_tiles, triton.cdiv(2 * I, bn))](
+                    xn, order, tiles, nt, q1, s1, b1, act, H, I, KT, 7.0, 1.702, BLOCK_M=bm, BLOCK_N=bn,
+                    BLOCK_K=bk, num_warps=warps, num_stages=stages)
+
+            def run2():
+                moe.moe_mlp2_gemm[(max_tiles, triton.cdiv(H, bn))](
+                    act, tiles, nt, q2, s2, b2, y2, H, I, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                    num_stages=stages)
+            name = f"bm{bm} bn{bn} bk{bk} w{warps} s{stages}"
+            try:
+                run1()
+                sel = torch.arange(0, P, max(1, P // 32), device=dev)
+                u = torch.einsum("pk,pnk->pn", xn[tok[sel]].float(), w1[e[sel]]) + b1[e[sel]].float()
+                gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
+                ref = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+                ok = torch.allclose(act[sel].float(), ref, rtol=3e-2, atol=3e-2)
+                us, gbs = bench(run1, b1_bytes)
+                rows.append((f"mlp1 T={T} ({used} experts)", f"moe_mlp1_gemm {name}", ok, us, gbs))
+                run2()
+                ref2 = torch.einsum("pk,pnk->pn", act[sel].float(), w2[e[sel]]) + b2[e[sel]].float()
+                ok = torch.allclose(y2[sel], ref2, rtol=3e-2, atol=3e-2 * ref2.abs().max().item())
+                us, gbs = bench(run2, b2_bytes)
+                rows.append((f"mlp2 T={T} ({used} experts)", f"moe_mlp2_gemm {name}", ok, us, gbs))
+            except Exception as exc:  # a tile shape that does not compile or fit
+                rows.append((f"T={T}", f"{name}: {type(exc).__name__}: {str(exc)[:120]}", False, 0.0, 0.0))
+    return rows
+
+
 if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["dense", "moe", "gemm", "moe_gemm", "m16"], default=None)
+    only = ap.parse_args().only
+    labs = {"dense": dense_lab, "moe": moe_lab, "gemm": gemm_lab, "moe_gemm": moe_gemm_lab, "m16": m16_lab}
     print(torch.cuda.get_device_name())
-    for r in dense_lab() + moe_lab() + gemm_lab() + moe_gemm_lab():
-        print(f"{r[0]:<18} {r[1]:<44} ok={r[2]!s:<5} {r[3]:9.2f} us {r[4]:8.0f} GB/s")
+    for name, lab in labs.items():
+        if only is not None and name != only:
+            continue
+        for r in lab():
+            print(f"{r[0]:<22} {r[1]:<44} ok={r[2]!s:<5} {r[3]:9.2f} us {r[4]:8.0f} GB/s", flush=True)
