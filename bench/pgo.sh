@@ -17,7 +17,8 @@ mkdir -p "$PROFILES"
 pip install --no-build-isolation . -C cmake.define.GON_PGO=GENERATE -C "cmake.define.GON_PGO_DIR=$PROFILES" \
     -C build-dir=build/pgo-generate
 if [ ! -f "$MODEL/config.json" ]; then
-  python -m gpt_oss_native make-checkpoint --preset 20b --layers 2 --vocab 32768 --tokenizer none --quiet "$MODEL"
+  python -m gpt_oss_native make-checkpoint --preset 20b --layers 2 --vocab 32768 --set eos_token_id=32767 \
+      --set pad_token_id=32766 --tokenizer none --quiet "$MODEL"
 fi
 python -m gpt_oss_native bench "$MODEL" --device cpu --prompt-tokens 64,512 --gen-tokens 24 --batch-sizes 1,8 \
     --no-progress
