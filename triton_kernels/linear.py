@@ -43,6 +43,8 @@ What is compiled (the combinations the runtime uses):
   linear_gemm_bias (qkv, router), linear_gemm_bias_acc (out projection),
   linear_gemm (unembedding): BLOCK_M = 64, BLOCK_N = 128 (64 for _bias_acc),
   BLOCK_K = 64, 4 warps, 4 stages; HMMA (sm_80), wgmma (sm_90a), tcgen05 (sm_100a).
+  Decode batches: linear_gemm_s* (9..32 rows: 16x64 tiles), linear_gemm_m_bias and
+  linear_gemm_m_bias_acc (33..64 rows: 64x32 and 64x16 tiles, BLOCK_K = 128).
 Launch requirements beyond the contracts: every pointer 16-byte aligned; K % 32 == 0
 (gemv and gemm: K is hinted divisible by 16); gemm: ldx % 16 == 0 (hinted). N, M,
 ldy and eps are free. M_PAD is the smallest compiled value >= M. NORM computes the
@@ -275,6 +277,16 @@ GEMM_VARIANTS += [
             constexprs={**v.constexprs, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128}, num_warps=4, num_stages=4,
             div16=v.div16)
     for v in GEMM_VARIANTS
+]
+# Decode batches of 33..64 rows with bias (qkv, router; out projection accumulating): one 64-row tile over narrower
+# weight tiles (bench/gpu/kernel_lab.py --only gemm, H200, M = 64: qkv 5120x2880 in 21.7 us with 64x32 tiles
+# against 24.6 with 64x128; out 2880x4096 in 17.5 us with 64x16 against 26.2 with 64x64). The unembedding keeps
+# linear_gemm (its 201088 rows give enough programs).
+GEMM_VARIANTS += [
+    Variant(name=v.name.replace("linear_gemm", "linear_gemm_m"), kernel=linear_gemm, signature=v.signature,
+            constexprs={**v.constexprs, "BLOCK_M": 64, "BLOCK_N": bn, "BLOCK_K": 128}, num_warps=4,
+            num_stages=stages, div16=v.div16)
+    for v, bn, stages in ((GEMM_VARIANTS[0], 32, 3), (GEMM_VARIANTS[1], 16, 4))
 ]
 # Decode batches of 3..8 rows from fp32 activations (qkv and router with bias, out projection accumulating,
 # the unembedding plain): the same 16x64 tiles, x split into two bf16 parts.

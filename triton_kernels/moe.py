@@ -376,11 +376,11 @@ VARIANTS = [
 ] + [
     # Grouped families by tile height: _m16 for decode batches (few tokens per expert: measured 211 us against
     # 297 us with 64-row tiles for 64 tokens), _m128 for prefill chunks (each expert's weights read half as often:
-    # 562 us against 670 us for 1024 tokens). The sort and the two products of one family share BLOCK_M. A 64-wide _m16
-    # tile was faster in the lab (bench/gpu/kernel_lab.py --only m16, H200, 20b shapes, mlp1 / mlp2: 195 / 111 us
-    # against 212 / 121 at 64 tokens, 121 / 73 against 147 / 97 at 8) but has not run through the GPU checks yet.
+    # 562 us against 670 us for 1024 tokens). The sort and the two products of one family share BLOCK_M. The _m16
+    # tile is 64 weight rows wide: twice the programs of 128 (bench/gpu/kernel_lab.py --only m16, H200, 20b shapes,
+    # mlp1 / mlp2: 195 / 111 us against 212 / 121 at 64 tokens, 121 / 73 against 147 / 97 at 8).
     v
-    for bm, bn, bk, warps, stages in ((16, 128, 128, 4, 4), (128, 128, 64, 8, 3))
+    for bm, bn, bk, warps, stages in ((16, 64, 128, 4, 4), (128, 128, 64, 8, 3))
     for v in (
         Variant(name=f"moe_sort_m{bm}", kernel=moe_sort,
                 signature={"ids_ptr": "*i32", "P": "i32", "E": "i32", "pair_order_ptr": "*i32",

@@ -234,9 +234,9 @@ Prepared prepare(Backend& be, const HostModel& m) { return {&m, be.prepare_weigh
 
 // Executor options: rings smaller than the context so positions wrap; the ring
 // holds the window plus a whole step of new keys (as Context sizes it).
-ExecutorOptions exec_options(const Backend& be, const ModelConfig& c, int num_seqs, KVDType kv) {
+ExecutorOptions exec_options(const Backend& be, const ModelConfig& c, int num_seqs, KVDType kv, int max_tokens = 24) {
   ExecutorOptions o;
-  o.max_tokens = 24;
+  o.max_tokens = max_tokens;
   o.max_outputs = 24;
   o.logits_rows = 30;
   o.num_seqs = num_seqs;
@@ -523,7 +523,8 @@ TEST(op_rmsnorm) {
 TEST(op_linear) {
   for (auto& m : models())
     for (auto& b : backends()) {
-      Setup s = make_setup(b, *m, exec_options(*b.backend, m->c, 1, KVDType::kF32));
+      // 45 rows: the decode batches of 33-64 rows (CUDA: their own tile shapes)
+      Setup s = make_setup(b, *m, exec_options(*b.backend, m->c, 1, KVDType::kF32, 48));
       ComposedExecutor* ce = s.composed();
       if (!ce) continue;
       Backend& be = *b.backend;
@@ -533,7 +534,7 @@ TEST(op_linear) {
       for (int l = 0; l < c.num_layers; ++l) {
         const LayerWeights& W = s.prepared.w->layers[l];
         const LayerWeights& HW = m->w.layers[l];
-        for (int T : {1, 3, 17}) {
+        for (int T : {1, 3, 17, 45}) {
           // q, k, v into one row of stride width + 3 (padding columns must stay untouched);
           // the k matrix without its bias.
           const size_t ldy = width + 3;

@@ -23,6 +23,8 @@ namespace gon::cuda {
 namespace {
 constexpr int kMaxGraphTokens = 64;  // steps of up to this many tokens are captured into graphs
 constexpr int kMaxGemvTokens = 2;    // up to this many rows use the fp32 gemv kernels
+constexpr int kMaxSmallGemmTokens = 32; // up to this many bf16 rows use the 16x64 gemm tiles (linear_gemm_s)
+constexpr int kMaxMidGemmTokens = 64;   // up to this many bf16 rows the products with bias use linear_gemm_m
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
@@ -30,7 +32,7 @@ constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use th
 
 // Switches for comparisons and diagnosis (each on unless set to 0):
 // GON_CUDA_ONE_ROW (the one-row expert kernels), GON_CUDA_GRAPHS (captured
-// graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for up to 32 rows),
+// graphs), GON_CUDA_SMALL_GEMM (16x64 gemm tiles for decode batches),
 // GON_CUDA_ROUTED (the MoE block of one token in three launches: top-k and
 // RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
 // expert x row tile x slice programs, the last of a tile adding them up),
@@ -66,9 +68,16 @@ bool graphs_enabled() {
   static const bool on = switch_on("GON_CUDA_GRAPHS");
   return on;
 }
-bool small_gemm() {
-  static const bool on = switch_on("GON_CUDA_SMALL_GEMM");
-  return on;
+// Dense products of up to this many bf16 rows take the small-tile gemm variants (GON_CUDA_SMALL_GEMM_ROWS; 0 or
+// GON_CUDA_SMALL_GEMM=0 for none).
+int small_gemm_rows() {
+  static const int n = [] {
+    if (!switch_on("GON_CUDA_SMALL_GEMM")) return 0;
+    const char* v = std::getenv("GON_CUDA_SMALL_GEMM_ROWS");
+    const int r = v ? std::atoi(v) : kMaxSmallGemmTokens;
+    return r >= 0 && r <= 4096 ? r : kMaxSmallGemmTokens;
+  }();
+  return n;
 }
 // GON_CUDA_MOE_TILES=16|128 forces one family of grouped expert kernels.
 const char* forced_moe_family() {
@@ -507,8 +516,11 @@ void CudaExecutor::linear_matrix(const float* x, const uint16_t* x_bf16, int cou
     cast.launch(stream_, {static_cast<unsigned>((n + block - 1) / block), 1, 1}, {x, scratch_->xb, n});
     x_bf16 = scratch_->xb;
   }
-  // Decode batches (up to 32 rows) take the small-tile variants: more programs for the same weights.
-  std::string name = count <= 32 && small_gemm() ? "linear_gemm_s" : "linear_gemm";
+  // Decode batches take the small-tile variants: more programs for the same weights (16x64 tiles up to 32 rows,
+  // one 64-row tile over narrow weight tiles up to 64 rows where compiled: the products with bias).
+  std::string name = count <= small_gemm_rows() ? "linear_gemm_s"
+                     : count <= kMaxMidGemmTokens && small_gemm_rows() > 0 && bias ? "linear_gemm_m"
+                                                                                    : "linear_gemm";
   if (bias) name += "_bias";
   if (accumulate) name += "_acc";
   const Kernel& k = k_.get(name);
