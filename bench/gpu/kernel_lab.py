@@ -222,6 +222,24 @@ def moe_lab():
     return rows
 
 
+def sorted_pairs(ids, P, E, bm):
+    """moe_sort of the token-expert pairs into tiles of bm rows: (max_tiles, pair_order, pair_pos, tiles, count)."""
+    max_tiles = triton.cdiv(P, bm) + E
+    order = torch.empty(P, dtype=torch.int32, device=dev)
+    pos = torch.empty(P, dtype=torch.int32, device=dev)
+    tiles = torch.empty(max_tiles, 3, dtype=torch.int32, device=dev)
+    nt = torch.empty(1, dtype=torch.int32, device=dev)
+    moe.moe_sort[(1,)](ids, P, E, order, pos, tiles, nt, BLOCK_M=bm, BLOCK_E=128, BLOCK_P=64, num_warps=4)
+    return max_tiles, order, pos, tiles, nt
+
+
+def mlp1_ref(xn, w1, b1, tok, e):
+    """swiglu(mlp1_e(xn[tok])) in fp32 for the selected pairs (tok, e: their tokens and experts)."""
+    u = torch.einsum("pk,pnk->pn", xn[tok].float(), w1[e]) + b1[e].float()
+    gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
+    return (up + 1) * gate * torch.sigmoid(1.702 * gate)
+
+
 def moe_gemm_lab():
     """The grouped MXFP4 mlp1 product of a 1024-token prefill chunk (random routing over 32 experts) and of a
     64-sequence decode step, under other tile shapes (the sort's tile size follows BLOCK_M)."""
@@ -236,13 +254,8 @@ def moe_gemm_lab():
         flops = 2.0 * P * 2 * I * H
         for bm, bn, bk, warps, stages in ((64, 128, 64, 8, 4), (128, 128, 64, 8, 3), (128, 256, 64, 8, 3),
                                           (64, 256, 64, 8, 3), (32, 128, 128, 4, 4), (16, 128, 128, 4, 4)):
-            max_tiles = triton.cdiv(P, bm) + E
-            order = torch.empty(P, dtype=torch.int32, device=dev)
-            pos = torch.empty(P, dtype=torch.int32, device=dev)
-            tiles = torch.empty(max_tiles, 3, dtype=torch.int32, device=dev)
-            nt = torch.empty(1, dtype=torch.int32, device=dev)
+            max_tiles, order, pos, tiles, nt = sorted_pairs(ids, P, E, bm)
             act = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
-            moe.moe_sort[(1,)](ids, P, E, order, pos, tiles, nt, BLOCK_M=bm, BLOCK_E=128, BLOCK_P=64, num_warps=4)
 
             def run():
                 moe.moe_mlp1_gemm[(max_tiles, triton.cdiv(2 * I, bn))](
@@ -253,9 +266,7 @@ def moe_gemm_lab():
                 tok = order.long() // KT
                 e = ids[order.long()].long()
                 sel = torch.arange(0, P, max(1, P // 64), device=dev)
-                u = torch.einsum("pk,pnk->pn", xn[tok[sel]].float(), w1[e[sel]]) + b1[e[sel]].float()
-                gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
-                ref = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+                ref = mlp1_ref(xn, w1, b1, tok[sel], e[sel])
                 ok = torch.allclose(act[sel].float(), ref, rtol=3e-2, atol=3e-2)
                 us, _ = bench(run, 1)
                 rows.append((f"moe mlp1 T={T}", f"moe_mlp1_gemm bm{bm} bn{bn} bk{bk} w{warps} s{stages}", ok, us,
@@ -289,14 +300,9 @@ def m16_lab():
         b1_bytes = used * 2 * I * H * 17 // 32
         b2_bytes = used * H * I * 17 // 32
         for bm, bn, bk, warps, stages in M16_TILES:
-            max_tiles = triton.cdiv(P, bm) + E
-            order = torch.empty(P, dtype=torch.int32, device=dev)
-            pos = torch.empty(P, dtype=torch.int32, device=dev)
-            tiles = torch.empty(max_tiles, 3, dtype=torch.int32, device=dev)
-            nt = torch.empty(1, dtype=torch.int32, device=dev)
+            max_tiles, order, pos, tiles, nt = sorted_pairs(ids, P, E, bm)
             act = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
             y2 = torch.empty(P, H, device=dev)
-            moe.moe_sort[(1,)](ids, P, E, order, pos, tiles, nt, BLOCK_M=bm, BLOCK_E=128, BLOCK_P=64, num_warps=4)
             tok = order.long() // KT
             e = ids[order.long()].long()
 
@@ -313,9 +319,7 @@ def m16_lab():
             try:
                 run1()
                 sel = torch.arange(0, P, max(1, P // 32), device=dev)
-                u = torch.einsum("pk,pnk->pn", xn[tok[sel]].float(), w1[e[sel]]) + b1[e[sel]].float()
-                gate, up = u[:, 0::2].clamp(max=7.0), u[:, 1::2].clamp(-7.0, 7.0)
-                ref = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+                ref = mlp1_ref(xn, w1, b1, tok[sel], e[sel])
                 ok = torch.allclose(act[sel].float(), ref, rtol=3e-2, atol=3e-2)
                 us, gbs = bench(run1, b1_bytes)
                 rows.append((f"mlp1 T={T} ({used} experts)", f"moe_mlp1_gemm {name}", ok, us, gbs))
