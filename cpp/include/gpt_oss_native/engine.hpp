@@ -63,7 +63,8 @@ using RequestId = uint64_t;
 // What one step produced for one request.
 struct EngineEvent {
   RequestId id = 0;
-  int32_t token = -1;     // the sampled token, -1 if none (a final event that only ends the request)
+  int32_t token = -1;     // the sampled token, -1 if none (a final event that ends the request,
+                          // possibly with text held back until the end)
   float logprob = 0.0f;
   std::string text;       // text released by this token (text mode), possibly empty
   bool finished = false;  // the request has ended; `finish` says why

@@ -181,8 +181,20 @@ void Engine::Impl::finish(int slot, FinishReason reason, Status error, std::stri
   e.token = token;
   e.logprob = logprob;
   e.text = std::move(text);
-  if (r.stream && reason != FinishReason::kStopToken && reason != FinishReason::kStopString)
-    e.text += r.stream->flush();
+  if (r.stream && reason != FinishReason::kStopToken && reason != FinishReason::kStopString) {
+    // Text held back at the end (an incomplete UTF-8 sequence, a possible stop-string
+    // prefix) comes in a last event of its own with no token, as Generator::next gives
+    // it, so a streamed request and a generation yield the same (text, token) pieces.
+    std::string rest = r.stream->flush();
+    if (!rest.empty() && token >= 0) {
+      events.push_back(e);
+      e.token = -1;
+      e.logprob = 0.0f;
+      e.text = std::move(rest);
+    } else {
+      e.text += rest;
+    }
+  }
   e.finished = true;
   e.finish = reason;
   e.error = error;
