@@ -1,8 +1,8 @@
 // Tests of the CPU matrix products (backend/cpu/matmul.hpp).
 //
-// Both implementations are tested directly, each against a float64 reference
-// on fresh random inputs: the portable one always, the AVX-512 one when this
-// CPU can run it (otherwise it prints that it skipped). Besides accuracy
+// Every implementation is tested directly, each against a float64 reference
+// on fresh random inputs: the portable one always, the AVX-512 and AMX ones
+// when this CPU can run them (otherwise it prints that it skipped them). Besides accuracy
 // (|y - ref| <= 1e-5 * (sum_k |w x| + |bias| + |old y|) + 1e-6) they check the
 // determinism contract bitwise (a row's result does not depend on M, on the
 // row range of a call or on how the rows were packed), bias and accumulate
@@ -48,6 +48,11 @@ const std::vector<Impl>& impls() {
                    &avx512::matmul_mxfp4});
     else
       std::printf("  note: this CPU lacks AVX-512 BF16; skipping the avx512 implementation\n");
+    if (amx::cpu_supported())
+      v.push_back({"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &avx512::matmul_bf16,
+                   &amx::matmul_mxfp4});
+    else
+      std::printf("  note: this CPU (or OS) lacks AMX-BF16; skipping the avx512amx implementation\n");
 #else
     std::printf("  note: not an x86-64 build; skipping the avx512 implementation\n");
 #endif
@@ -95,7 +100,7 @@ struct Weights {
   std::vector<uint16_t> bias;    // [N]
 };
 
-Weights random_weights(int N, int K, size_t ldw) {
+Weights random_weights(int N, int K, size_t ldw, bool extreme_scales = true) {
   Weights w;
   w.N = N, w.K = K, w.ldw = ldw;
   std::normal_distribution<float> nd(0.f, 0.02f);
@@ -112,7 +117,8 @@ Weights random_weights(int N, int K, size_t ldw) {
   // near overflow, are covered by mxfp4_all_scales.
   static constexpr uint8_t kExtremes[] = {0, 1, 2, 3, 60, 100, 140, 160, 200};
   for (uint8_t& s : w.scales)
-    s = u(rng()) < 0.03f ? kExtremes[byte(rng()) % std::size(kExtremes)] : static_cast<uint8_t>(scale(rng()));
+    s = extreme_scales && u(rng()) < 0.03f ? kExtremes[byte(rng()) % std::size(kExtremes)]
+                                           : static_cast<uint8_t>(scale(rng()));
   w.bias.resize(N);
   for (uint16_t& b : w.bias) b = to_bf16(nd(rng()) * 25.f);
   return w;
@@ -240,6 +246,60 @@ TEST(large_k) {
       CHECK(check_case(impl, f, w, 6, true, false, 0, 9) == 0);
       CHECK(check_case(impl, f, w, 1, false, true, 2, 9) == 0);
     }
+}
+
+// Scales of a real checkpoint only (no extremes): at K = 2880 almost every row
+// of random_weights has an extreme block, which sends it to the AMX kernel's
+// fallback; here every row takes the tiles.
+TEST(mxfp4_model_scales) {
+  for (const Impl& impl : impls()) {
+    int failed = 0;
+    for (int N : {16, 67, 200}) {
+      const Weights w = random_weights(N, 2880, 2880, false);
+      for (int M : {1, 2, 3, 5, 6, 11, 21, 26}) failed += check_case(impl, Format::kMxfp4, w, M, M % 2, M % 3 == 0, 0, N) > 0;
+    }
+    CHECK(failed == 0);
+  }
+}
+
+// Activation rows far from 1 (2^62 and 2^-70: the AMX kernel's fallback) and
+// weight rows with a block at an extreme scale, mixed with ordinary rows in one
+// product: every output matches the float64 reference, and the same row alone.
+TEST(mxfp4_mixed_ranges) {
+  const int N = 40, K = 96, M = 7;
+  for (const Impl& impl : impls()) {
+    Weights w = random_weights(N, K, K, false);
+    w.scales[3 * (K / 32) + 1] = 2;     // row 3: a block of subnormal-range weights
+    w.scales[21 * (K / 32) + 2] = 180;  // row 21: a block of weights ~2^53
+    std::vector<float> x = random_x(static_cast<size_t>(M) * K);
+    for (int k = 0; k < K; ++k) x[2 * K + k] = std::ldexp(x[2 * K + k], 62), x[5 * K + k] = std::ldexp(x[5 * K + k], -70);
+    x[6 * K + 7] = std::ldexp(1.f, -130);  // a subnormal activation in an ordinary row
+    const std::vector<uint8_t> packed = pack(impl, x.data(), K, nullptr, M, K, 2);
+    std::vector<float> y(static_cast<size_t>(M) * N);
+    run(impl, Format::kMxfp4, w, true, packed.data(), M, y.data(), N, 0, N, false);
+    int bad = 0, mismatches = 0;
+    for (int m = 0; m < M; ++m) {
+      const std::vector<uint8_t> one = pack(impl, x.data() + static_cast<size_t>(m) * K, K, nullptr, 1, K);
+      std::vector<float> y1(N);
+      run(impl, Format::kMxfp4, w, true, one.data(), 1, y1.data(), N, 0, N, false);
+      for (int n = 0; n < N; ++n) {
+        double ref = bf16_value(w.bias[n]), scale = std::fabs(ref);
+        for (int k = 0; k < K; ++k) {
+          const double p = weight(w, Format::kMxfp4, n, k) * static_cast<double>(x[m * K + k]);
+          ref += p;
+          scale += std::fabs(p);
+        }
+        const float got = y[m * N + n];
+        if (!(std::fabs(got - ref) <= 1e-5 * scale + 1e-30)) {
+          if (bad < 3) std::printf("  %s m=%d n=%d: got %.9g want %.9g\n", impl.name, m, n, got, ref);
+          ++bad;
+        }
+        mismatches += !same_bits(got, y1[n]);
+      }
+    }
+    CHECK(bad == 0);
+    CHECK(mismatches == 0);
+  }
 }
 
 // ---- determinism -------------------------------------------------------------
@@ -395,7 +455,7 @@ TEST(mxfp4_single_weight_decode) {
 TEST(public_entry_points) {
   const char* isa = matmul_isa();
   std::printf("  matmul_isa() = %s\n", isa);
-  CHECK(std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "generic") == 0);
+  CHECK(std::strcmp(isa, "avx512amx") == 0 || std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "generic") == 0);
   const int M = 3, N = 5, K = 64;
   const Weights w = random_weights(N, K, K);
   const std::vector<float> x = random_x(static_cast<size_t>(M) * K);
@@ -407,7 +467,8 @@ TEST(public_entry_points) {
   // Same answers as the implementation matmul_isa() names.
   const Impl* chosen = nullptr;
   for (const Impl& impl : impls())
-    if ((std::strcmp(isa, "generic") == 0) == (std::strcmp(impl.name, "generic") == 0)) chosen = &impl;
+    if (std::strcmp(isa, impl.name) == 0 || (std::strcmp(isa, "avx512bf16") == 0 && std::strcmp(impl.name, "avx512") == 0))
+      chosen = &impl;
   CHECK(chosen != nullptr);
   if (chosen) {
     std::vector<float> r(M * N), r2(M * N);
