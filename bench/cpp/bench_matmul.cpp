@@ -14,7 +14,7 @@
 // --file puts them in (unlinked) files mapped read-only, as the runtime maps a
 // checkpoint.
 //
-//   bench_matmul [--impl avx512|amx|generic|both] [--quick] [--no-baseline]
+//   bench_matmul [--impl avx512|generic|both] [--quick] [--no-baseline]
 //                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: both implementations where the CPU has AVX-512, else generic;
 //    the gpt-oss shapes unless --case names others)
@@ -322,7 +322,7 @@ int main(int argc, char** argv) {
       cases.push_back(c);
       i += 4;
     } else {
-      std::fprintf(stderr, "usage: %s [--impl avx512|amx|generic|both] [--quick] [--no-baseline] "
+      std::fprintf(stderr, "usage: %s [--impl avx512|generic|both] [--quick] [--no-baseline] "
                    "[--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
@@ -333,12 +333,9 @@ int main(int argc, char** argv) {
 #if GON_HAVE_AVX512_KERNELS
   static const Impl kAvx512{"avx512", &avx512::packed_activation_bytes, &avx512::pack_activations,
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
-  if ((which == "both" || which == "avx512") && avx512::cpu_supported()) impls.push_back(&kAvx512);
-  static const Impl kAmx{"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &avx512::matmul_bf16,
-                         &amx::matmul_mxfp4};
-  if ((which == "both" || which == "amx") && amx::cpu_supported()) impls.push_back(&kAmx);
+  if (which != "generic" && avx512::cpu_supported()) impls.push_back(&kAvx512);
 #endif
-  if (which == "both" || which == "generic" || impls.empty()) impls.push_back(&kGeneric);
+  if (which != "avx512" || impls.empty()) impls.push_back(&kGeneric);
   std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best and median of many iterations\n",
               matmul_isa());
 

@@ -4,16 +4,11 @@
 // the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
 // avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for);
 // everywhere else the portable kernels. The choice is made once, on first use,
-// and can be forced with GON_MATMUL_ISA=generic|avx512bf16|avx512amx (for
-// debugging and comparisons); attention.cpp follows the same choice. Where the
-// CPU also has AMX-BF16 tiles and Linux grants the process their state, the
-// MXFP4 products run on them ("avx512amx", matmul_amx.cpp; everything else as
-// "avx512bf16"). This file is compiled without AVX-512 flags.
+// and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
+// debugging and comparisons); attention.cpp follows the same choice. This file
+// is compiled without AVX-512 flags.
 #include "backend/cpu/matmul.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <cpuid.h>
-#endif
 #include <cstdlib>
 #include <cstring>
 
@@ -31,16 +26,6 @@ bool cpu_supported() {
          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
 }
 }  // namespace avx512
-namespace amx {
-bool cpu_supported() {
-  // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16 (read directly: not
-  // every compiler's __builtin_cpu_supports knows them).
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  const bool tiles = (edx >> 24 & 1u) && (edx >> 22 & 1u);
-  return tiles && avx512::cpu_supported() && os_permits_amx();
-}
-}  // namespace amx
 #endif
 
 namespace {
@@ -50,8 +35,6 @@ const MatmulKernels kGeneric{"generic", &generic::packed_activation_bytes, &gene
 #if GON_HAVE_AVX512_KERNELS
 const MatmulKernels kAvx512{"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations,
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
-const MatmulKernels kAmx{"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &avx512::matmul_bf16,
-                         &amx::matmul_mxfp4};
 #endif
 
 const MatmulKernels& impl() { return default_matmul_kernels(); }
@@ -72,7 +55,6 @@ const MatmulKernels* matmul_kernels(const char* isa) {
   if (std::strcmp(isa, "generic") == 0) return &kGeneric;
 #if GON_HAVE_AVX512_KERNELS
   if (std::strcmp(isa, "avx512bf16") == 0 && avx512::cpu_supported()) return &kAvx512;
-  if (std::strcmp(isa, "avx512amx") == 0 && amx::cpu_supported()) return &kAmx;
 #endif
   return nullptr;
 }
@@ -81,17 +63,14 @@ const MatmulKernels& default_matmul_kernels() {
   static const MatmulKernels* chosen = [] {
     const char* force = std::getenv("GON_MATMUL_ISA");
     if (force != nullptr && *force != '\0') {
-      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx512bf16") == 0 ||
-                    std::strcmp(force, "avx512amx") == 0,
-                kInvalidArgument, "GON_MATMUL_ISA='", force,
-                "' is not a kernel set: use 'generic', 'avx512bf16' or 'avx512amx' (or leave it unset)");
+      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx512bf16") == 0, kInvalidArgument,
+                "GON_MATMUL_ISA='", force, "' is not a kernel set: use 'generic' or 'avx512bf16' (or leave it unset)");
       const MatmulKernels* k = matmul_kernels(force);
       GON_CHECK(k != nullptr, kBackendUnavailable, "GON_MATMUL_ISA='", force,
                 "': this CPU or build cannot run those kernels (use 'generic' or leave it unset)");
       return k;
     }
 #if GON_HAVE_AVX512_KERNELS
-    if (const MatmulKernels* k = matmul_kernels("avx512amx")) return k;
     if (const MatmulKernels* k = matmul_kernels("avx512bf16")) return k;
 #endif
     return &kGeneric;
