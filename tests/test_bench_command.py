@@ -41,6 +41,11 @@ def test_bench_reports_every_figure(model_dir, tmp_path):
         assert d["pct_of_floor"] == pytest.approx(100 * d["tok_s"] / r["decode_floor_tok_s"])
     assert r["decode_floor_tok_s"] == pytest.approx(r["read_bandwidth_gb_s"] / r["decode_gb_per_token"])
     assert [b["batch"] for b in r["batched_decode"]] == [1, 3] and all(b["tok_s"] > 0 for b in r["batched_decode"])
+    # Batches above 1 are measured in slices alternating with batch 1 (the ratio's median and range).
+    b3 = r["batched_decode"][1]
+    assert b3["slices"] == 4 and b3["batch1_tok_s"] > 0 and 0 < b3["ratio_min"] <= b3["ratio"] <= b3["ratio_max"]
+    assert b3["ms_per_step"] == pytest.approx(3 / b3["tok_s"] * 1e3)
+    assert "x batch 1" in proc.stdout
     assert r["peak_host_rss_gb"] > 0 and r["peak_backend_memory_gb"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "decode tok/s" in proc.stdout and "aggregate decode tok/s" in proc.stdout

@@ -11,7 +11,8 @@ returns plain numbers, and both front ends call them.
 
 Reported: load time; per prompt length, time to first token, prefill tok/s and
 decode latency per token (median and p90) after that prompt; aggregate decode
-throughput per batch size (an Engine with that many sequences); peak host RSS
+throughput per batch size (an Engine with that many sequences; above 1 measured
+in slices alternating with batch 1, with the ratio to it); peak host RSS
 and backend memory; the read bandwidth of the backend's memory measured in the
 same run and the decode floor it implies (decode_bytes_per_token /
 bandwidth), with decode as a fraction of it. Prompts are random token ids
@@ -33,7 +34,8 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["measure_load", "measure_prefill", "measure_decode", "measure_batched_decode", "decode_tokens",
+__all__ = ["measure_load", "measure_prefill", "measure_decode", "measure_batched_decode",
+           "measure_batched_vs_batch1", "decode_tokens",
            "peak_host_rss", "run", "add_arguments", "main"]
 
 
@@ -136,6 +138,60 @@ def measure_batched_decode(model, batch: int, prompt_tokens: int, gen_tokens: in
     return {"batch": batch, "steps": steps, "tok_s": batch * steps / elapsed, "ms_per_step": elapsed / steps * 1e3}
 
 
+def measure_batched_vs_batch1(model, batch: int, prompt_tokens: int, gen_tokens: int, *, slices: int = 4,
+                              kv_dtype: str = "auto") -> Dict[str, float]:
+    """Aggregate decode of `batch` sequences against batch 1, in alternating slices: a Context
+    (batch 1) and an Engine of `batch` sequences, both prefilled and warm, take turns decoding
+    gen_tokens // slices steps each, `slices` times (in the order 1, b, b, 1, 1, b, ...), so both
+    see the same state of a machine whose speed drifts (a shared VM's bandwidth can change by 2x
+    between two measurements a minute apart). Per slice pair the ratio of the aggregate tok/s to
+    batch 1's; returned: the medians of both throughputs, the median ratio and its range."""
+    import gpt_oss_native as gon
+
+    if batch < 2:
+        raise InvalidArgumentError(f"measure_batched_vs_batch1 needs batch >= 2, got {batch}")
+    per = max(1, gen_tokens // slices)
+    total = per * slices
+    length = prompt_tokens + total + 8
+    ctx = gon.Context(model, context_length=length, max_batch_tokens=min(512, prompt_tokens), kv_dtype=kv_dtype)
+    ctx.append(random_prompt(model, prompt_tokens, seed=99))
+    ctx.process(logits="none")
+    decode_tokens(ctx, 2)
+    engine = gon.Engine(model, max_sequences=batch, context_length=length + 4,
+                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
+    reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=total + 4,
+                          temperature=0.0, default_stop_tokens=False) for i in range(batch)]
+    while min(len(r.tokens) for r in reqs) < 2:
+        engine.step()
+
+    def one() -> float:
+        t = time.perf_counter()
+        decode_tokens(ctx, per)
+        return per / (time.perf_counter() - t)
+
+    def many() -> float:
+        t = time.perf_counter()
+        for _ in range(per):
+            engine.step()
+        return batch * per / (time.perf_counter() - t)
+
+    ones, manys, ratios = [], [], []
+    for i in range(slices):
+        if i % 2 == 0:
+            a = one()
+            b = many()
+        else:
+            b = many()
+            a = one()
+        ones.append(a)
+        manys.append(b)
+        ratios.append(b / a)
+    tok_s = statistics.median(manys)
+    return {"batch": batch, "steps": total, "slices": slices, "tok_s": tok_s, "ms_per_step": batch / tok_s * 1e3,
+            "batch1_tok_s": statistics.median(ones), "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
 def peak_host_rss() -> int:
     """Peak resident set of this process (VmHWM), bytes; 0 where /proc is missing."""
     try:
@@ -227,7 +283,10 @@ def run(model_path, *, device: str = "auto", threads: Optional[int] = None, prom
             steps(f"decode after {n}")
         batched = []
         for b in batch_sizes:
-            batched.append(measure_batched_decode(model, b, min(prompt_tokens), gen_tokens, kv_dtype=kv_dtype))
+            if b == 1:
+                batched.append(measure_batched_decode(model, b, min(prompt_tokens), gen_tokens, kv_dtype=kv_dtype))
+            else:
+                batched.append(measure_batched_vs_batch1(model, b, min(prompt_tokens), gen_tokens, kv_dtype=kv_dtype))
             steps(f"batch {b}")
     finally:
         steps.close()
@@ -267,9 +326,12 @@ def format_table(r: dict) -> str:
     for p, d in zip(r["prefill"], r["decode"]):
         lines.append(f"{p['prompt_tokens']:>8} {p['ttft_ms']:>10.1f} {p['prefill_tok_s']:>14.1f} "
                      f"{d['median_ms']:>14.2f} {d['p90_ms']:>8.2f} {d['tok_s']:>13.2f} {d['pct_of_floor']:>7.0f}%")
-    lines += ["", f"{'batch':>8} {'aggregate decode tok/s':>24} {'ms/step':>9}"]
+    lines += ["", f"{'batch':>8} {'aggregate decode tok/s':>24} {'ms/step':>9}   x batch 1 (interleaved: median, range)"]
     for b in r["batched_decode"]:
-        lines.append(f"{b['batch']:>8} {b['tok_s']:>24.1f} {b['ms_per_step']:>9.2f}")
+        line = f"{b['batch']:>8} {b['tok_s']:>24.1f} {b['ms_per_step']:>9.2f}"
+        if "ratio" in b:
+            line += f"   {b['ratio']:.2f}x ({b['ratio_min']:.2f}-{b['ratio_max']:.2f})"
+        lines.append(line)
     lines += ["", f"peak host RSS: {r['peak_host_rss_gb']:.2f} GB   peak backend memory: "
                   f"{r['peak_backend_memory_gb']:.2f} GB"]
     return "\n".join(lines)
