@@ -116,19 +116,26 @@ def measure_decode(model, prompt_tokens: int, gen_tokens: int, *, kv_dtype: str 
             "host_cpu_us_per_token": cpu / gen_tokens * 1e6, "thread_cpu_us_per_token": thread_cpu / gen_tokens * 1e6}
 
 
+def _warm_engine(model, batch: int, prompt_tokens: int, context_length: int, max_tokens: int, kv_dtype: str):
+    """An Engine running `batch` greedy requests of random `prompt_tokens`-token prompts, stepped until
+    every prompt is processed and one decode step taken (the warm-up)."""
+    import gpt_oss_native as gon
+
+    engine = gon.Engine(model, max_sequences=batch, context_length=context_length,
+                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
+    reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=max_tokens,
+                          temperature=0.0, default_stop_tokens=False) for i in range(batch)]
+    while min(len(r.tokens) for r in reqs) < 2:
+        engine.step()
+    return engine
+
+
 def measure_batched_decode(model, batch: int, prompt_tokens: int, gen_tokens: int, *,
                            kv_dtype: str = "auto") -> Dict[str, float]:
     """Aggregate decode throughput of `batch` sequences in one Engine: every request's
     prompt is prefilled first, then `gen_tokens` steps each decode one token of every
     sequence; tok/s = batch * steps / time."""
-    import gpt_oss_native as gon
-
-    engine = gon.Engine(model, max_sequences=batch, context_length=prompt_tokens + gen_tokens + 8,
-                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
-    reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=gen_tokens + 4,
-                          temperature=0.0, default_stop_tokens=False) for i in range(batch)]
-    while min(len(r.tokens) for r in reqs) < 2:  # prompts done and one decode step taken (warm-up)
-        engine.step()
+    engine = _warm_engine(model, batch, prompt_tokens, prompt_tokens + gen_tokens + 8, gen_tokens + 4, kv_dtype)
     steps = 0
     t = time.perf_counter()
     while steps < gen_tokens and engine.has_work:
@@ -157,12 +164,7 @@ def measure_batched_vs_batch1(model, batch: int, prompt_tokens: int, gen_tokens:
     ctx.append(random_prompt(model, prompt_tokens, seed=99))
     ctx.process(logits="none")
     decode_tokens(ctx, 2)
-    engine = gon.Engine(model, max_sequences=batch, context_length=length + 4,
-                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
-    reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=total + 4,
-                          temperature=0.0, default_stop_tokens=False) for i in range(batch)]
-    while min(len(r.tokens) for r in reqs) < 2:
-        engine.step()
+    engine = _warm_engine(model, batch, prompt_tokens, length + 4, total + 4, kv_dtype)
 
     def one() -> float:
         t = time.perf_counter()
