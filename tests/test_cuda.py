@@ -207,3 +207,91 @@ def test_greedy_decoding_of_the_trained_default_model_matches_the_cpu(kv_dtype):
         tokens[device] = [ctx.sample(temperature=0.0)[0] for _ in range(256)]
     same = next((i for i, (a, b) in enumerate(zip(tokens["cpu"], tokens["cuda"])) if a != b), 256)
     assert same == 256, f"{kv_dtype}: first difference at step {same}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (0.8, 1.0), (1.0, 0.9)])
+def test_device_loop_gives_the_tokens_of_single_steps(pair, rng, temperature, top_p):
+    """Context.sample_many on CUDA runs its steps as one WHILE conditional graph node (one launch for many tokens):
+    the same tokens and logprobs as that many sample() calls with the same seed, bitwise (the loop's body is the
+    same captured step); the cache it leaves is that of single steps; a stop token and the end of the context end
+    it."""
+    _, gpu_model, info = pair
+    prompt = rng.integers(0, gpu_model.vocab_size, size=int(rng.integers(3, 40)))
+    seed = int(rng.integers(0, 2**63))
+    n = 100
+    args = dict(temperature=temperature, top_p=top_p, seed=seed)
+    ref = gon.Context(gpu_model, context_length=256)
+    ref.append(prompt)
+    steps = [ref.sample(**args) for _ in range(n)]
+    ctx = gon.Context(gpu_model, context_length=256)
+    ctx.append(prompt)
+    ids, lps = ctx.sample_many(n, **args)
+    assert ids.dtype == np.int32 and lps.dtype == np.float32
+    assert ids.tolist() == [t for t, _ in steps], info
+    np.testing.assert_array_equal(lps, np.array([lp for _, lp in steps], np.float32), err_msg=info)
+    np.testing.assert_array_equal(ctx.tokens, ref.tokens)
+    assert ctx.num_processed == ref.num_processed
+    assert ctx.sample(**args) == ref.sample(**args)  # the cache the loop left is that of single steps
+
+    stop = int(ids[37])
+    first = ids.tolist().index(stop)
+    ctx = gon.Context(gpu_model, context_length=256)
+    ctx.append(prompt)
+    ids2, _ = ctx.sample_many(n, stop_tokens=[gpu_model.vocab_size - 1, stop], **args)
+    assert ids2.tolist() == ids[: first + 1].tolist(), info
+    assert ctx.num_tokens == len(prompt) + first + 1
+
+    ctx = gon.Context(gpu_model, context_length=len(prompt) + 10)
+    ctx.append(prompt)
+    assert ctx.sample_many(n, **args)[0].tolist() == ids[:10].tolist()
+    with pytest.raises(gon.ContextOverflowError):
+        ctx.sample_many(1, **args)
+
+
+@needs_gpu
+def test_streamed_generation_in_device_loops_matches_single_steps():
+    """Model.generate on CUDA samples in device loops of 16 tokens and accepts them into the context one piece at a
+    time: the tokens, text and logprobs of sampling one by one; a stop string ends it with the context holding
+    exactly the tokens returned; leaving the iteration early leaves the context at the pieces taken."""
+    from gpt_oss_native._default import default_model_path, default_prompt
+
+    model = gon.Model(default_model_path(), device="cuda")
+    prompt = model.tokenizer.encode(default_prompt(), allowed_special="all")
+    seed = int(np.random.SeedSequence().entropy % (2**63))
+    ref = gon.Context(model, context_length=len(prompt) + 200)
+    ref.append(prompt)
+    steps = [ref.sample(temperature=0.9, seed=seed) for _ in range(150)]
+    want = [t for t, _ in steps]
+
+    ctx = gon.Context(model, context_length=len(prompt) + 200)
+    ctx.append(prompt)
+    gen = ctx.generate(max_tokens=150, temperature=0.9, seed=seed, default_stop_tokens=False, return_tokens=True)
+    chunks = list(gen)
+    assert gen.tokens == want
+    np.testing.assert_array_equal(np.array(gen.logprobs, np.float32), np.array([lp for _, lp in steps], np.float32))
+    assert ctx.tokens.tolist() == prompt + want
+    text = model.tokenizer.decode(want)
+    assert "".join(c.text for c in chunks) == text
+
+    # a stop string in the middle of a chunk: the context holds the tokens up to it, and goes on from there
+    cut = len(model.tokenizer.decode(want[:41]))
+    stop = text[cut - 3: cut]
+    assert stop
+    ctx = gon.Context(model, context_length=len(prompt) + 200)
+    ctx.append(prompt)
+    gen = ctx.generate(max_tokens=150, temperature=0.9, seed=seed, stop=stop, default_stop_tokens=False)
+    out = "".join(gen)
+    assert gen.finish_reason == "stop_string" and out == text[: text.index(stop)]
+    assert ctx.tokens.tolist() == prompt + gen.tokens
+    assert ctx.sample(temperature=0.9, seed=seed)[0] == want[len(gen.tokens)]
+
+    ctx = gon.Context(model, context_length=len(prompt) + 200)
+    ctx.append(prompt)
+    gen = iter(ctx.generate(max_tokens=150, temperature=0.9, seed=seed, default_stop_tokens=False,
+                            return_tokens=True))
+    assert [next(gen).token for _ in range(21)] == want[:21]
+    assert ctx.num_tokens == len(prompt) + 21  # the rest of the chunk stays ahead of the context
+    ctx.append([want[21]])  # the context changed: the tokens ahead are dropped
+    assert ctx.tokens.tolist() == prompt + want[:22]
+    assert ctx.sample(temperature=0.9, seed=seed)[0] == want[22]

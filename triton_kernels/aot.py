@@ -41,6 +41,10 @@ class Variant:
     num_stages: int = 2
     div16: Tuple[str, ...] = ()    # integer arguments hinted divisible by 16
     archs: Tuple[int, ...] = ARCHS
+    # A hand-written PTX file of this folder instead of a Triton kernel (kernel is None): for what Triton cannot
+    # express (calling the driver's device builtins). Assembled by Triton's own ptxas; its entry point has the
+    # variant's name and the same parameters as a Triton kernel (the signature, then two unused scratch pointers).
+    ptx: str = ""
 
     def attrs(self) -> dict:
         names = list(self.signature)
@@ -66,6 +70,8 @@ def compile_variant(v: Variant, arch: int):
     for name in v.div16:
         if name not in v.signature or v.signature[name] not in ("i32", "i64"):
             raise ValueError(f"{v.name}: div16 names {name!r}, which is not an integer argument")
+    if v.ptx:
+        return assemble_ptx(v, arch)
     global PDL
     PDL = tl.constexpr(arch >= 90)  # griddepcontrol needs sm_90; read by pdl_begin when this compile traces it
     src = ASTSource(fn=v.kernel, signature=v.full_signature(), constexprs=dict(v.constexprs), attrs=v.attrs())
@@ -89,6 +95,31 @@ def compile_variant(v: Variant, arch: int):
     return ck.asm["cubin"], meta
 
 
+def assemble_ptx(v: Variant, arch: int):
+    """Assembles a PTX variant with Triton's ptxas (the one its own kernels go through) for one architecture."""
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+    src = Path(__file__).resolve().parent / v.ptx
+    if f".entry {v.name}(" not in src.read_text():
+        raise ValueError(f"{v.name}: {v.ptx} has no entry point named {v.name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.cubin")
+        r = subprocess.run([get_ptxas(arch).path, f"--gpu-name={sm_arch_from_capability(arch)}", str(src), "-o", out],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{v.name} (sm_{arch}): ptxas failed:\n{r.stderr}")
+        cubin = Path(out).read_bytes()
+    meta = {"function": v.name, "num_warps": v.num_warps, "num_ctas": 1, "shared": 0, "global_scratch_size": 0,
+            "global_scratch_align": 1, "profile_scratch_size": 0, "launch_pdl": False,
+            "launch_cooperative_grid": False}
+    return cubin, meta
+
+
 # Programmatic dependent launch. The runtime can launch every kernel with the attribute that lets it start while
 # the kernel before it on the stream is finishing (GON_CUDA_PDL=1: off by default, since it changed nothing
 # measurable on an H200 with the wait at each kernel's start), so every kernel begins with
@@ -110,7 +141,7 @@ def pdl_begin():
 
 # The kernel modules of this folder (imported by name: build.py and the tests put
 # this folder first on sys.path; it is a source folder, never an installed package).
-MODULES = ("elementwise", "linear", "moe", "attention", "sampling")
+MODULES = ("elementwise", "linear", "moe", "attention", "sampling", "loop")
 
 
 def all_variants() -> Sequence[Variant]:

@@ -4,6 +4,8 @@ CPU time (time.thread_time) per step of several loops over one Context.
     python bench/gpu/host_cpu.py MODEL [MODEL ...] [--tokens 256]
 
   sample       ctx.sample(temperature=0): the forward graph, device sampling, the token back
+  loop         ctx.sample_many(N, temperature=0): the same steps in device-side loops (one
+               launch and one wait per 256 tokens), per token
   process      ctx.append(t); ctx.process(logits="none"); ctx.synchronize(): the graph without sampling
   synchronize  ctx.synchronize() on an idle stream: the event record and wait alone
 The wall time per step is printed beside it; a model with few layers (the
@@ -36,7 +38,7 @@ def main() -> None:
     for path in args.models:
         m = gon.Model(path, device="cuda", progress=False)
         n = args.tokens
-        ctx = gon.Context(m, context_length=128 + 3 * n + 16, max_batch_tokens=128)
+        ctx = gon.Context(m, context_length=128 + 4 * n + 16, max_batch_tokens=128)
         ctx.append(random_prompt(m, 128))
         ctx.process(logits="none")
         rows = {
@@ -44,6 +46,10 @@ def main() -> None:
             "process": per_step(lambda: (ctx.append(1), ctx.process(logits="none"), ctx.synchronize()), n),
             "synchronize": per_step(ctx.synchronize, n),
         }
+        ctx.sample_many(8, temperature=0.0)  # captures the loop's graph
+        t, c = time.perf_counter(), time.thread_time()
+        k = len(ctx.sample_many(n, temperature=0.0)[0])
+        rows["loop"] = ((time.perf_counter() - t) / k * 1e6, (time.thread_time() - c) / k * 1e6)
         print(f"{path} ({m.config['num_layers']} layers)")
         for k, (wall, cpu) in rows.items():
             print(f"  {k:<12} wall {wall:8.1f} us/step   thread CPU {cpu:7.1f} us/step")

@@ -11,6 +11,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gpt_oss_native/gpt_oss_native.hpp"
@@ -269,6 +270,72 @@ TEST(sampling_is_reproducible_and_valid) {
   CHECK_NEAR(r.logprob, -std::log(sum), 1e-5);
 }
 
+TEST(sample_many_and_sampling_ahead_match_single_samples) {
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 17;
+  auto model = load_tiny(dir, spec);
+  auto prompt = random_tokens(5, spec.vocab, gon_test::seed() + 5);
+  gon::ContextOptions o;
+  o.context_length = 64;
+  const gon::SampleOptions so{0.9f, 0.95f, uint64_t(gon_test::seed() + 99)};
+  gon::Context ref(model, o);
+  ref.append(prompt.data(), prompt.size());
+  std::vector<gon::SampleResult> want;
+  for (int i = 0; i < 30; ++i) want.push_back(ref.sample(so));
+  auto same = [](const gon::SampleResult& a, const gon::SampleResult& b) {
+    return a.token == b.token && a.logprob == b.logprob;
+  };
+
+  // sample_many: the tokens of single samples; a stop token ends it (included); the context's end too.
+  gon::Context ctx(model, o);
+  ctx.append(prompt.data(), prompt.size());
+  std::vector<gon::SampleResult> got(30);
+  CHECK(ctx.sample_many(so, 30, nullptr, 0, got.data()) == 30);
+  for (int i = 0; i < 30; ++i) CHECK(same(got[i], want[i]));
+  CHECK(std::equal(ctx.tokens(), ctx.tokens() + ctx.num_tokens(), ref.tokens()));
+  const int32_t stop[2] = {spec.vocab - 1, want[11].token};
+  int first = 0;
+  while (want[first].token != stop[1] && want[first].token != stop[0]) ++first;
+  ctx.rewind(static_cast<int>(prompt.size()));
+  CHECK(ctx.sample_many(so, 30, stop, 2, got.data()) == static_cast<size_t>(first + 1));
+  for (int i = 0; i <= first; ++i) CHECK(same(got[i], want[i]));
+  gon::ContextOptions small = o;
+  small.context_length = static_cast<int>(prompt.size()) + 7;
+  gon::Context tight(model, small);
+  tight.append(prompt.data(), prompt.size());
+  CHECK(tight.sample_many(so, 30, nullptr, 0, got.data()) == 7);
+  CHECK_THROWS_STATUS(tight.sample_many(so, 1, nullptr, 0, got.data()), kContextOverflow);
+  const int32_t bad = spec.vocab;
+  CHECK_THROWS_STATUS(ctx.sample_many(so, 1, &bad, 1, got.data()), kTokenOutOfRange);
+
+  // sample_ahead: nothing joins the context until accepted; accepted tokens are those of single samples and the
+  // next sample() goes on as if they had come one by one; any other change drops what is still ahead.
+  gon::Context ahead(model, o);
+  ahead.append(prompt.data(), prompt.size());
+  CHECK(ahead.sample_ahead(so, 12, nullptr, 0, got.data()) == 12);
+  for (int i = 0; i < 12; ++i) CHECK(same(got[i], want[i]));
+  CHECK(ahead.num_tokens() == static_cast<int>(prompt.size()) && ahead.tokens_ahead() == 12);
+  ahead.accept_ahead(1);
+  ahead.accept_ahead(4);
+  CHECK(ahead.num_tokens() == static_cast<int>(prompt.size()) + 5 && ahead.tokens_ahead() == 7);
+  CHECK(std::equal(ahead.tokens(), ahead.tokens() + ahead.num_tokens(), ref.tokens()));
+  CHECK_THROWS_STATUS(ahead.accept_ahead(8), kInvalidArgument);
+  CHECK(same(ahead.sample(so), want[5]));  // drops the 6 still ahead
+  CHECK(ahead.tokens_ahead() == 0);
+  CHECK(ahead.sample_ahead(so, 3, nullptr, 0, got.data()) == 3);
+  for (int i = 0; i < 3; ++i) CHECK(same(got[i], want[6 + i]));
+  ahead.accept_ahead(3);
+  CHECK(same(ahead.sample(so), want[9]));
+  CHECK(ahead.sample_ahead(so, 3, nullptr, 0, got.data()) == 3);
+  ahead.rewind(ahead.num_tokens());
+  CHECK(ahead.tokens_ahead() == 0);
+  CHECK_THROWS_STATUS(ahead.accept_ahead(1), kInvalidArgument);
+  CHECK(same(ahead.sample(so), want[10]));
+  CHECK(std::equal(ahead.tokens(), ahead.tokens() + ahead.num_tokens(), ref.tokens()));
+  CHECK(ref.preferred_sample_chunk() == 1);  // the CPU samples one step at a time anyway
+}
+
 TEST(bad_arguments_raise_errors) {
   TempDir dir;
   TinySpec spec;
@@ -463,3 +530,79 @@ TEST(cancel_stops_process_and_generation_from_another_thread) {
 }
 
 GON_TEST_MAIN()
+
+TEST(generation_in_chunks_sampled_ahead_gives_the_same_pieces) {
+  // The Generator samples sample_chunk tokens per Context call (Context::sample_ahead: on a GPU one device loop)
+  // and accepts them one piece at a time: the pieces, the finish and the context's tokens are those of one token
+  // per call, for stop strings that end in the middle of a chunk too.
+  TempDir dir;
+  TinySpec spec;
+  spec.seed = gon_test::seed() + 31;
+  auto model = load_tiny(dir, spec);
+  const auto prompt = random_tokens(7, 200, gon_test::seed() + 8);
+  auto run = [&](int chunk, const std::vector<std::string>& stop, int max_tokens, std::vector<int32_t>* ctx_tokens) {
+    gon::ContextOptions o;
+    o.context_length = 96;
+    gon::Context ctx(model, o);
+    ctx.append(prompt.data(), prompt.size());
+    gon::GenerateOptions go;
+    go.max_tokens = max_tokens;
+    go.sampling = {0.9f, 0.95f, uint64_t(gon_test::seed() + 77)};
+    go.stop = stop;
+    go.default_stop_tokens = false;
+    go.sample_chunk = chunk;
+    gon::Generator gen(ctx, byte_tokenizer(), go);
+    std::vector<std::tuple<std::string, int32_t, float>> pieces;
+    for (gon::GeneratedPiece p; gen.next(p);) pieces.emplace_back(p.text, p.token, p.logprob);
+    if (ctx_tokens) ctx_tokens->assign(ctx.tokens(), ctx.tokens() + ctx.num_tokens());
+    CHECK(ctx.tokens_ahead() == 0 || chunk > 1);
+    return std::make_pair(pieces, static_cast<int>(gen.finish_reason()));
+  };
+  std::vector<int32_t> want_tokens, got_tokens;
+  const auto want = run(1, {}, 60, &want_tokens);
+  CHECK(want.first.size() >= 60 && want.second == static_cast<int>(gon::FinishReason::kLength));
+  std::string text;
+  for (auto& p : want.first) text += std::get<0>(p);
+  for (int chunk : {4, 7, 64}) {
+    CHECK(run(chunk, {}, 60, &got_tokens) == want);
+    CHECK(got_tokens == want_tokens);
+    // a stop string that ends inside a chunk, taken from the text (a few bytes at about the 23rd token)
+    std::string upto;
+    for (int i = 0; i < 23; ++i) upto += std::get<0>(want.first[i]);
+    if (upto.size() < 3) continue;
+    const std::vector<std::string> stop = {upto.substr(upto.size() - 3)};
+    std::vector<int32_t> a, b;
+    const auto ref = run(1, stop, 60, &a);
+    CHECK(ref.second == static_cast<int>(gon::FinishReason::kStopString));
+    CHECK(run(chunk, stop, 60, &b) == ref);
+    CHECK(a == b);
+  }
+  // Context full in the middle of a chunk.
+  std::vector<int32_t> a, b;
+  const auto full = run(1, {}, 1000, &a);
+  CHECK(full.second == static_cast<int>(gon::FinishReason::kContextFull));
+  CHECK(run(16, {}, 1000, &b) == full);
+  CHECK(a == b);
+
+  // A cancel() between pieces ends the generation at the next piece, and the context holds the pieces taken.
+  gon::ContextOptions o;
+  o.context_length = 96;
+  gon::Context ctx(model, o);
+  ctx.append(prompt.data(), prompt.size());
+  gon::GenerateOptions go;
+  go.max_tokens = 60;
+  go.sampling.temperature = 0.0f;
+  go.default_stop_tokens = false;
+  go.sample_chunk = 8;
+  gon::Generator gen(ctx, byte_tokenizer(), go);
+  gon::GeneratedPiece p;
+  for (int i = 0; i < 3; ++i) CHECK(gen.next(p));
+  CHECK(ctx.num_tokens() == static_cast<int>(prompt.size()) + 3 && ctx.tokens_ahead() == 5);
+  ctx.cancel();
+  CHECK_THROWS_STATUS(gen.next(p), kCancelled);
+  CHECK(gen.finish_reason() == gon::FinishReason::kCancelled);
+  CHECK(ctx.num_tokens() == static_cast<int>(prompt.size()) + 3);
+  CHECK(!ctx.clear_cancel());
+  go.sample_chunk = -1;
+  CHECK_THROWS_STATUS(gon::Generator(ctx, byte_tokenizer(), go), kInvalidArgument);
+}

@@ -92,7 +92,10 @@ def measure_prefill(model, prompt_tokens: int, *, max_batch_tokens: int = 512, r
 def measure_decode(model, prompt_tokens: int, gen_tokens: int, *, kv_dtype: str = "auto",
                    warmup: int = 4) -> Dict[str, float]:
     """Decode latency per token at batch 1 after a prompt of `prompt_tokens`: each of
-    `gen_tokens` greedy steps timed alone (median, p90, tok/s from the median)."""
+    `gen_tokens` greedy steps timed alone (median, p90, tok/s from the median), with
+    the host's CPU time per token. On a GPU also the same tokens decoded by
+    Context.sample_many (device-side loops: what generation uses there): tok/s
+    and host CPU time per token ("loop_*")."""
     import gpt_oss_native as gon
 
     ctx = gon.Context(model, context_length=prompt_tokens + gen_tokens + warmup + 1,
@@ -110,10 +113,21 @@ def measure_decode(model, prompt_tokens: int, gen_tokens: int, *, kv_dtype: str 
     times.sort()
     median = statistics.median(times)
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    return {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "median_ms": median * 1e3,
-            "p90_ms": p90 * 1e3, "tok_s": 1.0 / median,
-            # CPU time of the whole process (all its threads) and of the calling thread, per token
-            "host_cpu_us_per_token": cpu / gen_tokens * 1e6, "thread_cpu_us_per_token": thread_cpu / gen_tokens * 1e6}
+    out = {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "median_ms": median * 1e3,
+           "p90_ms": p90 * 1e3, "tok_s": 1.0 / median,
+           # CPU time of the whole process (all its threads) and of the calling thread, per token
+           "host_cpu_us_per_token": cpu / gen_tokens * 1e6, "thread_cpu_us_per_token": thread_cpu / gen_tokens * 1e6}
+    if model.device != "cpu":
+        # The CPU has no device loop: sample_many is the loop of sample() measured above.
+        ctx.rewind(prompt_tokens)
+        ctx.sample_many(warmup, temperature=0.0)
+        ctx.rewind(prompt_tokens)
+        t, cpu0, thread0 = time.perf_counter(), time.process_time(), time.thread_time()
+        n = len(ctx.sample_many(gen_tokens, temperature=0.0)[0])
+        wall, cpu, thread_cpu = time.perf_counter() - t, time.process_time() - cpu0, time.thread_time() - thread0
+        out.update({"loop_tok_s": n / wall, "loop_host_cpu_us_per_token": cpu / n * 1e6,
+                    "loop_thread_cpu_us_per_token": thread_cpu / n * 1e6})
+    return out
 
 
 def _warm_engine(model, batch: int, prompt_tokens: int, context_length: int, max_tokens: int, kv_dtype: str):
@@ -328,6 +342,13 @@ def format_table(r: dict) -> str:
     for p, d in zip(r["prefill"], r["decode"]):
         lines.append(f"{p['prompt_tokens']:>8} {p['ttft_ms']:>10.1f} {p['prefill_tok_s']:>14.1f} "
                      f"{d['median_ms']:>14.2f} {d['p90_ms']:>8.2f} {d['tok_s']:>13.2f} {d['pct_of_floor']:>7.0f}%")
+    lines += ["", f"{'prompt':>8} {'host CPU us/token: one step per call':>38}"
+                  + (f" {'device loop':>12} {'loop tok/s':>11}" if any("loop_tok_s" in d for d in r["decode"]) else "")]
+    for d in r["decode"]:
+        line = f"{d['prompt_tokens']:>8} {d['thread_cpu_us_per_token']:>38.1f}"
+        if "loop_tok_s" in d:
+            line += f" {d['loop_thread_cpu_us_per_token']:>12.1f} {d['loop_tok_s']:>11.1f}"
+        lines.append(line)
     lines += ["", f"{'batch':>8} {'aggregate decode tok/s':>24} {'ms/step':>9}   x batch 1 (interleaved: median, range)"]
     for b in r["batched_decode"]:
         line = f"{b['batch']:>8} {b['tok_s']:>24.1f} {b['ms_per_step']:>9.2f}"

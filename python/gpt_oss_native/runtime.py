@@ -439,6 +439,27 @@ class Context:
         temperature, top_p, seed = _sampling_args(temperature, top_p, seed)
         return self._core.sample(temperature, top_p, seed)
 
+    def sample_many(self, max_tokens: int, temperature: float = DEFAULT_TEMPERATURE, top_p: float = 1.0,
+                    seed: Optional[int] = None, stop_tokens: Sequence[int] = ()) -> Tuple[np.ndarray, np.ndarray]:
+        """Samples up to ``max_tokens`` tokens one after the other and appends them:
+        the same tokens as that many :meth:`sample` calls with these arguments.
+        Stops after the first token of ``stop_tokens`` (included) or when the
+        context is full. Returns ``(tokens, logprobs)``, int32 and float32 arrays.
+
+        On a GPU the steps run as one loop on the device: one launch and one
+        wait for up to 256 tokens, so the host's time per token is a small part
+        of a step. :meth:`cancel` takes effect when a loop ends.
+        """
+        max_tokens = _check_int("max_tokens", max_tokens, 0)
+        temperature, top_p, seed = _sampling_args(temperature, top_p, seed)
+        stops = [_check_int("stop_tokens", t) for t in stop_tokens]
+        if any(t < 0 or t >= 1 << 31 for t in stops):
+            from .errors import TokenOutOfRangeError
+
+            raise TokenOutOfRangeError(f"sample_many: stop token {next(t for t in stops if t < 0 or t >= 1 << 31)} "
+                                       "is outside the vocabulary")
+        return self._core.sample_many(max_tokens, temperature, top_p, seed, stops)
+
     @property
     def num_tokens(self) -> int:
         """Tokens in the context, processed or not."""

@@ -116,6 +116,32 @@ class Context {
   // pending tokens first), appends it (unprocessed) and returns it.
   SampleResult sample(const SampleOptions& options);
 
+  // Samples up to max_tokens tokens one after the other, the same tokens as
+  // that many sample() calls give (each appended, and processed by the next
+  // step), stopping after the first token of stop_tokens[0..num_stop) or when
+  // the context is full; writes them to out and returns how many. Throws as
+  // sample() before sampling the first. On a GPU the steps run as one loop on
+  // the device (one launch and one wait for many tokens; cancel() then takes
+  // effect when the loop ends: the tokens so far are returned and the next
+  // call throws kCancelled).
+  size_t sample_many(const SampleOptions& options, size_t max_tokens, const int32_t* stop_tokens, size_t num_stop,
+                     SampleResult* out);
+  // Streaming with sample_many()'s speed: samples like sample_many() but
+  // leaves the tokens ahead of the context (num_tokens() does not count
+  // them); accept_ahead(n) then appends the next n of them, with their cache,
+  // as if each had come from sample(). Any other call that changes the
+  // context (append, assign, process, sample, sample_many, sample_ahead,
+  // rewind, reset) drops the tokens still ahead. gon::Generator streams this
+  // way. accept_ahead() throws kInvalidArgument for more than tokens_ahead().
+  size_t sample_ahead(const SampleOptions& options, size_t max_tokens, const int32_t* stop_tokens, size_t num_stop,
+                      SampleResult* out);
+  void accept_ahead(size_t count);
+  size_t tokens_ahead() const;
+  // How many tokens one sample_many() / sample_ahead() call should ask for
+  // when streaming: 1 where each token is its own step anyway (the CPU), more
+  // where the device loops (a GPU).
+  int preferred_sample_chunk() const;
+
   // Waits until the work queued by process() is done (process() returns once
   // the work is queued on backends that queue; reading results waits anyway).
   void synchronize();

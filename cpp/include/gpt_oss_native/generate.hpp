@@ -25,6 +25,10 @@ struct GenerateOptions {
   std::vector<std::string> stop;      // stop strings: generation ends before the first one
   std::vector<int32_t> stop_tokens;   // stop token ids (not part of the text); empty = the defaults below
   bool default_stop_tokens = true;    // add the model's eos and harmony's <|return|> and <|call|>
+  // Tokens sampled per call into the Context (Context::sample_ahead); 0 = the
+  // context's preferred_sample_chunk() (1 on the CPU, 16 on a GPU). The
+  // pieces are the same for every value.
+  int sample_chunk = 0;
 };
 
 // One step of generation: the token sampled and the text it completed.
@@ -79,6 +83,12 @@ class Generator {
  public:
   // Generates after the tokens already in `ctx` (processing them first if
   // needed). The Context must outlive the Generator.
+  //
+  // Where the context's backend decodes many tokens per launch (a GPU: see
+  // Context::sample_ahead), tokens are sampled in chunks of
+  // Context::preferred_sample_chunk() and accepted into the context one piece
+  // at a time, so the context always holds exactly the tokens whose pieces
+  // were returned (as when sampling one by one).
   Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, const GenerateOptions& options);
 
   // Produces the next piece; returns false (and leaves `piece` untouched) once
@@ -99,6 +109,10 @@ class Generator {
   FinishReason finish_ = FinishReason::kNone;
   int generated_ = 0;
   bool flushed_ = false;
+  // Sampled ahead (Context::sample_ahead) and not handed out yet: chunk_[next_ .. chunk_size_).
+  int chunk_tokens_ = 1;
+  std::vector<SampleResult> chunk_;
+  size_t chunk_size_ = 0, next_ = 0;
 };
 
 }  // namespace gon

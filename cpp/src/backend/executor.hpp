@@ -110,6 +110,26 @@ class Executor {
   // Returns before the device is done; the readers below wait.
   using ForwardFn = std::function<void(Executor&, const StepShape&)>;
   virtual void execute(const StepShape& shape, const ForwardFn& forward, int graph_id = 0) = 0;
+  // Decodes up to `max_steps` tokens of one sequence without the host between
+  // steps (a device-side loop, on backends that have one). The inputs are
+  // those of a one-token step that samples: inputs() holds the token, its
+  // position, its sequence slot, output_rows[0] = 0 and params[0]; `shape` is
+  // {1 token, 1 output, offset 0, sample}. Each step runs `forward` (graph_id
+  // as for execute()) and samples; the next step takes the sampled token at
+  // the next position, with params[0].counter one higher. Stops after
+  // max_steps tokens or after a token of stop_tokens[0..num_stop). Writes the
+  // sampled tokens and their logprobs and returns how many (>= 1), having
+  // waited for them. Returns -1, doing nothing, where there is no such loop
+  // (the caller then steps with execute()).
+  virtual int decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
+                          const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) {
+    (void)shape, (void)forward, (void)graph_id, (void)max_steps, (void)stop_tokens, (void)num_stop, (void)tokens,
+        (void)logprobs;
+    return -1;
+  }
+  // Steps a decode_loop() call should cover when a caller streams tokens: 0
+  // where there is no loop (each token is its own step).
+  virtual int decode_loop_steps() const { return 0; }
   // Samples rows [offset, offset + count) of the logits again (no forward
   // pass), with inputs().params[0..count).
   virtual void sample_rows(int offset, int count) = 0;

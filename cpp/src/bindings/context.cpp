@@ -8,8 +8,10 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "bindings/bindings.hpp"
 #include "core/check.hpp"
@@ -94,6 +96,33 @@ void init_context(nb::module_& m) {
           },
           nb::arg("temperature") = kDefaultTemperature, nb::arg("top_p") = 1.0f, nb::arg("seed") = nb::none(),
           nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "sample_many",
+          [](Context& self, size_t max_tokens, float temperature, float top_p, std::optional<uint64_t> seed,
+             std::vector<int32_t> stop_tokens) {
+            std::vector<SampleResult> out;
+            size_t n = 0;
+            {
+              nb::gil_scoped_release release;
+              const size_t room = static_cast<size_t>(self.options().context_length - self.num_tokens());
+              out.resize(std::max<size_t>(1, std::min(max_tokens, room)));
+              n = self.sample_many({temperature, top_p, seed}, max_tokens, stop_tokens.data(), stop_tokens.size(),
+                                   out.data());
+            }
+            int32_t* ids = new int32_t[n > 0 ? n : 1];
+            float* lps = new float[n > 0 ? n : 1];
+            for (size_t i = 0; i < n; ++i) {
+              ids[i] = out[i].token;
+              lps[i] = out[i].logprob;
+            }
+            nb::capsule own_ids(ids, [](void* p) noexcept { delete[] static_cast<int32_t*>(p); });
+            nb::capsule own_lps(lps, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+            size_t shape[1] = {n};
+            return std::make_pair(nb::ndarray<nb::numpy, int32_t, nb::ndim<1>>(ids, 1, shape, own_ids),
+                                  nb::ndarray<nb::numpy, float, nb::ndim<1>>(lps, 1, shape, own_lps));
+          },
+          nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("top_p"), nb::arg("seed").none(),
+          nb::arg("stop_tokens"))
       .def_prop_ro(
           "logits",
           [](nb::handle self_handle) -> nb::object {

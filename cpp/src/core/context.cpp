@@ -22,6 +22,15 @@ struct Context::Impl {
   std::unique_ptr<Executor> executor;
   Sequence seq;
   std::vector<float> host_logits;  // [logits_capacity, V] host copy for backends with device memory
+  // Results of one device loop (sample_many), allocated with the context.
+  static constexpr int kLoopTokens = 256;
+  std::vector<int32_t> loop_ids = std::vector<int32_t>(kLoopTokens);
+  std::vector<float> loop_logprobs = std::vector<float>(kLoopTokens);
+  // Tokens sampled ahead (sample_ahead): seq's token array holds them after num_tokens(); the cache holds
+  // positions up to ahead_processed - 1 when ahead_cache is set.
+  int ahead = 0;
+  int ahead_processed = 0;
+  bool ahead_cache = false;
 
   int logits_rows = 0;
   bool last_logits_valid = false;  // logits row logits_rows-1 belongs to token num_tokens-1
@@ -39,6 +48,12 @@ struct Context::Impl {
   // Runs the pending tokens in steps of max_batch_tokens; the last step also
   // samples when `sample` is given.
   void process(LogitsMode mode, const SampleParams* sample);
+  void check_sample_options(const SampleOptions& o, const char* what) const;
+  // The sampling parameters of the next token (its random counter: the token's index with a seed, else the next draw).
+  SampleParams sample_params(const SampleOptions& o);
+  SampleResult sample(const SampleOptions& o);
+  size_t sample_many(const SampleOptions& o, size_t max_tokens, const int32_t* stop_tokens, size_t num_stop,
+                     SampleResult* out);
   template <typename T>
   void check_tokens(const T* tokens, size_t count, size_t keep) const;
 };
@@ -105,6 +120,7 @@ void append_tokens(Context::Impl& s, const T* tokens, size_t count) {
   } catch (const Error& e) {
     throw Error(e.status(), std::string("append: ") + e.what());
   }
+  s.ahead = 0;
   if (count == 0) return;
   s.seq.append(tokens, count);
   s.last_logits_valid = false;
@@ -118,6 +134,7 @@ int assign_tokens(Context::Impl& s, const T* tokens, size_t count) {
   } catch (const Error& e) {
     throw Error(e.status(), std::string("assign: ") + e.what());
   }
+  s.ahead = 0;
   const int common = s.seq.common_prefix(tokens, count);
   if (common != s.seq.num_tokens() || static_cast<size_t>(common) != count) s.last_logits_valid = false;
   s.seq.rewind(common);
@@ -133,6 +150,7 @@ int Context::assign(const int64_t* tokens, size_t count) { return assign_tokens(
 
 void Context::process(LogitsMode mode) {
   std::lock_guard<std::mutex> guard(impl_->mutex);
+  impl_->ahead = 0;
   impl_->process(mode, nullptr);
 }
 
@@ -201,30 +219,45 @@ void Context::Impl::process(LogitsMode mode, const SampleParams* sample) {
   s.last_logits_valid = mode != LogitsMode::kNone && row > 0;
 }
 
-SampleResult Context::sample(const SampleOptions& o) {
-  Impl& s = *impl_;
-  std::lock_guard<std::mutex> guard(s.mutex);
-  GON_CHECK(std::isfinite(o.temperature) && o.temperature >= 0.0f, kInvalidArgument,
-            "sample: temperature must be a finite number >= 0, got ", o.temperature);
-  GON_CHECK(std::isfinite(o.top_p) && o.top_p > 0.0f && o.top_p <= 1.0f, kInvalidArgument,
-            "sample: top_p must be in (0, 1], got ", o.top_p);
-  GON_CHECK(s.seq.num_tokens() > 0, kInvalidArgument, "sample: the context is empty; append a prompt first");
-  GON_CHECK(s.seq.num_tokens() < s.options.context_length, kContextOverflow, "sample: the context is full (",
-            s.seq.num_tokens(), " of ", s.options.context_length, " tokens); no room for the sampled token");
-  Executor& ex = *s.executor;
+void Context::Impl::check_sample_options(const SampleOptions& o, const char* what) const {
+  GON_CHECK(std::isfinite(o.temperature) && o.temperature >= 0.0f, kInvalidArgument, what,
+            ": temperature must be a finite number >= 0, got ", o.temperature);
+  GON_CHECK(std::isfinite(o.top_p) && o.top_p > 0.0f && o.top_p <= 1.0f, kInvalidArgument, what,
+            ": top_p must be in (0, 1], got ", o.top_p);
+  GON_CHECK(seq.num_tokens() > 0, kInvalidArgument, what, ": the context is empty; append a prompt first");
+  GON_CHECK(seq.num_tokens() < options.context_length, kContextOverflow, what, ": the context is full (",
+            seq.num_tokens(), " of ", options.context_length, " tokens); no room for the sampled token");
+}
+
+SampleParams Context::Impl::sample_params(const SampleOptions& o) {
   SampleParams p;
   p.temperature = o.temperature;
   p.top_p = o.top_p;
   if (o.seed) {
     p.seed = *o.seed;
-    p.counter = static_cast<uint64_t>(s.seq.num_tokens());
+    p.counter = static_cast<uint64_t>(seq.num_tokens());
   } else {
-    p.seed = s.random_seed;
-    p.counter = s.random_draws++;
+    p.seed = random_seed;
+    p.counter = random_draws++;
   }
   p.use_mask = o.allowed != nullptr;
-  if (o.allowed != nullptr || s.mask_set) ex.set_allowed_tokens(o.allowed);
-  s.mask_set = o.allowed != nullptr;
+  if (o.allowed != nullptr || mask_set) executor->set_allowed_tokens(o.allowed);
+  mask_set = o.allowed != nullptr;
+  return p;
+}
+
+SampleResult Context::sample(const SampleOptions& o) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> guard(s.mutex);
+  s.check_sample_options(o, "sample");
+  s.ahead = 0;
+  return s.sample(o);
+}
+
+SampleResult Context::Impl::sample(const SampleOptions& o) {
+  Impl& s = *this;
+  Executor& ex = *s.executor;
+  const SampleParams p = s.sample_params(o);
   int row;
   if (s.seq.pending() == 0 && s.last_logits_valid) {
     row = s.logits_rows - 1;
@@ -241,6 +274,110 @@ SampleResult Context::sample(const SampleOptions& o) {
   s.last_logits_valid = false;
   return r;
 }
+
+size_t Context::sample_many(const SampleOptions& o, size_t max_tokens, const int32_t* stop_tokens, size_t num_stop,
+                             SampleResult* out) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> guard(s.mutex);
+  s.check_sample_options(o, "sample_many");
+  s.ahead = 0;
+  return s.sample_many(o, max_tokens, stop_tokens, num_stop, out);
+}
+
+size_t Context::sample_ahead(const SampleOptions& o, size_t max_tokens, const int32_t* stop_tokens, size_t num_stop,
+                              SampleResult* out) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> guard(s.mutex);
+  s.check_sample_options(o, "sample_ahead");
+  s.ahead = 0;
+  const int before = s.seq.num_tokens();
+  const size_t n = s.sample_many(o, max_tokens, stop_tokens, num_stop, out);
+  // Take them back out of the context; the token array keeps them, the cache too where the rewind keeps it.
+  s.ahead_processed = s.seq.num_processed();
+  s.ahead_cache = s.seq.rewind(before);
+  s.ahead = static_cast<int>(n);
+  s.last_logits_valid = false;
+  return n;
+}
+
+void Context::accept_ahead(size_t count) {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> guard(s.mutex);
+  GON_CHECK(count <= static_cast<size_t>(s.ahead), kInvalidArgument, "accept_ahead: ", count,
+            " tokens asked for but ", s.ahead, " are ahead");
+  for (size_t i = 0; i < count; ++i) s.seq.push(s.seq.token(s.seq.num_tokens()));
+  s.ahead -= static_cast<int>(count);
+  // Every accepted token but the last has its keys and values in the cache already (as after sample()).
+  if (s.ahead_cache) {
+    const int target = std::min(s.seq.num_tokens() - 1, s.ahead_processed);
+    if (target > s.seq.num_processed()) s.seq.processed(target - s.seq.num_processed());
+  }
+  if (count > 0) s.last_logits_valid = false;
+}
+
+size_t Context::tokens_ahead() const { return static_cast<size_t>(impl_->ahead); }
+
+size_t Context::Impl::sample_many(const SampleOptions& o, size_t max_tokens, const int32_t* stop_tokens,
+                                  size_t num_stop, SampleResult* out) {
+  Impl& s = *this;
+  GON_CHECK(out != nullptr || max_tokens == 0, kInvalidArgument, "sample_many: out is null");
+  GON_CHECK(stop_tokens != nullptr || num_stop == 0, kInvalidArgument, "sample_many: stop_tokens is null");
+  const int V = s.model->config().vocab_size;
+  for (size_t i = 0; i < num_stop; ++i)
+    GON_CHECK(stop_tokens[i] >= 0 && stop_tokens[i] < V, kTokenOutOfRange, "sample_many: stop token ", stop_tokens[i],
+              " is outside the vocabulary [0, ", V, ")");
+  auto is_stop = [&](int32_t t) { return std::find(stop_tokens, stop_tokens + num_stop, t) != stop_tokens + num_stop; };
+  const ModelConfig& c = s.model->config();
+  Executor& ex = *s.executor;
+  size_t n = 0;
+  while (n < max_tokens && s.seq.num_tokens() < s.options.context_length) {
+    const int room = s.options.context_length - s.seq.num_tokens();
+    const int want = static_cast<int>(std::min<size_t>({max_tokens - n, static_cast<size_t>(room),
+                                                        static_cast<size_t>(Impl::kLoopTokens)}));
+    if (n > 0 && s.cancel_requested.load(std::memory_order_acquire)) break;  // the next call throws kCancelled
+    if (want > 1 && s.seq.pending() == 1 && ex.decode_loop_steps() > 0 && num_stop <= 16) {
+      // One device-side loop for many steps: the pending token, then each sampled one.
+      if (s.cancel_requested.exchange(false, std::memory_order_acq_rel))
+        GON_THROW(kCancelled, "sample_many: cancelled after ", n, " tokens");
+      const int first = s.seq.num_tokens() - 1;
+      const SampleParams p = s.sample_params(o);
+      StepInputs& in = ex.inputs();
+      in.tokens[0] = s.seq.token(first);
+      in.positions[0] = first;
+      in.seqs[0] = 0;
+      in.output_rows[0] = 0;
+      in.params[0] = p;
+      StepShape shape;
+      shape.num_tokens = 1;
+      shape.num_outputs = 1;
+      shape.sample = true;
+      std::vector<int32_t>& ids = s.loop_ids;
+      std::vector<float>& lps = s.loop_logprobs;
+      const int k = ex.decode_loop(
+          shape, [&c](Executor& e, const StepShape& sh) { forward(e, c, sh); }, 1, want, stop_tokens,
+          static_cast<int>(num_stop), ids.data(), lps.data());
+      if (k > 0) {
+        for (int i = 0; i < k; ++i) {
+          s.seq.push(ids[static_cast<size_t>(i)]);
+          out[n++] = {ids[static_cast<size_t>(i)], lps[static_cast<size_t>(i)]};
+        }
+        s.seq.processed(k);  // the pending token and every sampled one but the last
+        if (!o.seed) s.random_draws += static_cast<uint64_t>(k - 1);  // sample_params() counted the first
+        s.last_logits_valid = false;
+        s.logits_rows = 1;  // as after sample(): the logits the last token was drawn from
+        if (is_stop(ids[static_cast<size_t>(k - 1)])) break;
+        continue;
+      }
+      if (!o.seed) s.random_draws -= 1;  // no loop here after all: sample() draws this counter again
+    }
+    out[n] = s.sample(o);
+    if (is_stop(out[n++].token)) break;
+  }
+  GON_CHECK(n > 0 || max_tokens == 0, kInternal, "sample_many: nothing sampled");
+  return n;
+}
+
+int Context::preferred_sample_chunk() const { return std::max(1, impl_->executor->decode_loop_steps()); }
 
 void Context::synchronize() {
   std::lock_guard<std::mutex> guard(impl_->mutex);
@@ -280,6 +417,7 @@ void Context::rewind(int n) {
   std::lock_guard<std::mutex> guard(s.mutex);
   GON_CHECK(n >= 0 && n <= s.seq.num_tokens(), kInvalidArgument, "rewind: ", n, " is outside [0, ",
             s.seq.num_tokens(), "] (the number of tokens in the context)");
+  s.ahead = 0;
   if (n == s.seq.num_tokens()) return;
   s.last_logits_valid = false;
   s.seq.rewind(n);
@@ -289,6 +427,7 @@ void Context::reset() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> guard(s.mutex);
   s.seq.clear();
+  s.ahead = 0;
   s.logits_rows = 0;
   s.last_logits_valid = false;
 }

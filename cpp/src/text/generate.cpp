@@ -136,6 +136,10 @@ Generator::Generator(Context& ctx, std::shared_ptr<const Tokenizer> tokenizer, c
   has_text_ = sampleable_tokens(*tokenizer_, V, stops);
   options_.sampling.allowed = has_text_.empty() ? nullptr : has_text_.data();
   stream_ = std::make_unique<TextStream>(tokenizer_, options_.stop, std::move(stops));
+  GON_CHECK(options_.sample_chunk >= 0, kInvalidArgument, "generate: sample_chunk must be >= 0, got ",
+            options_.sample_chunk);
+  chunk_tokens_ = options_.sample_chunk > 0 ? options_.sample_chunk : std::max(1, ctx_.preferred_sample_chunk());
+  if (chunk_tokens_ > 1) chunk_.resize(static_cast<size_t>(chunk_tokens_));
 }
 
 bool Generator::next(GeneratedPiece& piece) {
@@ -147,13 +151,32 @@ bool Generator::next(GeneratedPiece& piece) {
     piece = {std::move(rest), -1, 0.0f};
     return true;
   }
+  // Tokens sampled ahead that the context no longer holds (it was changed since) are sampled again.
+  if (next_ < chunk_size_ && ctx_.tokens_ahead() != chunk_size_ - next_) chunk_size_ = next_ = 0;
   if (generated_ >= options_.max_tokens || ctx_.num_tokens() >= ctx_.options().context_length) {
     finish_ = generated_ >= options_.max_tokens ? FinishReason::kLength : FinishReason::kContextFull;
     return next(piece);
   }
   SampleResult r;
   try {
-    r = ctx_.sample(options_.sampling);
+    if (next_ < chunk_size_) {
+      // A token sampled ahead; a cancel() since then ends the generation here, as it would a step.
+      if (ctx_.clear_cancel()) {
+        chunk_size_ = next_ = 0;
+        GON_THROW(kCancelled, "generate: cancelled after ", generated_, " tokens");
+      }
+      ctx_.accept_ahead(1);
+      r = chunk_[next_++];
+    } else if (chunk_tokens_ > 1) {
+      const size_t want = static_cast<size_t>(std::min(chunk_tokens_, options_.max_tokens - generated_));
+      const std::vector<int32_t>& stops = stream_->stop_tokens();
+      chunk_size_ = ctx_.sample_ahead(options_.sampling, want, stops.data(), stops.size(), chunk_.data());
+      next_ = 0;
+      ctx_.accept_ahead(1);
+      r = chunk_[next_++];
+    } else {
+      r = ctx_.sample(options_.sampling);
+    }
   } catch (const Error& e) {
     // Context::cancel(): the generation ends here; a later next() flushes the held-back text.
     if (e.status() == Status::kCancelled) finish_ = FinishReason::kCancelled;

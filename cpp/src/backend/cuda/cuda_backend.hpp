@@ -8,7 +8,8 @@
 // decoding step of up to 64 tokens is captured once per size bucket (1, 2,
 // 4, ... 64 tokens) and replayed, so a decoded token costs one small upload,
 // one graph launch and one copy of the sampled ids back. Longer steps (prefill
-// chunks) run their kernels directly.
+// chunks) run their kernels directly. decode_loop() puts a one-token step in
+// the body of a WHILE conditional node, so one launch decodes many tokens.
 #pragma once
 
 #include <atomic>
@@ -57,6 +58,7 @@ class CudaBackend final : public Backend {
   const KernelSet& kernels() const { return *kernels_; }
   int sm_count() const { return sm_count_; }
   int device_id() const { return device_index_; }
+  CUcontext context() const { return context_; }
 
  private:
   int device_index_ = 0;
@@ -83,6 +85,9 @@ class CudaExecutor final : public ComposedExecutor {
   void execute(const StepShape& shape, const ForwardFn& forward, int graph_id) override;
   void synchronize() override;
   void sample_rows(int offset, int count) override;
+  int decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
+                  const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) override;
+  int decode_loop_steps() const override;
   const int32_t* sampled_tokens() override;
   const float* sampled_logprobs() override;
   LogitsView logits() override;
@@ -113,7 +118,7 @@ class CudaExecutor final : public ComposedExecutor {
 
   CUstream stream() const { return stream_; }
   // Steps captured into graphs so far (for tests and diagnostics).
-  size_t graphs() const { return graphs_.size(); }
+  size_t graphs() const { return graphs_.size() + loop_graphs_.size(); }
 
  protected:
   void upload_inputs(const StepShape& s) override;
@@ -155,6 +160,8 @@ class CudaExecutor final : public ComposedExecutor {
   // Graphs by (graph id, tokens bucket, outputs bucket, sample, sampling kernels).
   std::map<std::tuple<int, int, int, bool, int>, CUgraphExec> graphs_;
   std::vector<CUgraph> graph_sources_;
+  // Device loops (decode_loop) by (graph id, sampling kernels).
+  std::map<std::pair<int, int>, CUgraphExec> loop_graphs_;
   int sample_launches_ = 0;  // sampling kernels the current step needs (0: all)
   int tiles_ = -1;  // prefill attention tiles of the current eager step (-1: none built)
   bool capturing_ = false;

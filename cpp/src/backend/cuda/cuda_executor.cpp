@@ -29,6 +29,13 @@ constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
+// The device loop (decode_loop): at most this many steps per launch, and stop ids checked on the device
+// (triton_kernels/loop.py MAX_STOPS). Its state: [count, budget, stop count, go, stops..., tokens..., logprobs...].
+constexpr int kMaxLoopSteps = 256;
+constexpr int kLoopMaxStops = 16;
+constexpr int kLoopWords = 4 + kLoopMaxStops + 2 * kMaxLoopSteps;
+// Steps per decode_loop() call for streaming callers (gon::Generator): GON_CUDA_LOOP_STEPS, 0 for no loop.
+constexpr int kDefaultLoopSteps = 16;
 
 // Switches for comparisons and diagnosis (each on unless set to 0):
 // GON_CUDA_ONE_ROW (the one-row expert kernels), GON_CUDA_GRAPHS (captured
@@ -67,6 +74,14 @@ bool fused_route() {
 bool graphs_enabled() {
   static const bool on = switch_on("GON_CUDA_GRAPHS");
   return on;
+}
+int loop_steps() {
+  static const int n = [] {
+    const char* v = std::getenv("GON_CUDA_LOOP_STEPS");
+    const int r = v ? std::atoi(v) : kDefaultLoopSteps;
+    return r >= 0 && r <= kMaxLoopSteps ? r : kDefaultLoopSteps;
+  }();
+  return n;
 }
 // Dense products of up to this many bf16 rows take the small-tile gemm variants (GON_CUDA_SMALL_GEMM_ROWS; 0 or
 // GON_CUDA_SMALL_GEMM=0 for none).
@@ -132,7 +147,9 @@ struct CudaExecutor::Scratch {
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
   int32_t* head_count = nullptr; // [NQ + 2 NKV] arrival counters of the fused qkv + rope (zero between launches)
+  int32_t* loop_state = nullptr; // [kLoopWords] the device loop's state (decode_loop)
   int32_t* host_tiles = nullptr; // [T, 4] pinned
+  int32_t* host_loop = nullptr;  // [kLoopWords] pinned
   int max_moe_tiles = 0;
 };
 
@@ -189,9 +206,10 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
   offsets[i++] = p.add((NQ + 2 * static_cast<size_t>(c.num_kv_heads)) * 4);
+  offsets[i++] = p.add(kLoopWords * 4);
   return p.bytes;
 }
-constexpr int kScratchParts = 17;
+constexpr int kScratchParts = 18;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -256,9 +274,11 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
   s.head_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.head_count), 0, (c.num_heads + 2 * c.num_kv_heads) * 4));
+  s.loop_state = reinterpret_cast<int32_t*>(base + offs[i++]);
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
+  s.host_loop = static_cast<int32_t*>(backend.allocate(kLoopWords * 4, true));
   GON_CU(d.cuMemsetD8(dptr(buf_.mask), 1, c.vocab_size));  // no mask yet: every token allowed
   // Padding rows of graph buckets: token 0 at position 0 of the scratch slot.
   StepInputs& in = staging_;
@@ -276,8 +296,10 @@ CudaExecutor::~CudaExecutor() {
   if (done_) d.cuEventDestroy(done_);
   if (uploaded_) d.cuEventDestroy(uploaded_);
   for (auto& [key, exec] : graphs_) d.cuGraphExecDestroy(exec);
+  for (auto& [key, exec] : loop_graphs_) d.cuGraphExecDestroy(exec);
   for (CUgraph g : graph_sources_) d.cuGraphDestroy(g);
   if (scratch_ && scratch_->host_tiles) cuda_.release(scratch_->host_tiles, true);
+  if (scratch_ && scratch_->host_loop) cuda_.release(scratch_->host_loop, true);
   if (stream_) d.cuStreamDestroy(stream_);
 }
 
@@ -413,6 +435,91 @@ void CudaExecutor::execute(const StepShape& shape, const ForwardFn& forward, int
   }
   if (shape.sample && shape.num_outputs > 0) copy_results_async(shape.output_offset, shape.num_outputs);
   GON_CU(d.cuEventRecord(done_, stream_));
+}
+
+int CudaExecutor::decode_loop_steps() const {
+  const Driver& d = driver();
+  const bool can = d.cuGraphCreate && d.cuGraphConditionalHandleCreate && d.cuGraphAddNode &&
+                   d.cuStreamBeginCaptureToGraph && k_.has("decode_loop_step") && k_.has("graph_set_condition") &&
+                   graphs_enabled() && !profiling();
+  return can ? loop_steps() : 0;
+}
+
+int CudaExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
+                              const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) {
+  if (decode_loop_steps() == 0 || graph_id == 0 || num_stop < 0 || num_stop > kLoopMaxStops ||
+      shape.num_tokens != 1 || shape.num_outputs != 1 || shape.output_offset != 0 || !shape.sample)
+    return -1;
+  GON_CHECK(max_steps >= 1 && tokens != nullptr && logprobs != nullptr && (num_stop == 0 || stop_tokens != nullptr),
+            kInternal, "decode_loop: bad arguments");
+  GON_CHECK(staging_.seqs[0] >= 0 && staging_.seqs[0] < user_options_.num_seqs, kInternal,
+            "decode_loop: sequence slot ", staging_.seqs[0]);
+  max_steps = std::min(max_steps, kMaxLoopSteps);
+  cuda_.make_current();
+  const Driver& d = driver();
+  Scratch& sc = *scratch_;
+  // The loop's state (the pinned buffer is free: the previous call waited for its results).
+  int32_t* h = sc.host_loop;
+  h[0] = 0;
+  h[1] = max_steps;
+  h[2] = num_stop;
+  h[3] = 1;
+  for (int i = 0; i < kLoopMaxStops; ++i) h[4 + i] = i < num_stop ? stop_tokens[i] : -1;
+  GON_CU(d.cuMemcpyHtoDAsync(dptr(sc.loop_state), h, (4 + kLoopMaxStops) * 4, stream_));
+  upload_inputs(shape);
+  sample_launches_ = sample_launches(staging_.params, 1);
+  const auto key = std::make_pair(graph_id, sample_launches_);
+  auto it = loop_graphs_.find(key);
+  if (it == loop_graphs_.end()) {
+    // A graph of one WHILE node (its value 1 at each launch) whose body is the captured step, then
+    // decode_loop_step (results out, next inputs in, go or stop) and graph_set_condition (the node's value).
+    CUgraph parent = nullptr;
+    GON_CU(d.cuGraphCreate(&parent, 0));
+    graph_sources_.push_back(parent);
+    CUgraphConditionalHandle handle = 0;
+    GON_CU(d.cuGraphConditionalHandleCreate(&handle, parent, cuda_.context(), 1, CU_GRAPH_COND_ASSIGN_DEFAULT));
+    CUgraphNodeParams np;
+    std::memset(&np, 0, sizeof np);
+    np.type = CU_GRAPH_NODE_TYPE_CONDITIONAL;
+    np.conditional.handle = handle;
+    np.conditional.type = CU_GRAPH_COND_TYPE_WHILE;
+    np.conditional.size = 1;
+    np.conditional.ctx = cuda_.context();
+    CUgraphNode node = nullptr;
+    GON_CU(d.cuGraphAddNode(&node, parent, nullptr, nullptr, 0, &np));
+    CUgraph body = np.conditional.phGraph_out[0];
+    GON_CU(d.cuStreamBeginCaptureToGraph(stream_, body, nullptr, nullptr, 0, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    capturing_ = true;
+    CUgraph captured = nullptr;
+    try {
+      forward(*this, shape);
+      k_.get("decode_loop_step")
+          .launch(stream_, {1, 1, 1},
+                  {buf_.sampled, buf_.logprobs, device_inputs_.tokens, device_inputs_.positions, device_inputs_.params,
+                   sc.loop_state, sc.loop_state + 4 + kLoopMaxStops, sc.loop_state + 4 + kLoopMaxStops + kMaxLoopSteps});
+      k_.get("graph_set_condition").launch(stream_, {1, 1, 1}, {static_cast<int64_t>(handle), sc.loop_state + 3});
+    } catch (...) {
+      capturing_ = false;
+      sample_launches_ = 0;
+      d.cuStreamEndCapture(stream_, &captured);
+      throw;
+    }
+    capturing_ = false;
+    GON_CU(d.cuStreamEndCapture(stream_, &captured));
+    CUgraphExec exec = nullptr;
+    GON_CU(d.cuGraphInstantiateWithFlags(&exec, parent, 0));
+    it = loop_graphs_.emplace(key, exec).first;
+  }
+  GON_CU(d.cuGraphLaunch(it->second, stream_));
+  sample_launches_ = 0;
+  GON_CU(d.cuMemcpyDtoHAsync(h, dptr(sc.loop_state), kLoopWords * 4, stream_));
+  GON_CU(d.cuEventRecord(done_, stream_));
+  GON_CU(d.cuEventSynchronize(done_));
+  const int n = h[0];
+  GON_CHECK(n >= 1 && n <= max_steps, kInternal, "decode_loop: the device reports ", n, " steps of ", max_steps);
+  std::memcpy(tokens, h + 4 + kLoopMaxStops, static_cast<size_t>(n) * 4);
+  std::memcpy(logprobs, h + 4 + kLoopMaxStops + kMaxLoopSteps, static_cast<size_t>(n) * 4);
+  return n;
 }
 
 void CudaExecutor::synchronize() {

@@ -72,7 +72,11 @@ Loaded load() {
             resolve(lib, "cuEventSynchronize", d.cuEventSynchronize, e) &&
             resolve(lib, "cuEventElapsedTime", d.cuEventElapsedTime, e) &&
             resolve(lib, "cuGetErrorName", d.cuGetErrorName, e) &&
-            resolve(lib, "cuGetErrorString", d.cuGetErrorString, e);
+            resolve(lib, "cuGetErrorString", d.cuGetErrorString, e) &&
+            resolve(lib, "cuGraphCreate", d.cuGraphCreate, e, false) &&
+            resolve(lib, "cuGraphConditionalHandleCreate", d.cuGraphConditionalHandleCreate, e, false) &&
+            resolve(lib, "cuGraphAddNode_v2", d.cuGraphAddNode, e, false) &&
+            resolve(lib, "cuStreamBeginCaptureToGraph", d.cuStreamBeginCaptureToGraph, e, false);
   if (!ok) return l;
   const CUresult r = d.cuInit(0);
   if (r != CUDA_SUCCESS) {

@@ -23,6 +23,7 @@ struct CUfunc_st;
 struct CUgraph_st;
 struct CUgraphExec_st;
 struct CUevent_st;
+struct CUgraphNode_st;
 using CUcontext = CUctx_st*;
 using CUstream = CUstream_st*;
 using CUmodule = CUmod_st*;
@@ -30,6 +31,8 @@ using CUfunction = CUfunc_st*;
 using CUgraph = CUgraph_st*;
 using CUgraphExec = CUgraphExec_st*;
 using CUevent = CUevent_st*;
+using CUgraphNode = CUgraphNode_st*;
+using CUgraphConditionalHandle = unsigned long long;
 
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
@@ -66,6 +69,30 @@ struct CUlaunchConfig {
   unsigned numAttrs;
 };
 static_assert(sizeof(CUlaunchAttribute) == 72, "CUlaunchAttribute layout");
+
+// Conditional graph nodes (CUDA 12.3+): a WHILE node repeats its body graph
+// while its handle's value is non-zero; the body's kernels set it on the device.
+constexpr int CU_GRAPH_NODE_TYPE_CONDITIONAL = 13;
+constexpr int CU_GRAPH_COND_TYPE_WHILE = 1;
+constexpr unsigned CU_GRAPH_COND_ASSIGN_DEFAULT = 0x1;  // the default value is set at each launch
+struct CUDA_CONDITIONAL_NODE_PARAMS {
+  CUgraphConditionalHandle handle;
+  int type;
+  unsigned size;
+  CUgraph* phGraph_out;  // filled by the driver: the body graph(s)
+  CUcontext ctx;
+};
+struct CUgraphNodeParams {
+  int type;
+  int reserved0[3];
+  union {
+    long long reserved1[29];
+    CUDA_CONDITIONAL_NODE_PARAMS conditional;
+  };
+  long long reserved2;
+};
+static_assert(sizeof(CUDA_CONDITIONAL_NODE_PARAMS) == 32, "CUDA_CONDITIONAL_NODE_PARAMS layout");
+static_assert(sizeof(CUgraphNodeParams) == 256, "CUgraphNodeParams layout");
 
 // The entry points, resolved once. Every member is non-null once load() succeeded.
 struct Driver {
@@ -113,6 +140,12 @@ struct Driver {
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventElapsedTime)(float*, CUevent, CUevent);
   CUresult (*cuGetErrorName)(CUresult, const char**);
+  // Conditional nodes (CUDA 12.4+ for cuGraphAddNode_v2); null on older drivers, which then have no decode loop.
+  CUresult (*cuGraphCreate)(CUgraph*, unsigned);
+  CUresult (*cuGraphConditionalHandleCreate)(CUgraphConditionalHandle*, CUgraph, CUcontext, unsigned, unsigned);
+  CUresult (*cuGraphAddNode)(CUgraphNode*, CUgraph, const CUgraphNode*, const void* edge_data, size_t,
+                             CUgraphNodeParams*);
+  CUresult (*cuStreamBeginCaptureToGraph)(CUstream, CUgraph, const CUgraphNode*, const void* edge_data, size_t, int);
   CUresult (*cuGetErrorString)(CUresult, const char**);
 };
 
