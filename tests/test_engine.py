@@ -30,9 +30,9 @@ def model(tmp_path_factory):
     return gon.Model(path)
 
 
-def alone(model, prompt, n, temperature, top_p, seed, context_length, kv_dtype="auto"):
+def alone(model, prompt, n, temperature, top_p, seed, context_length, kv_dtype="auto", rewind=0):
     """Tokens, logprobs and the logits of every sampled position of `prompt` run alone."""
-    ctx = gon.Context(model, context_length=context_length, rewind_window=0, kv_dtype=kv_dtype)
+    ctx = gon.Context(model, context_length=context_length, rewind_window=rewind, kv_dtype=kv_dtype)
     ctx.append(prompt)
     tokens, logprobs, logits = [], [], []
     for _ in range(n):
@@ -184,3 +184,59 @@ def test_stream_held_back_text_matches_generation(tmp_path, rng):
         assert got == [(c.text, c.token) for c in ref]
         assert h.text == "".join(c.text for c in ref) and h.finish_reason == "length"
         assert h.tokens == [c.token for c in ref if c.token >= 0]
+
+
+@pytest.mark.parametrize("loop_steps", [3, 16])
+def test_decode_loops_give_the_tokens_of_single_steps(model, rng, loop_steps):
+    """With decode_loop_steps, an Engine whose requests are all decoding runs several steps per step() (on a GPU
+    one device loop; here the host's loop over the same steps). Requests still get their tokens alone: budgets,
+    stop tokens and context ends met inside a loop, requests joining between loops, a cancel, and prefix reuse of
+    a slot whose row went on decoding after its request ended (rewind_window=0: the sliding-window ring is as short
+    as it can be, so writes past the end would show)."""
+    ctx_len = 80
+    engine = gon.Engine(model, max_sequences=3, context_length=ctx_len, max_batch_tokens=16, text=False,
+                        rewind_window=0, decode_loop_steps=loop_steps)
+    p = [rng.integers(0, 998, size=n).tolist() for n in (7, 12, 60, 4, 9, 5)]
+    settings = [(1.0, 1.0), (0.8, 0.9), (1.0, 1.0), (0.0, 1.0), (1.2, 1.0), (1.0, 0.7)]
+    ref = [alone(model, prompt, min(40, ctx_len - len(prompt)), t, tp, 10 + i, ctx_len, rewind=0)[:2]
+           for i, (prompt, (t, tp)) in enumerate(zip(p, settings))]
+    stop = ref[1][0][13]  # request 1 stops at its 14th token (or earlier, where that id came before)
+    budgets = [40, 40, 40, 5, 40, 23]
+    reqs = [engine.submit(p[i], max_tokens=budgets[i], temperature=settings[i][0], top_p=settings[i][1],
+                          seed=10 + i, stop_tokens=[stop] if i == 1 else None, default_stop_tokens=False)
+            for i in range(3)]
+    while min(len(r.tokens) for r in reqs) < 1:
+        engine.step()
+    steps, room = engine.stats()["steps"], ctx_len - len(p[2]) - len(reqs[2].tokens)
+    engine.step()
+    assert engine.stats()["steps"] - steps == min(loop_steps, room)  # one step() ran a loop (as far as room allows)
+    reqs += [engine.submit(p[i], max_tokens=budgets[i], temperature=settings[i][0], top_p=settings[i][1],
+                           seed=10 + i, default_stop_tokens=False) for i in range(3, 6)]
+    engine.run()
+    for i, r in enumerate(reqs):
+        tokens, logprobs = ref[i]
+        if i == 1:
+            n = tokens.index(stop) + 1
+            assert r.finish_reason == "stop_token" and r.tokens == tokens[:n] and r.logprobs == logprobs[:n]
+        elif i == 2:  # 60 prompt tokens + 40 wanted > 80 positions
+            assert r.finish_reason == "context_full" and r.tokens == tokens[: ctx_len - 60]
+        else:
+            assert r.finish_reason == "length", i
+            assert r.tokens == tokens[: budgets[i]] and r.logprobs == logprobs[: budgets[i]], i
+    # The slot request 1 ended in went on decoding to the end of its loop; reusing its prefix is still exact.
+    turn = p[1] + reqs[1].tokens + rng.integers(0, 998, size=5).tolist()
+    again = engine.submit(turn, max_tokens=12, temperature=0.0, default_stop_tokens=False)
+    engine.run()
+    assert again.tokens == alone(model, turn, 12, 0.0, 1.0, 0, ctx_len, rewind=0)[0]
+
+    # A cancel between loops ends the request there; the others go on.
+    engine = gon.Engine(model, max_sequences=2, context_length=ctx_len, max_batch_tokens=16, text=False,
+                        decode_loop_steps=loop_steps)
+    a = engine.submit(p[0], max_tokens=40, temperature=1.0, seed=10, default_stop_tokens=False)
+    b = engine.submit(p[4], max_tokens=40, temperature=1.2, seed=14, default_stop_tokens=False)
+    for _ in range(3):
+        engine.step()
+    b.cancel()
+    engine.run()
+    assert a.finish_reason == "length" and a.tokens == ref[0][0][:40]
+    assert b.finish_reason == "cancelled" and 0 < len(b.tokens) < 40 and b.tokens == ref[4][0][: len(b.tokens)]

@@ -184,50 +184,54 @@ TEST(engine_steps_allocate_nothing_and_match_contexts) {
   TinySpec spec;
   spec.seed = gon_test::seed() + 17;
   auto model = load_tiny(dir, spec);
-  gon::EngineOptions eo;
-  eo.max_sequences = 3;
-  eo.context_length = 96;
-  eo.max_batch_tokens = 12;
-  eo.text = false;
-  gon::Engine engine(model, eo);
-  std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < 3; ++i) prompts.push_back(random_tokens(5 + 9 * i, spec.vocab, gon_test::seed() + 20 + i));
-  gon::RequestOptions ro;
-  ro.max_tokens = 40;
-  ro.default_stop_tokens = false;
-  std::vector<gon::RequestId> ids;
-  for (int i = 0; i < 3; ++i) {
-    ro.sampling = {0.9f, i == 1 ? 0.8f : 1.0f, uint64_t(100 + i)};
-    ids.push_back(engine.submit(prompts[i].data(), prompts[i].size(), ro));
-  }
-  std::vector<std::vector<int32_t>> got(3);
-  for (auto& g : got) g.reserve(64);  // the test's own bookkeeping must not count
-  auto take = [&](const std::vector<gon::EngineEvent>& events) {
-    for (const auto& e : events) {
-      for (int i = 0; i < 3; ++i)
-        if (e.id == ids[i] && e.token >= 0) got[i].push_back(e.token);
+  // One step per step(), then loops of 5 steps per step() (the host's decode_loop; a device loop on a GPU).
+  for (int loop_steps : {0, 5}) {
+    gon::EngineOptions eo;
+    eo.decode_loop_steps = loop_steps;
+    eo.max_sequences = 3;
+    eo.context_length = 96;
+    eo.max_batch_tokens = 12;
+    eo.text = false;
+    gon::Engine engine(model, eo);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 3; ++i) prompts.push_back(random_tokens(5 + 9 * i, spec.vocab, gon_test::seed() + 20 + i));
+    gon::RequestOptions ro;
+    ro.max_tokens = 40;
+    ro.default_stop_tokens = false;
+    std::vector<gon::RequestId> ids;
+    for (int i = 0; i < 3; ++i) {
+      ro.sampling = {0.9f, i == 1 ? 0.8f : 1.0f, uint64_t(100 + i)};
+      ids.push_back(engine.submit(prompts[i].data(), prompts[i].size(), ro));
     }
-  };
-  // Until every prompt is prefilled (admission allocates the requests' state).
-  while (got[0].empty() || got[1].empty() || got[2].empty()) take(engine.step());
-  const auto blocks = engine.memory_stats().arena_allocations;
-  // Steady-state decoding of three sequences: no allocation at all.
-  g_allocations = 0;
-  g_counting = true;
-  for (int s = 0; s < 20; ++s) take(engine.step());
-  g_counting = false;
-  CHECK(g_allocations.load() == 0);
-  while (engine.has_work()) take(engine.step());
-  CHECK(engine.memory_stats().late_allocations == 0 && engine.memory_stats().arena_allocations == blocks);
-  // Each request gives the tokens it gives alone in a Context with the same seed.
-  for (int i = 0; i < 3; ++i) {
-    gon::ContextOptions o;
-    o.context_length = 96;
-    gon::Context ctx(model, o);
-    ctx.append(prompts[i].data(), prompts[i].size());
-    std::vector<int32_t> alone;
-    for (int n = 0; n < 40; ++n) alone.push_back(ctx.sample({0.9f, i == 1 ? 0.8f : 1.0f, uint64_t(100 + i)}).token);
-    CHECK(got[i] == alone);
+    std::vector<std::vector<int32_t>> got(3);
+    for (auto& g : got) g.reserve(64);  // the test's own bookkeeping must not count
+    auto take = [&](const std::vector<gon::EngineEvent>& events) {
+      for (const auto& e : events) {
+        for (int i = 0; i < 3; ++i)
+          if (e.id == ids[i] && e.token >= 0) got[i].push_back(e.token);
+      }
+    };
+    // Until every prompt is prefilled (admission allocates the requests' state).
+    while (got[0].empty() || got[1].empty() || got[2].empty()) take(engine.step());
+    const auto blocks = engine.memory_stats().arena_allocations;
+    // Steady-state decoding of three sequences: no allocation at all.
+    g_allocations = 0;
+    g_counting = true;
+    for (int s = 0; s < 20; ++s) take(engine.step());
+    g_counting = false;
+    CHECK(g_allocations.load() == 0);
+    while (engine.has_work()) take(engine.step());
+    CHECK(engine.memory_stats().late_allocations == 0 && engine.memory_stats().arena_allocations == blocks);
+    // Each request gives the tokens it gives alone in a Context with the same seed.
+    for (int i = 0; i < 3; ++i) {
+      gon::ContextOptions o;
+      o.context_length = 96;
+      gon::Context ctx(model, o);
+      ctx.append(prompts[i].data(), prompts[i].size());
+      std::vector<int32_t> alone;
+      for (int n = 0; n < 40; ++n) alone.push_back(ctx.sample({0.9f, i == 1 ? 0.8f : 1.0f, uint64_t(100 + i)}).token);
+      CHECK(got[i] == alone);
+    }
   }
 }
 

@@ -130,33 +130,52 @@ def measure_decode(model, prompt_tokens: int, gen_tokens: int, *, kv_dtype: str 
     return out
 
 
-def _warm_engine(model, batch: int, prompt_tokens: int, context_length: int, max_tokens: int, kv_dtype: str):
+def _warm_engine(model, batch: int, prompt_tokens: int, decode_tokens: int, kv_dtype: str):
     """An Engine running `batch` greedy requests of random `prompt_tokens`-token prompts, stepped until
-    every prompt is processed and one decode step taken (the warm-up)."""
+    every prompt is processed and one decode step taken, then one more Engine.step (the warm-up;
+    on a GPU the second captures the device loop's graph). Every request can then decode at least
+    `decode_tokens` more tokens: the ones whose prompts were done first decode while the others
+    prefill (decode rows go first), so the budgets allow for the whole prefill."""
     import gpt_oss_native as gon
 
-    engine = gon.Engine(model, max_sequences=batch, context_length=context_length,
-                        max_batch_tokens=max(batch, min(512, batch * prompt_tokens)), kv_dtype=kv_dtype, text=False)
+    chunk = max(batch, min(512, batch * prompt_tokens))
+    max_tokens = -(-batch * prompt_tokens // chunk) + decode_tokens + 80  # + a device loop's overshoot
+    engine = gon.Engine(model, max_sequences=batch, context_length=prompt_tokens + max_tokens + 8,
+                        max_batch_tokens=chunk, kv_dtype=kv_dtype, text=False)
     reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=max_tokens,
                           temperature=0.0, default_stop_tokens=False) for i in range(batch)]
     while min(len(r.tokens) for r in reqs) < 2:
         engine.step()
+    engine.step()
     return engine
 
 
 def measure_batched_decode(model, batch: int, prompt_tokens: int, gen_tokens: int, *,
                            kv_dtype: str = "auto") -> Dict[str, float]:
     """Aggregate decode throughput of `batch` sequences in one Engine: every request's
-    prompt is prefilled first, then `gen_tokens` steps each decode one token of every
-    sequence; tok/s = batch * steps / time."""
-    engine = _warm_engine(model, batch, prompt_tokens, prompt_tokens + gen_tokens + 8, gen_tokens + 4, kv_dtype)
-    steps = 0
+    prompt is prefilled first, then about `gen_tokens` steps each decode one token of every
+    sequence (on a GPU in device loops, several steps per Engine.step); tok/s = tokens
+    generated / time."""
+    engine = _warm_engine(model, batch, prompt_tokens, gen_tokens, kv_dtype)
     t = time.perf_counter()
-    while steps < gen_tokens and engine.has_work:
-        engine.step()
-        steps += 1
+    tokens = _engine_decode(engine, batch * gen_tokens)
     elapsed = time.perf_counter() - t
-    return {"batch": batch, "steps": steps, "tok_s": batch * steps / elapsed, "ms_per_step": elapsed / steps * 1e3}
+    steps = tokens / batch
+    return {"batch": batch, "steps": steps, "tok_s": tokens / elapsed, "ms_per_step": elapsed / steps * 1e3}
+
+
+def _engine_decode(engine, tokens: int) -> int:
+    """Steps `engine` until it has generated at least `tokens` more tokens; returns how many it
+    generated. Every request must still be running at the end (else the throughput would be that
+    of a smaller batch)."""
+    stats = engine.stats()
+    start, running = stats["tokens_generated"], stats["running"]
+    while engine.has_work and engine.stats()["tokens_generated"] - start < tokens:
+        engine.step()
+    stats = engine.stats()
+    if stats["running"] != running:
+        raise RuntimeError(f"bench: {running - stats['running']} of {running} requests ended during a measurement")
+    return stats["tokens_generated"] - start
 
 
 def measure_batched_vs_batch1(model, batch: int, prompt_tokens: int, gen_tokens: int, *, slices: int = 4,
@@ -174,22 +193,26 @@ def measure_batched_vs_batch1(model, batch: int, prompt_tokens: int, gen_tokens:
     per = max(1, gen_tokens // slices)
     total = per * slices
     length = prompt_tokens + total + 8
-    ctx = gon.Context(model, context_length=length, max_batch_tokens=min(512, prompt_tokens), kv_dtype=kv_dtype)
+    ctx = gon.Context(model, context_length=length + 8, max_batch_tokens=min(512, prompt_tokens), kv_dtype=kv_dtype)
     ctx.append(random_prompt(model, prompt_tokens, seed=99))
     ctx.process(logits="none")
     decode_tokens(ctx, 2)
-    engine = _warm_engine(model, batch, prompt_tokens, length + 4, total + 4, kv_dtype)
+    engine = _warm_engine(model, batch, prompt_tokens, total, kv_dtype)
+    if model.device != "cpu":
+        ctx.sample_many(2, temperature=0.0)  # a GPU decodes in device loops (Engine too): warm that graph
 
     def one() -> float:
         t = time.perf_counter()
-        decode_tokens(ctx, per)
+        if model.device == "cpu":
+            decode_tokens(ctx, per)
+        else:
+            ctx.sample_many(per, temperature=0.0)
         return per / (time.perf_counter() - t)
 
     def many() -> float:
         t = time.perf_counter()
-        for _ in range(per):
-            engine.step()
-        return batch * per / (time.perf_counter() - t)
+        n = _engine_decode(engine, batch * per)
+        return n / (time.perf_counter() - t)
 
     ones, manys, ratios = [], [], []
     for i in range(slices):

@@ -110,6 +110,11 @@ class Engine:
         kv_dtype: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :class:`Context`).
         text: stream text (needs the checkpoint's tokenizer); ``False`` for token
             ids only (stop strings then cannot be used).
+        decode_loop_steps: on a GPU, while every running request is decoding and
+            none waits, one :meth:`step` decodes up to this many tokens of each
+            request in a device-side loop (one launch and one wait) and delivers
+            them all; 0 lets the backend choose (16 on a GPU), 1 turns it off
+            (then :meth:`last_logits` has every step's rows). No effect on the CPU.
 
     Requests wait for a free slot; a finished request's slot keeps its cache, and a
     new prompt sharing a prefix with it reuses that part (a conversation resubmitted
@@ -119,19 +124,20 @@ class Engine:
 
     def __init__(self, model: Model, max_sequences: int = 16, context_length: int = 4096,
                  max_batch_tokens: int = 256, *, kv_dtype: str = "auto", rewind_window: Optional[int] = None,
-                 text: bool = True) -> None:
+                 text: bool = True, decode_loop_steps: int = 0) -> None:
         if not isinstance(model, Model):
             raise InvalidArgumentError(f"model must be a gpt_oss_native.Model, got {type(model).__name__}")
         max_sequences = _check_int("max_sequences", max_sequences, 1)
         context_length = _check_int("context_length", context_length, 2)
         max_batch_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1)
         rewind = -1 if rewind_window is None else _check_int("rewind_window", rewind_window, 0)
+        decode_loop_steps = _check_int("decode_loop_steps", decode_loop_steps, 0)
         if not isinstance(kv_dtype, str):
             raise InvalidArgumentError(f"kv_dtype must be a str, got {type(kv_dtype).__name__}")
         self.model = model
         self._text = bool(text)
         self._core = _core.Engine(model._core, max_sequences, context_length, max_batch_tokens, rewind, kv_dtype,
-                                  self._text)
+                                  self._text, decode_loop_steps)
         self._requests: Dict[int, Request] = {}
 
     def submit(self, prompt: Union[str, Sequence[int], np.ndarray], *, max_tokens: int = 256,
@@ -156,8 +162,9 @@ class Engine:
         return req
 
     def step(self) -> int:
-        """Runs one step (a forward pass over every running request); returns how many
-        requests received something."""
+        """Runs one step (a forward pass over every running request; on a GPU possibly a
+        device loop of several, see ``decode_loop_steps``); returns how many events it
+        delivered."""
         events = self._core.step()
         for rid, token, logprob, data, finished, reason, error, message in events:
             req = self._requests.get(rid)

@@ -48,6 +48,12 @@ struct EngineOptions {
   // Stream text (needs the model's tokenizer): events carry text and stop
   // strings apply. Without it events carry tokens only.
   bool text = true;
+  // Steps per device-side loop (backends that have one: a GPU). While every
+  // running request is decoding and none is waiting, one step() runs up to
+  // this many decode steps with one launch and one wait, and returns the
+  // events of all of them (several per request); last_logits() then has
+  // none. 0: the backend's choice (16 on a GPU); 1: one step per step().
+  int decode_loop_steps = 0;
 };
 
 struct RequestOptions {
@@ -104,7 +110,8 @@ class Engine {
   bool has_work() const;
 
   // The logits row of a request sampled in the last step (host-visible on
-  // the CPU; nullptr if the request had no output in that step).
+  // the CPU; nullptr if the request had no output in that step, or if the
+  // step was a device loop: see EngineOptions::decode_loop_steps).
   const float* last_logits(RequestId id);
 
   EngineStats stats() const;

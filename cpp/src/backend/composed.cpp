@@ -36,6 +36,7 @@ ComposedExecutor::ComposedExecutor(Backend& backend, const ModelWeights& weights
                                    const std::function<int64_t(int)>& kv_slot_elements)
     : backend_(backend), weights_(weights), config_(config), options_(o), host_(backend, true),
       device_(backend, false) {
+  loop_done_.assign(static_cast<size_t>(std::max(o.max_outputs, 1)), 0);
   const ModelConfig& c = config;
   const size_t T = o.max_tokens, H = c.hidden_size, V = c.vocab_size, k = c.experts_per_token;
   const size_t R = o.max_outputs, rows = o.logits_rows;
@@ -250,6 +251,39 @@ ExecutorMemory ComposedExecutor::memory() const {
   m.buffers = host_.buffers() + device_.buffers();
   m.late_allocations = host_.late_allocations() + device_.late_allocations();
   return m;
+}
+
+int ComposedExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
+                                  const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) {
+  const int R = shape.num_tokens;
+  if (R < 1 || R > options_.max_outputs || shape.num_outputs != R || shape.output_offset != 0 || !shape.sample ||
+      max_steps < 1 || num_stop < 0)
+    return -1;
+  std::fill(loop_done_.begin(), loop_done_.begin() + R, uint8_t{0});
+  int done = 0;
+  for (int i = 0; i < max_steps; ++i) {
+    if (i > 0) {
+      StepInputs& in = inputs();
+      for (int r = 0; r < R; ++r) {
+        in.tokens[r] = tokens[static_cast<size_t>(i - 1) * R + r];
+        in.positions[r] += 1;
+        in.params[r].counter += 1;
+      }
+    }
+    execute(shape, forward, graph_id);
+    const int32_t* t = sampled_tokens();
+    const float* lp = sampled_logprobs();
+    for (int r = 0; r < R; ++r) {
+      tokens[static_cast<size_t>(i) * R + r] = t[r];
+      logprobs[static_cast<size_t>(i) * R + r] = lp[r];
+      if (!loop_done_[r] && std::find(stop_tokens, stop_tokens + num_stop, t[r]) != stop_tokens + num_stop) {
+        loop_done_[r] = 1;
+        ++done;
+      }
+    }
+    if (done == R) return i + 1;
+  }
+  return max_steps;
 }
 
 }  // namespace gon

@@ -88,6 +88,13 @@ class ComposedExecutor : public Executor {
 
   // ---- the rest of Executor ------------------------------------------------------
   StepInputs& inputs() override { return staging_; }
+  // The loop on the host: decode_loop's steps one execute() after the other,
+  // each step's inputs advanced from the last one's samples (the same tokens
+  // as a device loop; backends with one override it). decode_loop_steps()
+  // stays 0, so callers only take it when asked to (EngineOptions::
+  // decode_loop_steps), which lets the CPU run the loop callers' code.
+  int decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
+                  const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) override;
   void sample_rows(int offset, int count) override;
   const int32_t* sampled_tokens() override;
   const float* sampled_logprobs() override;
@@ -137,6 +144,7 @@ class ComposedExecutor : public Executor {
  private:
   Arena host_;
   Arena device_;
+  std::vector<uint8_t> loop_done_;  // [max_outputs] rows of a host decode_loop past a stop token
   std::vector<KVCacheLayer> kv_;
   uint64_t kv_bytes_ = 0;
 };

@@ -110,15 +110,19 @@ class Executor {
   // Returns before the device is done; the readers below wait.
   using ForwardFn = std::function<void(Executor&, const StepShape&)>;
   virtual void execute(const StepShape& shape, const ForwardFn& forward, int graph_id = 0) = 0;
-  // Decodes up to `max_steps` tokens of one sequence without the host between
-  // steps (a device-side loop, on backends that have one). The inputs are
-  // those of a one-token step that samples: inputs() holds the token, its
-  // position, its sequence slot, output_rows[0] = 0 and params[0]; `shape` is
-  // {1 token, 1 output, offset 0, sample}. Each step runs `forward` (graph_id
-  // as for execute()) and samples; the next step takes the sampled token at
-  // the next position, with params[0].counter one higher. Stops after
-  // max_steps tokens or after a token of stop_tokens[0..num_stop). Writes the
-  // sampled tokens and their logprobs and returns how many (>= 1), having
+  // Decodes up to `max_steps` steps of R sequences, one token each, without
+  // the host between steps (a device-side loop, on backends that have one).
+  // The inputs are those of a decode step of R rows that all sample:
+  // inputs() holds each row's token, position and sequence slot (distinct
+  // slots), output_rows[r] = r and params[r]; `shape` is {R tokens, R
+  // outputs, offset 0, sample}. Each step runs `forward` (graph_id as for
+  // execute()) and samples; the next step takes each row's sampled token at
+  // the next position, with params[r].counter one higher. Stops after
+  // max_steps steps (a backend may take fewer: it says how many it ran), or
+  // once every row has sampled a token of stop_tokens[0..num_stop) (rows go
+  // on decoding after their stop: the caller ignores what follows, and must
+  // leave room in each sequence for max_steps positions). Writes the tokens
+  // and logprobs, [steps, R], and returns the number of steps (>= 1), having
   // waited for them. Returns -1, doing nothing, where there is no such loop
   // (the caller then steps with execute()).
   virtual int decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,

@@ -40,7 +40,7 @@ void init_engine(nb::module_& m) {
       .def(
           "__init__",
           [](Engine* self, std::shared_ptr<Model> model, int max_sequences, int context_length, int max_batch_tokens,
-             int rewind_window, const std::string& kv_dtype, bool text) {
+             int rewind_window, const std::string& kv_dtype, bool text, int decode_loop_steps) {
             EngineOptions o;
             o.max_sequences = max_sequences;
             o.context_length = context_length;
@@ -48,12 +48,13 @@ void init_engine(nb::module_& m) {
             o.rewind_window = rewind_window;
             o.kv_dtype = parse_kv_dtype(kv_dtype);
             o.text = text;
+            o.decode_loop_steps = decode_loop_steps;
             nb::gil_scoped_release release;
             new (self) Engine(std::move(model), o);
           },
           nb::arg("model"), nb::arg("max_sequences") = 16, nb::arg("context_length") = 4096,
           nb::arg("max_batch_tokens") = 256, nb::arg("rewind_window") = -1, nb::arg("kv_dtype") = "auto",
-          nb::arg("text") = true)
+          nb::arg("text") = true, nb::arg("decode_loop_steps") = 0)
       .def(
           "submit",
           [](Engine& self, TokenArray<int64_t> prompt, int max_tokens, float temperature, float top_p,

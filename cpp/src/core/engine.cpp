@@ -57,8 +57,22 @@ struct Engine::Impl {
   std::mutex cancel_mutex;
   std::vector<RequestId> cancels;
 
+  // Device loops (decode_loop): steps per loop (0: none), the union of the running requests' stop ids, results.
+  int loop_steps = 0;
+  std::vector<int32_t> loop_stops;
+  std::vector<int32_t> loop_tokens;
+  std::vector<float> loop_logprobs;
+  std::vector<int> loop_first;  // per row: the position its first step processed
+
   void finish(int slot, FinishReason reason, Status error, std::string message, int32_t token, float logprob,
               std::string text);
+  // A token sampled for the request in `slot`: appended, streamed, and the request finished if it ends it.
+  void take(int slot, int32_t token, float logprob);
+  // The sampling parameters of the request in `slot` for its next token.
+  SampleParams sample_params(int slot);
+  // Runs a device loop of decode steps when every running request is decoding and none waits; false when it
+  // did not (the caller steps once).
+  bool run_loop();
   void admit();
   void apply_cancels();
   template <typename T>
@@ -103,7 +117,7 @@ Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
   s.row_slot.assign(eo.max_outputs, -1);
   s.row_request.assign(eo.max_outputs, 0);
   if (!be.host_addressable()) s.host_logits.assign(size_t(eo.logits_rows) * c.vocab_size, 0.0f);
-  s.events.reserve(static_cast<size_t>(o.max_sequences) * 2 + 16);
+  s.events.reserve(static_cast<size_t>(o.max_sequences) * 2 + 16);  // a device loop's events: reserved below
 
   if (o.text) {
     s.tokenizer = s.model->tokenizer();  // throws kFileNotFound when the checkpoint has none
@@ -113,6 +127,16 @@ Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
     s.default_stops = {c.eos_token_id};
   }
   s.executor->set_allowed_tokens(s.mask.empty() ? nullptr : s.mask.data());
+  GON_CHECK(o.decode_loop_steps >= 0, kInvalidArgument, "decode_loop_steps must be >= 0, got ", o.decode_loop_steps);
+  s.loop_steps = o.decode_loop_steps > 0 ? o.decode_loop_steps : s.executor->decode_loop_steps();
+  if (s.loop_steps > 1) {
+    const size_t slots = static_cast<size_t>(std::min(o.max_sequences, eo.max_outputs)) * s.loop_steps;
+    s.loop_tokens.resize(slots);
+    s.loop_logprobs.resize(slots);
+    s.loop_first.resize(static_cast<size_t>(eo.max_outputs));
+    s.loop_stops.reserve(16);
+    s.events.reserve(s.events.capacity() + slots);
+  }
 }
 
 Engine::~Engine() = default;
@@ -271,6 +295,125 @@ void Engine::Impl::admit() {
   }
 }
 
+SampleParams Engine::Impl::sample_params(int slot) {
+  Request& r = *running[slot];
+  const Sequence& q = seqs[slot];
+  SampleParams p;
+  p.temperature = r.options.sampling.temperature;
+  p.top_p = r.options.sampling.top_p;
+  if (r.options.sampling.seed) {
+    p.seed = *r.options.sampling.seed;
+    p.counter = static_cast<uint64_t>(q.num_tokens());  // as Context: the position being sampled
+  } else {
+    p.seed = r.random_seed;
+    p.counter = r.draws++;
+  }
+  p.use_mask = mask.empty() ? 0 : 1;
+  return p;
+}
+
+void Engine::Impl::take(int slot, int32_t token, float logprob) {
+  Request& r = *running[slot];
+  Sequence& q = seqs[slot];
+  r.decoding = true;
+  q.push(token);
+  ++r.generated;
+  stats.tokens_generated += 1;
+  FinishReason stop = FinishReason::kNone;
+  std::string text;
+  if (r.stream) {
+    text = r.stream->push(token, stop);
+  } else if (std::find(r.stop_tokens.begin(), r.stop_tokens.end(), token) != r.stop_tokens.end()) {
+    stop = FinishReason::kStopToken;
+  }
+  if (stop != FinishReason::kNone) {
+    finish(slot, stop, Status::kInternal, std::string(), token, logprob, std::move(text));
+  } else if (r.generated >= r.options.max_tokens) {
+    finish(slot, FinishReason::kLength, Status::kInternal, std::string(), token, logprob, std::move(text));
+  } else if (q.num_tokens() >= options.context_length) {
+    finish(slot, FinishReason::kContextFull, Status::kContextOverflow,
+           "the sequence reached the context length of " + std::to_string(options.context_length) + " tokens after " +
+               std::to_string(r.generated) + " generated token(s)",
+           token, logprob, std::move(text));
+  } else {
+    EngineEvent e;
+    e.id = r.id;
+    e.token = token;
+    e.logprob = logprob;
+    e.text = std::move(text);
+    events.push_back(std::move(e));
+  }
+}
+
+bool Engine::Impl::run_loop() {
+  if (loop_steps < 2 || !waiting.empty()) return false;
+  const int S = options.max_sequences, max_outputs = static_cast<int>(row_slot.size());
+  int R = 0, room = options.context_length, longest = 0;
+  loop_stops.clear();
+  for (int slot = 0; slot < S; ++slot) {
+    const Request* r = running[slot].get();
+    if (r == nullptr) continue;
+    if (!r->decoding || seqs[slot].pending() != 1) return false;
+    for (int32_t t : r->stop_tokens)
+      if (std::find(loop_stops.begin(), loop_stops.end(), t) == loop_stops.end()) {
+        if (loop_stops.size() == 16) return false;  // more stop ids than the device checks
+        loop_stops.push_back(t);
+      }
+    room = std::min(room, options.context_length - seqs[slot].num_tokens());
+    longest = std::max(longest, r->options.max_tokens - r->generated);
+    ++R;
+  }
+  // Every step appends a token to every row: no row may pass its context; no longer than the longest budget.
+  const int K = std::min({loop_steps, room, longest});
+  if (R == 0 || R > max_outputs || R > options.max_batch_tokens || K < 2) return false;
+  Executor& ex = *executor;
+  StepInputs& in = ex.inputs();
+  int row = 0;
+  for (int slot = 0; slot < S; ++slot) {
+    if (!running[slot]) continue;
+    const Sequence& q = seqs[slot];
+    in.tokens[row] = q.token(q.num_tokens() - 1);
+    in.positions[row] = q.num_tokens() - 1;
+    in.seqs[row] = slot;
+    in.output_rows[row] = row;
+    in.params[row] = sample_params(slot);
+    loop_first[static_cast<size_t>(row)] = q.num_tokens() - 1;
+    row_slot[static_cast<size_t>(row++)] = slot;
+  }
+  StepShape shape;
+  shape.num_tokens = shape.num_outputs = R;
+  shape.sample = true;
+  const ModelConfig& c = model->config();
+  const int n = ex.decode_loop(
+      shape, [&c](Executor& e, const StepShape& sh) { forward(e, c, sh); }, 1, K, loop_stops.data(),
+      static_cast<int>(loop_stops.size()), loop_tokens.data(), loop_logprobs.data());
+  if (n < 0) {
+    for (int r = 0; r < R; ++r) {
+      Request& q = *running[row_slot[static_cast<size_t>(r)]];
+      if (!q.options.sampling.seed) q.draws -= 1;  // step() draws these counters again
+    }
+    return false;
+  }
+  for (int r = 0; r < R; ++r) {
+    const int slot = row_slot[static_cast<size_t>(r)];
+    Request& q = *running[slot];
+    if (!q.options.sampling.seed) q.draws += static_cast<uint64_t>(n - 1);  // the device drew n counters
+    seqs[slot].wrote(loop_first[static_cast<size_t>(r)] + n - 1);  // rows that ended went on writing the cache
+  }
+  for (int i = 0; i < n; ++i) {
+    for (int r = 0; r < R; ++r) {
+      const int slot = row_slot[static_cast<size_t>(r)];
+      if (!running[slot]) continue;  // ended earlier in this loop: the rest of its row is discarded
+      seqs[slot].processed(1);
+      const size_t at = static_cast<size_t>(i) * R + r;
+      take(slot, loop_tokens[at], loop_logprobs[at]);
+    }
+  }
+  stats.steps += static_cast<uint64_t>(n);
+  stats.tokens_processed += static_cast<uint64_t>(n) * R;
+  return true;
+}
+
 const std::vector<EngineEvent>& Engine::step() {
   Impl& s = *impl_;
   const ModelConfig& c = s.model->config();
@@ -278,6 +421,7 @@ const std::vector<EngineEvent>& Engine::step() {
   s.last_rows = 0;
   s.apply_cancels();
   s.admit();
+  if (s.run_loop()) return s.events;
 
   Executor& ex = *s.executor;
   StepInputs& in = ex.inputs();
@@ -331,22 +475,7 @@ const std::vector<EngineEvent>& Engine::step() {
   if (T == 0) return s.events;
 
   // Sampling parameters of each output row.
-  for (int row = 0; row < R; ++row) {
-    Request& r = *s.running[s.row_slot[row]];
-    const Sequence& q = s.seqs[s.row_slot[row]];
-    SampleParams& p = in.params[row];
-    p = SampleParams{};
-    p.temperature = r.options.sampling.temperature;
-    p.top_p = r.options.sampling.top_p;
-    if (r.options.sampling.seed) {
-      p.seed = *r.options.sampling.seed;
-      p.counter = static_cast<uint64_t>(q.num_tokens());  // as Context: the position being sampled
-    } else {
-      p.seed = r.random_seed;
-      p.counter = r.draws++;
-    }
-    p.use_mask = s.mask.empty() ? 0 : 1;
-  }
+  for (int row = 0; row < R; ++row) in.params[row] = s.sample_params(s.row_slot[row]);
   StepShape shape;
   shape.num_tokens = T;
   shape.num_outputs = R;
@@ -368,38 +497,8 @@ const std::vector<EngineEvent>& Engine::step() {
   s.last_rows = R;
   for (int row = 0; row < R; ++row) {
     const int slot = s.row_slot[row];
-    Request& r = *s.running[slot];
-    Sequence& q = s.seqs[slot];
-    const int32_t token = tokens[row];
-    s.row_request[row] = r.id;
-    r.decoding = true;
-    q.push(token);
-    ++r.generated;
-    s.stats.tokens_generated += 1;
-    FinishReason stop = FinishReason::kNone;
-    std::string text;
-    if (r.stream) {
-      text = r.stream->push(token, stop);
-    } else if (std::find(r.stop_tokens.begin(), r.stop_tokens.end(), token) != r.stop_tokens.end()) {
-      stop = FinishReason::kStopToken;
-    }
-    if (stop != FinishReason::kNone) {
-      s.finish(slot, stop, Status::kInternal, std::string(), token, logprobs[row], std::move(text));
-    } else if (r.generated >= r.options.max_tokens) {
-      s.finish(slot, FinishReason::kLength, Status::kInternal, std::string(), token, logprobs[row], std::move(text));
-    } else if (q.num_tokens() >= s.options.context_length) {
-      s.finish(slot, FinishReason::kContextFull, Status::kContextOverflow,
-               "the sequence reached the context length of " + std::to_string(s.options.context_length) +
-                   " tokens after " + std::to_string(r.generated) + " generated token(s)",
-               token, logprobs[row], std::move(text));
-    } else {
-      EngineEvent e;
-      e.id = r.id;
-      e.token = token;
-      e.logprob = logprobs[row];
-      e.text = std::move(text);
-      s.events.push_back(std::move(e));
-    }
+    s.row_request[row] = s.running[slot]->id;
+    s.take(slot, tokens[row], logprobs[row]);
   }
   return s.events;
 }

@@ -49,6 +49,9 @@ class Sequence {
     num_processed_ += count;
     high_water_ = std::max(high_water_, num_processed_ - 1);
   }
+  // The cache was written at `position` (past the tokens kept: a device loop
+  // that went on after the sequence ended), so a later rewind accounts for it.
+  void wrote(int position) { high_water_ = std::max(high_water_, position); }
   // The last processed token is processed again (to recompute its logits).
   void unprocess_last() { num_processed_ -= 1; }
 

@@ -160,8 +160,8 @@ class CudaExecutor final : public ComposedExecutor {
   // Graphs by (graph id, tokens bucket, outputs bucket, sample, sampling kernels).
   std::map<std::tuple<int, int, int, bool, int>, CUgraphExec> graphs_;
   std::vector<CUgraph> graph_sources_;
-  // Device loops (decode_loop) by (graph id, sampling kernels).
-  std::map<std::pair<int, int>, CUgraphExec> loop_graphs_;
+  // Device loops (decode_loop) by (graph id, rows bucket, sampling kernels).
+  std::map<std::tuple<int, int, int>, CUgraphExec> loop_graphs_;
   int sample_launches_ = 0;  // sampling kernels the current step needs (0: all)
   int tiles_ = -1;  // prefill attention tiles of the current eager step (-1: none built)
   bool capturing_ = false;

@@ -29,11 +29,15 @@ constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
-// The device loop (decode_loop): at most this many steps per launch, and stop ids checked on the device
-// (triton_kernels/loop.py MAX_STOPS). Its state: [count, budget, stop count, go, stops..., tokens..., logprobs...].
+// The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
+// stop ids checked on the device (triton_kernels/loop.py MAX_STOPS, BLOCK_R = kMaxGraphTokens). Its state:
+// [count, budget, stop count, go, stops[kLoopMaxStops], done[kMaxGraphTokens], tokens[kLoopSlots],
+// logprobs[kLoopSlots]].
 constexpr int kMaxLoopSteps = 256;
+constexpr int kLoopSlots = 4096;
 constexpr int kLoopMaxStops = 16;
-constexpr int kLoopWords = 4 + kLoopMaxStops + 2 * kMaxLoopSteps;
+constexpr int kLoopHeader = 4 + kLoopMaxStops + kMaxGraphTokens;
+constexpr int kLoopWords = kLoopHeader + 2 * kLoopSlots;
 // Steps per decode_loop() call for streaming callers (gon::Generator): GON_CUDA_LOOP_STEPS, 0 for no loop.
 constexpr int kDefaultLoopSteps = 16;
 
@@ -447,14 +451,21 @@ int CudaExecutor::decode_loop_steps() const {
 
 int CudaExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, int graph_id, int max_steps,
                               const int32_t* stop_tokens, int num_stop, int32_t* tokens, float* logprobs) {
-  if (decode_loop_steps() == 0 || graph_id == 0 || num_stop < 0 || num_stop > kLoopMaxStops ||
-      shape.num_tokens != 1 || shape.num_outputs != 1 || shape.output_offset != 0 || !shape.sample)
+  const int R = shape.num_tokens;
+  if (decode_loop_steps() == 0 || graph_id == 0 || num_stop < 0 || num_stop > kLoopMaxStops || R < 1 ||
+      R > kMaxGraphTokens || R > options_.max_outputs || shape.num_outputs != R || shape.output_offset != 0 ||
+      !shape.sample)
     return -1;
   GON_CHECK(max_steps >= 1 && tokens != nullptr && logprobs != nullptr && (num_stop == 0 || stop_tokens != nullptr),
             kInternal, "decode_loop: bad arguments");
-  GON_CHECK(staging_.seqs[0] >= 0 && staging_.seqs[0] < user_options_.num_seqs, kInternal,
-            "decode_loop: sequence slot ", staging_.seqs[0]);
-  max_steps = std::min(max_steps, kMaxLoopSteps);
+  for (int r = 0; r < R; ++r)
+    GON_CHECK(staging_.seqs[r] >= 0 && staging_.seqs[r] < user_options_.num_seqs && staging_.output_rows[r] == r,
+              kInternal, "decode_loop: row ", r, " (sequence slot ", staging_.seqs[r], ")");
+  // Padded to the graph bucket: the padding rows (done from the start) decode in the scratch slot.
+  StepShape padded = shape;
+  padded.num_tokens = padded.num_outputs = bucket(R);
+  const int P = padded.num_tokens;
+  max_steps = std::min({max_steps, kMaxLoopSteps, kLoopSlots / P});
   cuda_.make_current();
   const Driver& d = driver();
   Scratch& sc = *scratch_;
@@ -465,10 +476,19 @@ int CudaExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, 
   h[2] = num_stop;
   h[3] = 1;
   for (int i = 0; i < kLoopMaxStops; ++i) h[4 + i] = i < num_stop ? stop_tokens[i] : -1;
-  GON_CU(d.cuMemcpyHtoDAsync(dptr(sc.loop_state), h, (4 + kLoopMaxStops) * 4, stream_));
-  upload_inputs(shape);
-  sample_launches_ = sample_launches(staging_.params, 1);
-  const auto key = std::make_pair(graph_id, sample_launches_);
+  for (int r = 0; r < kMaxGraphTokens; ++r) h[4 + kLoopMaxStops + r] = r < R ? 0 : 1;
+  GON_CU(d.cuMemcpyHtoDAsync(dptr(sc.loop_state), h, kLoopHeader * 4, stream_));
+  for (int r = R; r < P; ++r) {
+    staging_.tokens[r] = 0;
+    staging_.positions[r] = 0;
+    staging_.seqs[r] = user_options_.num_seqs;
+    staging_.output_rows[r] = r;
+    staging_.params[r] = SampleParams{};
+    staging_.params[r].temperature = 0.0f;
+  }
+  upload_inputs(padded);
+  sample_launches_ = sample_launches(staging_.params, P);
+  const auto key = std::make_tuple(graph_id, P, sample_launches_);
   auto it = loop_graphs_.find(key);
   if (it == loop_graphs_.end()) {
     // A graph of one WHILE node (its value 1 at each launch) whose body is the captured step, then
@@ -492,11 +512,12 @@ int CudaExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, 
     capturing_ = true;
     CUgraph captured = nullptr;
     try {
-      forward(*this, shape);
+      forward(*this, padded);
       k_.get("decode_loop_step")
           .launch(stream_, {1, 1, 1},
                   {buf_.sampled, buf_.logprobs, device_inputs_.tokens, device_inputs_.positions, device_inputs_.params,
-                   sc.loop_state, sc.loop_state + 4 + kLoopMaxStops, sc.loop_state + 4 + kLoopMaxStops + kMaxLoopSteps});
+                   sc.loop_state, sc.loop_state + kLoopHeader, sc.loop_state + kLoopHeader + kLoopSlots,
+                   static_cast<int32_t>(P)});
       k_.get("graph_set_condition").launch(stream_, {1, 1, 1}, {static_cast<int64_t>(handle), sc.loop_state + 3});
     } catch (...) {
       capturing_ = false;
@@ -512,13 +533,22 @@ int CudaExecutor::decode_loop(const StepShape& shape, const ForwardFn& forward, 
   }
   GON_CU(d.cuGraphLaunch(it->second, stream_));
   sample_launches_ = 0;
-  GON_CU(d.cuMemcpyDtoHAsync(h, dptr(sc.loop_state), kLoopWords * 4, stream_));
+  // The results of at most max_steps steps (the count comes with them).
+  const size_t used = static_cast<size_t>(max_steps) * P * 4;
+  GON_CU(d.cuMemcpyDtoHAsync(h, dptr(sc.loop_state), 4, stream_));
+  GON_CU(d.cuMemcpyDtoHAsync(h + kLoopHeader, dptr(sc.loop_state + kLoopHeader), used, stream_));
+  GON_CU(d.cuMemcpyDtoHAsync(h + kLoopHeader + kLoopSlots, dptr(sc.loop_state + kLoopHeader + kLoopSlots), used,
+                             stream_));
   GON_CU(d.cuEventRecord(done_, stream_));
   GON_CU(d.cuEventSynchronize(done_));
   const int n = h[0];
   GON_CHECK(n >= 1 && n <= max_steps, kInternal, "decode_loop: the device reports ", n, " steps of ", max_steps);
-  std::memcpy(tokens, h + 4 + kLoopMaxStops, static_cast<size_t>(n) * 4);
-  std::memcpy(logprobs, h + 4 + kLoopMaxStops + kMaxLoopSteps, static_cast<size_t>(n) * 4);
+  for (int i = 0; i < n; ++i) {
+    std::memcpy(tokens + static_cast<size_t>(i) * R, h + kLoopHeader + static_cast<size_t>(i) * P,
+                static_cast<size_t>(R) * 4);
+    std::memcpy(logprobs + static_cast<size_t>(i) * R, h + kLoopHeader + kLoopSlots + static_cast<size_t>(i) * P,
+                static_cast<size_t>(R) * 4);
+  }
   return n;
 }
 
