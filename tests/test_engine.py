@@ -192,7 +192,7 @@ def test_decode_loops_give_the_tokens_of_single_steps(model, rng, loop_steps):
     one device loop; here the host's loop over the same steps). Requests still get their tokens alone: budgets,
     stop tokens and context ends met inside a loop, requests joining between loops, a cancel, and prefix reuse of
     a slot whose row went on decoding after its request ended (rewind_window=0: the sliding-window ring is as short
-    as it can be, so writes past the end would show)."""
+    as it can be, so cache writes past a request's end would show)."""
     ctx_len = 80
     engine = gon.Engine(model, max_sequences=3, context_length=ctx_len, max_batch_tokens=16, text=False,
                         rewind_window=0, decode_loop_steps=loop_steps)
@@ -223,11 +223,31 @@ def test_decode_loops_give_the_tokens_of_single_steps(model, rng, loop_steps):
         else:
             assert r.finish_reason == "length", i
             assert r.tokens == tokens[: budgets[i]] and r.logprobs == logprobs[: budgets[i]], i
-    # The slot request 1 ended in went on decoding to the end of its loop; reusing its prefix is still exact.
-    turn = p[1] + reqs[1].tokens + rng.integers(0, 998, size=5).tolist()
-    again = engine.submit(turn, max_tokens=12, temperature=0.0, default_stop_tokens=False)
-    engine.run()
+    # A request that ends early in a loop while another goes on: its row keeps decoding to the loop's end,
+    # writing the cache past the request's last token. With the shortest ring (rewind_window 0, steps of 4
+    # tokens: 16 positions for a window of 4) those writes wrap over the window of the kept tokens, so a prompt
+    # that continues the request must not reuse that cache (Sequence::wrote and rewind's high-water check); it
+    # gets the tokens it gets alone.
+    engine1 = gon.Engine(model, max_sequences=2, context_length=ctx_len, max_batch_tokens=4, text=False,
+                         rewind_window=0, decode_loop_steps=16)
+    toks = ref[0][0]
+    at = next(i for i in range(1, len(toks)) if toks[i] not in toks[:i])  # a token first sampled in the loop
+    other = engine1.submit(p[4], max_tokens=40, temperature=1.2, seed=14, default_stop_tokens=False)
+    while not other.tokens:
+        engine1.step()
+    # Its prompt done, `first` samples its first token with a plain step and the rest in loops.
+    first = engine1.submit(p[0], max_tokens=40, temperature=1.0, seed=10, stop_tokens=[toks[at]],
+                           default_stop_tokens=False)
+    engine1.run()
+    assert first.tokens == toks[: at + 1] and first.finish_reason == "stop_token"
+    assert other.tokens == ref[4][0][:40]
+    turn = p[0] + first.tokens + rng.integers(0, 998, size=5).tolist()
+    reused = engine1.stats()["prefix_tokens_reused"]
+    again = engine1.submit(turn, max_tokens=12, temperature=0.0, default_stop_tokens=False)
+    engine1.run()
     assert again.tokens == alone(model, turn, 12, 0.0, 1.0, 0, ctx_len, rewind=0)[0]
+    if at < 4:  # the row went on for more than 12 positions: the ring wrapped, nothing of it was reused
+        assert engine1.stats()["prefix_tokens_reused"] == reused
 
     # A cancel between loops ends the request there; the others go on.
     engine = gon.Engine(model, max_sequences=2, context_length=ctx_len, max_batch_tokens=16, text=False,

@@ -16,7 +16,7 @@ Contracts (R rows, the step's sequences; state laid out as
       the stop ids state[4 .. 4 + stop count); state[0] = n + 1; state[3] = 1
       while the loop goes on (n + 1 < budget and some row is not done), else 0.
   graph_set_condition(handle u64, flag *i32)                     grid (1,), 1 warp
-      cudaGraphSetConditional(handle, *flag): hand-written PTX
+      cudaGraphSetConditional(handle, *flag) from thread 0: hand-written PTX
       (graph_condition.ptx), since Triton cannot call the device runtime.
 """
 

@@ -215,11 +215,14 @@ TEST(engine_steps_allocate_nothing_and_match_contexts) {
     while (got[0].empty() || got[1].empty() || got[2].empty()) take(engine.step());
     const auto blocks = engine.memory_stats().arena_allocations;
     // Steady-state decoding of three sequences: no allocation at all.
+    const auto steps_before = engine.stats().steps;
     g_allocations = 0;
     g_counting = true;
-    for (int s = 0; s < 20; ++s) take(engine.step());
+    for (int s = 0; s < 5; ++s) take(engine.step());
     g_counting = false;
     CHECK(g_allocations.load() == 0);
+    // Five step() calls: five forward passes, or loops of five each (all three requests have budget left).
+    CHECK(engine.stats().steps - steps_before == (loop_steps > 1 ? 25u : 5u));
     while (engine.has_work()) take(engine.step());
     CHECK(engine.memory_stats().late_allocations == 0 && engine.memory_stats().arena_allocations == blocks);
     // Each request gives the tokens it gives alone in a Context with the same seed.
@@ -376,8 +379,22 @@ TEST(bad_arguments_raise_errors) {
   bad_o.context_length = 1 << 30;
   CHECK_THROWS_STATUS(gon::Context(model, bad_o), kInvalidArgument);
   bad_o.context_length = 16;
-  bad_o.max_batch_tokens = 0;
+  bad_o.max_batch_tokens = -1;
   CHECK_THROWS_STATUS(gon::Context(model, bad_o), kInvalidArgument);
+  {
+    // 0: the backend's choice (128 on the CPU, clamped to the context), and logits for 128 rows.
+    gon::ContextOptions d;
+    d.context_length = 1000;
+    gon::Context c(model, d);
+    CHECK(c.options().max_batch_tokens == 128 && c.options().logits_capacity == 128);
+    d.context_length = 16;
+    gon::Context small(model, d);
+    CHECK(small.options().max_batch_tokens == 16 && small.options().logits_capacity == 16);
+    d.max_batch_tokens = 40;
+    d.context_length = 1000;
+    gon::Context given(model, d);
+    CHECK(given.options().max_batch_tokens == 40 && given.options().logits_capacity == 40);
+  }
   gon::LoadOptions lo;
   lo.device = "cuda";
   CHECK_THROWS_STATUS(gon::Model::load(dir.str(), lo), kBackendUnavailable);

@@ -139,7 +139,7 @@ def _warm_engine(model, batch: int, prompt_tokens: int, decode_tokens: int, kv_d
     import gpt_oss_native as gon
 
     chunk = max(batch, min(512, batch * prompt_tokens))
-    max_tokens = -(-batch * prompt_tokens // chunk) + decode_tokens + 80  # + a device loop's overshoot
+    max_tokens = -(-batch * prompt_tokens // chunk) + decode_tokens + 272  # + a device loop's overshoot (<= 256)
     engine = gon.Engine(model, max_sequences=batch, context_length=prompt_tokens + max_tokens + 8,
                         max_batch_tokens=chunk, kv_dtype=kv_dtype, text=False)
     reqs = [engine.submit(random_prompt(model, prompt_tokens, seed=100 + i), max_tokens=max_tokens,

@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--context-length", type=int, default=8192)
-    p.add_argument("--max-batch-tokens", type=int, default=128)
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="tokens per prefill step (default: 128 on the CPU, 2048 on a GPU)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
 

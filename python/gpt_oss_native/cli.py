@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--context-length", type=int, default=None)
-    g.add_argument("--max-batch-tokens", type=int, default=128)
+    g.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="tokens per prefill step (default: 128 on the CPU, 2048 on a GPU)")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--device", default="cpu")
     g.add_argument("--stop-at-eos", action="store_true", help="stop at the model's eos token")

@@ -113,8 +113,10 @@ class Engine:
         decode_loop_steps: on a GPU, while every running request is decoding and
             none waits, one :meth:`step` decodes up to this many tokens of each
             request in a device-side loop (one launch and one wait) and delivers
-            them all; 0 lets the backend choose (16 on a GPU), 1 turns it off
-            (then :meth:`last_logits` has every step's rows). No effect on the CPU.
+            them all; 0 lets the backend choose (16 on a GPU, none on the CPU),
+            1 turns it off (then :meth:`last_logits` has every step's rows). On
+            the CPU a value above 1 runs the same loop on the host (same tokens,
+            no faster: for tests).
 
     Requests wait for a free slot; a finished request's slot keeps its cache, and a
     new prompt sharing a prefix with it reuses that part (a conversation resubmitted

@@ -184,7 +184,7 @@ class Model:
         default_stop_tokens: bool = True,
         return_tokens: bool = False,
         context_length: Optional[int] = None,
-        max_batch_tokens: int = 128,
+        max_batch_tokens: Optional[int] = None,
     ) -> "Generation":
         """Streams a completion of ``prompt``: ``for piece in model.generate("...")``.
 
@@ -323,9 +323,10 @@ class Context:
     Args:
         model: the loaded model (shared; a Context keeps it alive).
         context_length: most tokens the context can hold.
-        max_batch_tokens: tokens per forward pass while prefilling.
+        max_batch_tokens: tokens per forward pass while prefilling (default:
+            the backend's choice, 128 on the CPU and 2048 on a GPU).
         logits_capacity: rows of logits ``process(logits="all")`` can return
-            (default ``max_batch_tokens``).
+            (default ``max_batch_tokens`` when that is given, else 128).
         rewind_window: how far behind the furthest processed token a rewind
             keeps the KV cache (default ``max(1024, max_batch_tokens)``); a
             rewind further back is still correct but recomputes.
@@ -343,7 +344,7 @@ class Context:
         self,
         model: Model,
         context_length: int = 4096,
-        max_batch_tokens: int = 128,
+        max_batch_tokens: Optional[int] = None,
         *,
         logits_capacity: Optional[int] = None,
         rewind_window: Optional[int] = None,
@@ -352,7 +353,7 @@ class Context:
         if not isinstance(model, Model):
             raise InvalidArgumentError(f"model must be a gpt_oss_native.Model, got {type(model).__name__}")
         context_length = _check_int("context_length", context_length, 1)
-        max_batch_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1)
+        max_batch_tokens = 0 if max_batch_tokens is None else _check_int("max_batch_tokens", max_batch_tokens, 1)
         logits_capacity = 0 if logits_capacity is None else _check_int("logits_capacity", logits_capacity, 1)
         rewind_window = -1 if rewind_window is None else _check_int("rewind_window", rewind_window, 0)
         if not isinstance(kv_dtype, str):

@@ -3,7 +3,7 @@
 // allocated once when the Context is created. Processing and sampling never
 // allocate (memory_stats() lets tests check it).
 //
-//   gon::Context ctx(model, {.context_length = 4096, .max_batch_tokens = 128});
+//   gon::Context ctx(model, {.context_length = 4096});
 //   ctx.append(prompt.data(), prompt.size());
 //   ctx.process();                        // prefill, in chunks of max_batch_tokens
 //   auto [token, logprob] = ctx.sample({.temperature = 0});  // appends token
@@ -38,8 +38,13 @@ class Model;
 
 struct ContextOptions {
   int context_length = 4096;   // most tokens the context holds (<= the model's max context)
-  int max_batch_tokens = 128;  // tokens per forward pass while prefilling
-  int logits_capacity = 0;     // rows of logits process(kAll) can return; 0 = max_batch_tokens
+  // Tokens per forward pass while prefilling; 0 = the backend's choice (128
+  // on the CPU, 2048 on a GPU).
+  int max_batch_tokens = 0;
+  // Rows of logits process(kAll) can return; 0 = max_batch_tokens when that
+  // was given, else 128 (a row costs vocab_size * 4 bytes, and more for the
+  // sampler's scratch on a GPU).
+  int logits_capacity = 0;
   int rewind_window = -1;      // guaranteed rewind without recompute; -1 = max(1024, max_batch_tokens)
   // KV cache element type; nullopt = the backend's default (fp32 on the CPU,
   // bf16 on a GPU).

@@ -48,11 +48,13 @@ struct EngineOptions {
   // Stream text (needs the model's tokenizer): events carry text and stop
   // strings apply. Without it events carry tokens only.
   bool text = true;
-  // Steps per device-side loop (backends that have one: a GPU). While every
-  // running request is decoding and none is waiting, one step() runs up to
-  // this many decode steps with one launch and one wait, and returns the
-  // events of all of them (several per request); last_logits() then has
-  // none. 0: the backend's choice (16 on a GPU); 1: one step per step().
+  // Steps per decode loop. While every running request is decoding and none
+  // is waiting, one step() runs up to this many decode steps (on a GPU one
+  // device-side loop: one launch and one wait) and returns the events of all
+  // of them (several per request); last_logits() then has none. 0: the
+  // backend's choice (16 on a GPU, no loops on the CPU); 1: one step per
+  // step(). On the CPU a value above 1 runs the loop on the host (the same
+  // tokens; for tests).
   int decode_loop_steps = 0;
 };
 

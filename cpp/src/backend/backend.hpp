@@ -47,6 +47,10 @@ class Backend {
   // ---- KV cache -------------------------------------------------------------------
   // Element type a Context or Engine gets when it does not choose one.
   virtual KVDType default_kv_dtype() const { return KVDType::kF32; }
+  // Tokens per prefill step when a Context is not told (ContextOptions::max_batch_tokens = 0): the CPU's
+  // products are as fast per token from a hundred rows; a GPU's grouped expert products fill their tiles only
+  // with thousands.
+  virtual int default_max_batch_tokens() const { return 128; }
   // Positions per block of the backend's KV cache layout: ring capacities are
   // rounded up to a multiple of it.
   virtual int kv_block_positions() const = 0;

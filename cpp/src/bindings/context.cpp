@@ -67,7 +67,7 @@ void init_context(nb::module_& m) {
             nb::gil_scoped_release release;
             new (self) Context(std::move(model), o);
           },
-          nb::arg("model"), nb::arg("context_length") = 4096, nb::arg("max_batch_tokens") = 128,
+          nb::arg("model"), nb::arg("context_length") = 4096, nb::arg("max_batch_tokens") = 0,
           nb::arg("logits_capacity") = 0, nb::arg("rewind_window") = -1, nb::arg("kv_dtype") = "auto")
       .def(
           "append",
@@ -104,8 +104,8 @@ void init_context(nb::module_& m) {
             size_t n = 0;
             {
               nb::gil_scoped_release release;
-              const size_t room = static_cast<size_t>(self.options().context_length - self.num_tokens());
-              out.resize(std::max<size_t>(1, std::min(max_tokens, room)));
+              // Room for every token the context could take (another thread may rewind it before the call).
+              out.resize(std::max<size_t>(1, std::min(max_tokens, static_cast<size_t>(self.options().context_length))));
               n = self.sample_many({temperature, top_p, seed}, max_tokens, stop_tokens.data(), stop_tokens.size(),
                                    out.data());
             }

@@ -65,10 +65,12 @@ Context::Context(std::shared_ptr<const Model> model, const ContextOptions& optio
   GON_CHECK(o.context_length >= 1, kInvalidArgument, "context_length must be >= 1, got ", o.context_length);
   GON_CHECK(o.context_length <= c.max_context, kInvalidArgument, "context_length ", o.context_length,
             " exceeds the model's maximum context of ", c.max_context);
-  GON_CHECK(o.max_batch_tokens >= 1, kInvalidArgument, "max_batch_tokens must be >= 1, got ", o.max_batch_tokens);
-  o.max_batch_tokens = std::min(o.max_batch_tokens, o.context_length);
+  GON_CHECK(o.max_batch_tokens >= 0, kInvalidArgument, "max_batch_tokens must be >= 1 (or 0 for the backend's choice), got ",
+            o.max_batch_tokens);
   GON_CHECK(o.logits_capacity >= 0, kInvalidArgument, "logits_capacity must be >= 0, got ", o.logits_capacity);
-  if (o.logits_capacity == 0) o.logits_capacity = o.max_batch_tokens;
+  if (o.logits_capacity == 0) o.logits_capacity = o.max_batch_tokens > 0 ? o.max_batch_tokens : 128;
+  if (o.max_batch_tokens == 0) o.max_batch_tokens = model->backend().default_max_batch_tokens();
+  o.max_batch_tokens = std::min(o.max_batch_tokens, o.context_length);
   o.logits_capacity = std::min(o.logits_capacity, o.context_length);
   GON_CHECK(o.rewind_window >= -1, kInvalidArgument, "rewind_window must be >= 0 (or -1 for the default), got ",
             o.rewind_window);
@@ -334,11 +336,15 @@ size_t Context::Impl::sample_many(const SampleOptions& o, size_t max_tokens, con
     const int room = s.options.context_length - s.seq.num_tokens();
     const int want = static_cast<int>(std::min<size_t>({max_tokens - n, static_cast<size_t>(room),
                                                         static_cast<size_t>(Impl::kLoopTokens)}));
-    if (n > 0 && s.cancel_requested.load(std::memory_order_acquire)) break;  // the next call throws kCancelled
+    // A cancel() ends the call between loops (or steps): with tokens sampled they are returned and the next
+    // call throws; the flag is read once here and consumed only when it throws.
+    if (s.cancel_requested.load(std::memory_order_acquire)) {
+      if (n > 0) break;
+      s.cancel_requested.store(false, std::memory_order_release);
+      GON_THROW(kCancelled, "sample_many: cancelled before the first token");
+    }
     if (want > 1 && s.seq.pending() == 1 && ex.decode_loop_steps() > 0 && num_stop <= 16) {
       // One device-side loop for many steps: the pending token, then each sampled one.
-      if (s.cancel_requested.exchange(false, std::memory_order_acq_rel))
-        GON_THROW(kCancelled, "sample_many: cancelled after ", n, " tokens");
       const int first = s.seq.num_tokens() - 1;
       const SampleParams p = s.sample_params(o);
       StepInputs& in = ex.inputs();
@@ -370,14 +376,24 @@ size_t Context::Impl::sample_many(const SampleOptions& o, size_t max_tokens, con
       }
       if (!o.seed) s.random_draws -= 1;  // no loop here after all: sample() draws this counter again
     }
-    out[n] = s.sample(o);
+    try {
+      out[n] = s.sample(o);
+    } catch (const Error& e) {
+      // A cancel() that came after the check above: as if it had come before it.
+      if (e.status() != Status::kCancelled || n == 0) throw;
+      s.cancel_requested.store(true, std::memory_order_release);
+      break;
+    }
     if (is_stop(out[n++].token)) break;
   }
   GON_CHECK(n > 0 || max_tokens == 0, kInternal, "sample_many: nothing sampled");
   return n;
 }
 
-int Context::preferred_sample_chunk() const { return std::max(1, impl_->executor->decode_loop_steps()); }
+int Context::preferred_sample_chunk() const {
+  // sample_ahead() takes its tokens back out of the context, keeping their cache only within the rewind window.
+  return std::max(1, std::min(impl_->executor->decode_loop_steps(), impl_->options.rewind_window + 1));
+}
 
 void Context::synchronize() {
   std::lock_guard<std::mutex> guard(impl_->mutex);

@@ -56,12 +56,16 @@ class Sequence {
   void unprocess_last() { num_processed_ -= 1; }
 
   // Keeps the first n tokens (0 <= n <= num_tokens). Returns true when the
-  // cache of the kept tokens stays usable.
+  // cache of the kept tokens stays usable: always without a ring; with one,
+  // when nothing written since (the furthest position written, high water)
+  // has wrapped over the window the next token reads. That includes writes
+  // past the processed tokens (a decode loop that went on after its sequence
+  // ended: wrote()), so the check applies for n >= num_processed too.
   bool rewind(int n) {
     num_tokens_ = n;
-    if (n >= num_processed_) return true;
-    if (!has_ring() || high_water_ - n <= ring_capacity_ - sliding_window_) {
-      num_processed_ = n;
+    const int keep = std::min(n, num_processed_);
+    if (!has_ring() || high_water_ - keep <= ring_capacity_ - sliding_window_) {
+      num_processed_ = keep;
       return true;
     }
     num_processed_ = 0;

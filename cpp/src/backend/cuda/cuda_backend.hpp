@@ -45,6 +45,8 @@ class CudaBackend final : public Backend {
   uint64_t memory_peak() const override { return peak_.load(); }
 
   KVDType default_kv_dtype() const override { return KVDType::kBF16; }
+  // An H200 prefills the 20b model's 1k prompt at 20.5K tok/s in chunks of 512, 27.3K in chunks of 2048.
+  int default_max_batch_tokens() const override { return 2048; }
   int kv_block_positions() const override { return 1; }
 
   std::unique_ptr<ModelWeights> prepare_weights(const ModelWeights& host_weights, const ModelConfig& c,

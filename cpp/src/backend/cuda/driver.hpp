@@ -94,7 +94,8 @@ struct CUgraphNodeParams {
 static_assert(sizeof(CUDA_CONDITIONAL_NODE_PARAMS) == 32, "CUDA_CONDITIONAL_NODE_PARAMS layout");
 static_assert(sizeof(CUgraphNodeParams) == 256, "CUgraphNodeParams layout");
 
-// The entry points, resolved once. Every member is non-null once load() succeeded.
+// The entry points, resolved once. Every member is non-null once load() succeeded, except those marked
+// optional (cuFuncGetParamInfo and the conditional-node entry points: null on older drivers).
 struct Driver {
   CUresult (*cuInit)(unsigned);
   CUresult (*cuDriverGetVersion)(int*);
