@@ -357,7 +357,8 @@ def format_table(r: dict) -> str:
         f"device: {r['device_description']}",
         f"load: {r['load_s']:.2f} s   read bandwidth: {r['read_bandwidth_gb_s']:.1f} GB/s   "
         f"decode floor: {r['decode_floor_tok_s']:.1f} tok/s",
-        f"prefill in chunks of {r.get('prefill_chunk', 512)} tokens; decode greedy, one token per step",
+        f"prefill in chunks of {r.get('prefill_chunk', 512)} tokens; decode greedy, one token per ctx.sample call "
+        "(device loops: ctx.sample_many, what generation uses on a GPU)",
         "",
         f"{'prompt':>8} {'TTFT ms':>10} {'prefill tok/s':>14} {'decode ms/tok':>14} {'p90 ms':>8} "
         f"{'decode tok/s':>13} {'% floor':>8}",
