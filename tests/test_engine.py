@@ -238,7 +238,12 @@ def test_decode_loops_give_the_tokens_of_single_steps(model, rng, loop_steps):
     # Its prompt done, `first` samples its first token with a plain step and the rest in loops.
     first = engine1.submit(p[0], max_tokens=40, temperature=1.0, seed=10, stop_tokens=[toks[at]],
                            default_stop_tokens=False)
-    engine1.run()
+    loop = 0  # steps of the loop `first` ended in
+    while engine1.has_work:
+        steps, done = engine1.stats()["steps"], first.done
+        engine1.step()
+        if first.done and not done:
+            loop = engine1.stats()["steps"] - steps
     assert first.tokens == toks[: at + 1] and first.finish_reason == "stop_token"
     assert other.tokens == ref[4][0][:40]
     turn = p[0] + first.tokens + rng.integers(0, 998, size=5).tolist()
@@ -246,8 +251,13 @@ def test_decode_loops_give_the_tokens_of_single_steps(model, rng, loop_steps):
     again = engine1.submit(turn, max_tokens=12, temperature=0.0, default_stop_tokens=False)
     engine1.run()
     assert again.tokens == alone(model, turn, 12, 0.0, 1.0, 0, ctx_len, rewind=0)[0]
-    if at < 4:  # the row went on for more than 12 positions: the ring wrapped, nothing of it was reused
-        assert engine1.stats()["prefix_tokens_reused"] == reused
+    # The loop wrote positions 7 .. 6 + loop (it can end before 16 steps: `other` drawing the stop id too ends
+    # it); the kept prefix is processed up to position 6 + at and the next token reads from 4 positions back.
+    # The ring of 16 wrapped over those when (6 + loop) - (7 + at) > 16 - 4: nothing is reused then, else all
+    # 7 + at processed tokens are.
+    assert loop > at
+    wrapped = (6 + loop) - (7 + at) > 12
+    assert engine1.stats()["prefix_tokens_reused"] - reused == (0 if wrapped else 7 + at), (loop, at)
 
     # A cancel between loops ends the request there; the others go on.
     engine = gon.Engine(model, max_sequences=2, context_length=ctx_len, max_batch_tokens=16, text=False,
