@@ -133,6 +133,50 @@ def test_decode_combine(rng, kv_bf16, out_bf16, num_splits, nq, nkv, hd, window,
         np.testing.assert_allclose(got[t], ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("kv_bf16", [0, 1])
+@pytest.mark.parametrize("out_bf16", [0, 1])
+@pytest.mark.parametrize("nq,nkv,hd,window,cap,S,T", [
+    (4, 2, 16, 0, 70, 2, 3),      # full attention, two slots
+    (8, 1, 40, 5, 13, 3, 4),      # one kv head, head_dim 40, window 5, ring of 13 wrapped
+    (20, 1, 16, 33, 40, 2, 3),    # a group larger than BLOCK_G, ring wrapped
+])
+def test_decode_direct(rng, kv_bf16, out_bf16, nq, nkv, hd, window, cap, S, T):
+    """attention_decode_direct (one split, normalised in the same launch) against the float64 reference,
+    and bitwise against attention_decode with one split followed by attention_combine."""
+    k = kernels().attention
+    queries = decode_case(rng, window, cap, S, T)
+    cache = Cache(rng, S, nkv, hd, cap, queries, window, kv_bf16)
+    qkv_w = (nq + 2 * nkv) * hd + 3
+    qkv_t = torch.from_numpy((rng.standard_normal((T, qkv_w)) * 2.0).astype(np.float32))
+    positions = torch.tensor([p for _, p in queries], dtype=torch.int32)
+    seqs = torch.tensor([s for s, _ in queries], dtype=torch.int32)
+    sinks = to_dev(rng.standard_normal(nq) * 2.0, True)
+    scale = 1.0 / np.sqrt(hd)
+    bd = 64 if hd <= 64 else 128
+    out_stride = nq * hd + 5
+    dtype = torch.bfloat16 if out_bf16 else torch.float32
+    out = torch.full((T, out_stride), float("nan"), dtype=dtype)
+    k.attention_decode_direct[(T, nkv)](qkv_t, positions, seqs, cache.kc, cache.vc, sinks, out, T, qkv_w, out_stride,
+                                        cache.seq_stride, cap, window, scale, nq, nkv, hd, KV_BF16=kv_bf16,
+                                        OUT_BF16=out_bf16, BLOCK_G=16, BLOCK_N=64, BLOCK_D=bd)
+    part_ml = torch.full((T, nq, 1, 2), float("nan"))
+    part_o = torch.full((T, nq, 1, hd), float("nan"))
+    k.attention_decode[(T, nkv, 1)](qkv_t, positions, seqs, cache.kc, cache.vc, part_ml, part_o, T, qkv_w,
+                                    cache.seq_stride, cap, window, scale, nq, nkv, hd, NUM_SPLITS=1, KV_BF16=kv_bf16,
+                                    BLOCK_G=16, BLOCK_N=64, BLOCK_D=bd)
+    two = torch.full((T, out_stride), float("nan"), dtype=dtype)
+    k.attention_combine[(T, nq)](part_ml, part_o, sinks, two, T, nq, hd, out_stride, NUM_SPLITS=1,
+                                 OUT_BF16=out_bf16, BLOCK_D=16)
+    got = f64(out)
+    assert np.isnan(got[:, nq * hd:]).all()
+    np.testing.assert_array_equal(got[:, :nq * hd], f64(two)[:, :nq * hd])
+    q64 = f64(qkv_t)
+    for t, (s, p) in enumerate(queries):
+        ref = reference(q64[t, :nq * hd].reshape(nq, hd), f64(sinks), cache, s, p, window, nq, nkv, hd, scale)
+        tol = 8e-3 if out_bf16 else 2e-5
+        np.testing.assert_allclose(got[t, :nq * hd], ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
 def prefill_case(rng, S, lengths, starts, block_m):
     """Rows of S sequences (slot s: lengths[s] tokens from position starts[s]), shuffled
     slot order, cut into tiles of at most block_m rows (some shorter)."""

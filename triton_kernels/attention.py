@@ -19,6 +19,11 @@ Contracts:
       each query head h of the group and split s: part_ml fp32 [T, NQ, NUM_SPLITS, 2]
       = (m, l) with m the split's max score (-inf if empty) and l = sum exp(score - m);
       part_o fp32 [T, NQ, NUM_SPLITS, HD] = sum exp(score - m) v.
+  attention_decode_direct(qkv, positions, seqs, k_cache, v_cache, sinks, out, T, qkv_stride,
+                          out_stride, seq_stride, capacity, window, scale, NQ, NKV, HD)
+                                              grid (T, NKV)
+      attention_decode with one split and attention_combine in one launch (the
+      same arithmetic, so the same results): out as attention_combine's.
   attention_combine(part_ml, part_o, sinks, out, T, NQ, HD, out_stride)
                                               grid (T, NQ)
       out[t, h * HD + d] = sum_s e^(m_s - M) o_s[d] / (e^(sink_h - M) + sum_s e^(m_s - M) l_s),
@@ -47,6 +52,8 @@ Variants (names, constexprs and grids):
       H200 (132 SMs): T = 1: 32 splits from about 2k keys (256 CTAs, all
       resident at once: 3 per SM), 16 from 512 keys, 4 for the 128-key
       windows; T = 2: 16; T = 4: 8; T >= 32: 1.
+  attention_decode_direct_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}[_a16]   grid (T, NKV)
+      KV dtype, then out dtype; configs as attention_decode's.
   attention_combine_s{NUM_SPLITS}_{f32|bf16}                   grid (T, NQ)
       out dtype from the suffix (OUT_BF16); any HD (64 columns at a time).
   attention_prefill_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}[_a16]    grid (num_tiles, NQ)
@@ -75,6 +82,49 @@ import triton.language as tl
 from aot import Variant, pdl_begin
 
 @triton.jit
+def _decode_heads(qkv_ptr, t, g, h0, start, end, k_base, v_base, d, dm, qkv_stride, capacity, scale, G, HD,
+                  KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Query heads h0.. (BLOCK_G of kv head g's group) of token t over keys start..end-1: the running max m,
+    the sum l of exp(score - m) and acc = sum exp(score - m) v, unnormalised."""
+    j = h0 + tl.arange(0, BLOCK_G)
+    hm = j < G
+    h = g * G + j
+    q = tl.load(qkv_ptr + t.to(tl.int64) * qkv_stride + h[:, None] * HD + d[None, :],
+                mask=hm[:, None] & dm[None, :], other=0.0)
+    if KV_BF16:
+        q_hi = q.to(tl.bfloat16)
+        q_lo = (q - q_hi.to(tl.float32)).to(tl.bfloat16)
+    m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for k0 in tl.range(start, end, BLOCK_N):
+        pos = k0 + tl.arange(0, BLOCK_N)
+        valid = pos < end
+        off = (pos % capacity)[:, None] * HD + d[None, :]  # within one kv head: capacity * HD < 2^31
+        lm = valid[:, None] & dm[None, :]
+        kt = tl.load(k_base + off, mask=lm, other=0.0)
+        vt = tl.load(v_base + off, mask=lm, other=0.0)
+        if KV_BF16:
+            kT = tl.trans(kt)
+            s = tl.dot(q_hi, kT) + tl.dot(q_lo, kT)
+        else:
+            s = tl.dot(q, tl.trans(kt), input_precision="ieee")
+        s = tl.where(valid[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp(m - m_new)
+        pr = tl.exp(s - m_new[:, None])
+        l = l * alpha + tl.sum(pr, axis=1)
+        if KV_BF16:
+            p_hi = pr.to(tl.bfloat16)
+            p_lo = (pr - p_hi.to(tl.float32)).to(tl.bfloat16)
+            acc = acc * alpha[:, None] + tl.dot(p_hi, vt) + tl.dot(p_lo, vt)
+        else:
+            acc = acc * alpha[:, None] + tl.dot(pr, vt, input_precision="ieee")
+        m = m_new
+    return m, l, acc, h, hm
+
+
+@triton.jit
 def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr,
                      T, qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
                      NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
@@ -96,48 +146,48 @@ def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr
     d = tl.arange(0, BLOCK_D)
     dm = d < HD
     kv_base = seq * seq_stride + g.to(tl.int64) * capacity * HD
-    k_base = k_ptr + kv_base
-    v_base = v_ptr + kv_base
     for h0 in tl.range(0, G, BLOCK_G):
-        j = h0 + tl.arange(0, BLOCK_G)
-        hm = j < G
-        h = g * G + j
-        q = tl.load(qkv_ptr + t.to(tl.int64) * qkv_stride + h[:, None] * HD + d[None, :],
-                    mask=hm[:, None] & dm[None, :], other=0.0)
-        if KV_BF16:
-            q_hi = q.to(tl.bfloat16)
-            q_lo = (q - q_hi.to(tl.float32)).to(tl.bfloat16)
-        m = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        l = tl.zeros([BLOCK_G], tl.float32)
-        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        for k0 in tl.range(start, end, BLOCK_N):
-            pos = k0 + tl.arange(0, BLOCK_N)
-            valid = pos < end
-            off = (pos % capacity)[:, None] * HD + d[None, :]  # within one kv head: capacity * HD < 2^31
-            lm = valid[:, None] & dm[None, :]
-            kt = tl.load(k_base + off, mask=lm, other=0.0)
-            vt = tl.load(v_base + off, mask=lm, other=0.0)
-            if KV_BF16:
-                kT = tl.trans(kt)
-                s = tl.dot(q_hi, kT) + tl.dot(q_lo, kT)
-            else:
-                s = tl.dot(q, tl.trans(kt), input_precision="ieee")
-            s = tl.where(valid[None, :], s * scale, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, axis=1))
-            alpha = tl.exp(m - m_new)
-            pr = tl.exp(s - m_new[:, None])
-            l = l * alpha + tl.sum(pr, axis=1)
-            if KV_BF16:
-                p_hi = pr.to(tl.bfloat16)
-                p_lo = (pr - p_hi.to(tl.float32)).to(tl.bfloat16)
-                acc = acc * alpha[:, None] + tl.dot(p_hi, vt) + tl.dot(p_lo, vt)
-            else:
-                acc = acc * alpha[:, None] + tl.dot(pr, vt, input_precision="ieee")
-            m = m_new
+        m, l, acc, h, hm = _decode_heads(qkv_ptr, t, g, h0, start, end, k_ptr + kv_base, v_ptr + kv_base, d, dm,
+                                         qkv_stride, capacity, scale, G, HD, KV_BF16, BLOCK_G, BLOCK_N, BLOCK_D)
         row = (t.to(tl.int64) * NQ + h) * NUM_SPLITS + sp
         tl.store(part_ml_ptr + row * 2, m, mask=hm)
         tl.store(part_ml_ptr + row * 2 + 1, l, mask=hm)
         tl.store(part_o_ptr + row[:, None] * HD + d[None, :], acc, mask=hm[:, None] & dm[None, :])
+
+
+@triton.jit
+def attention_decode_direct(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr,
+                            T, qkv_stride, out_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
+                            KV_BF16: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
+    t = tl.program_id(0)
+    g = tl.program_id(1)
+    G = NQ // NKV
+    p = tl.load(positions_ptr + t)
+    seq = tl.load(seqs_ptr + t).to(tl.int64)
+    lo = 0
+    if window > 0:
+        lo = tl.maximum(p - window + 1, 0)
+    d = tl.arange(0, BLOCK_D)
+    dm = d < HD
+    kv_base = seq * seq_stride + g.to(tl.int64) * capacity * HD
+    for h0 in tl.range(0, G, BLOCK_G):
+        m, l, acc, h, hm = _decode_heads(qkv_ptr, t, g, h0, lo, p + 1, k_ptr + kv_base, v_ptr + kv_base, d, dm,
+                                         qkv_stride, capacity, scale, G, HD, KV_BF16, BLOCK_G, BLOCK_N, BLOCK_D)
+        # attention_combine's arithmetic for one split (the same results as decode + combine with NUM_SPLITS 1)
+        sink = tl.load(sinks_ptr + h, mask=hm, other=0.0).to(tl.float32)
+        big = tl.maximum(m, sink)
+        w = tl.exp(m - big)
+        inv = 1.0 / (tl.exp(sink - big) + w * l)
+        w = w * inv
+        res = w[:, None] * acc
+        dst = out_ptr + t.to(tl.int64) * out_stride + h[:, None] * HD + d[None, :]
+        om = hm[:, None] & dm[None, :]
+        if OUT_BF16:
+            tl.store(dst, res.to(tl.bfloat16), mask=om)
+        else:
+            tl.store(dst, res, mask=om)
 
 
 @triton.jit
@@ -280,6 +330,20 @@ def _decode(ns, bd, kv, a16):
         num_warps=4, num_stages=stages, div16=("qkv_stride", "seq_stride", "HD") if a16 else ())
 
 
+def _direct(bd, kv, ob, a16):
+    t = "*bf16" if kv else "*fp32"
+    bn, stages = _decode_config(bd, kv, a16)
+    return Variant(
+        name=f"attention_decode_direct_d{bd}_{_kv(kv)}_o{_kv(ob)}{'_a16' if a16 else ''}",
+        kernel=attention_decode_direct,
+        signature={"qkv_ptr": "*fp32", "positions_ptr": "*i32", "seqs_ptr": "*i32", "k_ptr": t, "v_ptr": t,
+                   "sinks_ptr": "*bf16", "out_ptr": "*bf16" if ob else "*fp32", "T": "i32", "qkv_stride": "i32",
+                   "out_stride": "i32", "seq_stride": "i64", "capacity": "i32", "window": "i32", "scale": "fp32",
+                   "NQ": "i32", "NKV": "i32", "HD": "i32"},
+        constexprs={"KV_BF16": kv, "OUT_BF16": ob, "BLOCK_G": 16, "BLOCK_N": bn, "BLOCK_D": bd},
+        num_warps=4, num_stages=stages, div16=("qkv_stride", "seq_stride", "HD") if a16 else ())
+
+
 def _combine(ns, ob):
     return Variant(
         name=f"attention_combine_s{ns}_{_kv(ob)}", kernel=attention_combine,
@@ -311,6 +375,7 @@ def _prefill(bd, kv, ob, a16):
 
 VARIANTS = (
     [_decode(ns, bd, kv, a16) for ns in DECODE_SPLITS for bd in (64, 128) for kv in (0, 1) for a16 in (0, 1)]
+    + [_direct(bd, kv, ob, a16) for bd in (64, 128) for kv in (0, 1) for ob in (0, 1) for a16 in (0, 1)]
     + [_combine(ns, ob) for ns in DECODE_SPLITS for ob in (0, 1)]
     + [_prefill(bd, kv, ob, a16) for bd in (64, 128) for kv in (0, 1) for ob in (0, 1) for a16 in (0, 1)]
 )

@@ -79,6 +79,16 @@ bool graphs_enabled() {
   static const bool on = switch_on("GON_CUDA_GRAPHS");
   return on;
 }
+// Decode attention in one launch (attention_decode_direct: one split, normalised in place) instead of split
+// partials and a combine launch, wherever a step would take one split anyway, and for caches of up to this many
+// keys (the sliding-window layers: 128); GON_CUDA_DIRECT_ATTN_KEYS=N sets it, -1 turns the direct form off.
+int direct_attention_keys() {
+  static const int n = [] {
+    const char* v = std::getenv("GON_CUDA_DIRECT_ATTN_KEYS");
+    return v ? std::atoi(v) : 256;
+  }();
+  return n;
+}
 int loop_steps() {
   static const int n = [] {
     const char* v = std::getenv("GON_CUDA_LOOP_STEPS");
@@ -710,6 +720,14 @@ std::string CudaExecutor::decode_variant(int splits, bool kv_bf16) const {
          (kv_bf16 ? "bf16" : "f32") + (a16 ? "_a16" : "");
 }
 
+std::string CudaExecutor::direct_variant(bool kv_bf16, bool out_bf16) const {
+  const ModelConfig& c = config_;
+  const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const bool a16 = c.head_dim % 16 == 0 && c.qkv_rows() % 16 == 0 && stride % 16 == 0;
+  return std::string("attention_decode_direct") + (c.head_dim <= 64 ? "_d64_" : "_d128_") + (kv_bf16 ? "bf16" : "f32") +
+         (out_bf16 ? "_obf16" : "_of32") + (a16 ? "_a16" : "");
+}
+
 std::string CudaExecutor::prefill_variant(bool kv_bf16, bool out_bf16) const {
   const ModelConfig& c = config_;
   const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
@@ -730,6 +748,16 @@ void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, 
   for (int t0 = 0; t0 < count; t0 += kMaxPartials / 2) {
     const int n = std::min(kMaxPartials / 2, count - t0);
     const int S = decode_splits(n, keys);
+    void* dst = out_bf16 ? static_cast<void*>(reinterpret_cast<uint16_t*>(out) + t0 * width)
+                         : static_cast<void*>(out + t0 * width);
+    const std::string direct = direct_variant(bf16, out_bf16);
+    if (direct_attention_keys() >= 0 && (S == 1 || keys <= direct_attention_keys()) && k_.has(direct)) {
+      k_.get(direct).launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), 1},
+                            {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v,
+                             sinks, dst, n, c.qkv_rows(), static_cast<int32_t>(width), cache.seq_stride,
+                             cache.capacity, window, scale, c.num_heads, c.num_kv_heads, c.head_dim});
+      continue;
+    }
     const Kernel& dec = k_.get(decode_variant(S, bf16));
     const Kernel& comb = k_.get("attention_combine_s" + std::to_string(S) + (out_bf16 ? "_bf16" : "_f32"));
     dec.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
@@ -737,10 +765,8 @@ void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, 
                 scratch_->part_ml, scratch_->part_o, n, c.qkv_rows(), cache.seq_stride, cache.capacity, window, scale,
                 c.num_heads, c.num_kv_heads, c.head_dim});
     comb.launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_heads), 1},
-                {scratch_->part_ml, scratch_->part_o, sinks,
-                 out_bf16 ? static_cast<void*>(reinterpret_cast<uint16_t*>(out) + t0 * width)
-                          : static_cast<void*>(out + t0 * width),
-                 n, c.num_heads, c.head_dim, static_cast<int32_t>(width)});
+                {scratch_->part_ml, scratch_->part_o, sinks, dst, n, c.num_heads, c.head_dim,
+                 static_cast<int32_t>(width)});
   }
 }
 
