@@ -110,6 +110,9 @@ class Executor {
   // Returns before the device is done; the readers below wait.
   using ForwardFn = std::function<void(Executor&, const StepShape&)>;
   virtual void execute(const StepShape& shape, const ForwardFn& forward, int graph_id = 0) = 0;
+  // Most stop ids a device loop checks (triton_kernels/loop.py MAX_STOPS);
+  // callers with more step instead of calling decode_loop().
+  static constexpr int kDecodeLoopMaxStops = 16;
   // Decodes up to `max_steps` steps of R sequences, one token each, without
   // the host between steps (a device-side loop, on backends that have one).
   // The inputs are those of a decode step of R rows that all sample:

@@ -343,7 +343,8 @@ size_t Context::Impl::sample_many(const SampleOptions& o, size_t max_tokens, con
       s.cancel_requested.store(false, std::memory_order_release);
       GON_THROW(kCancelled, "sample_many: cancelled before the first token");
     }
-    if (want > 1 && s.seq.pending() == 1 && ex.decode_loop_steps() > 0 && num_stop <= 16) {
+    if (want > 1 && s.seq.pending() == 1 && ex.decode_loop_steps() > 0 &&
+        num_stop <= static_cast<size_t>(Executor::kDecodeLoopMaxStops)) {
       // One device-side loop for many steps: the pending token, then each sampled one.
       const int first = s.seq.num_tokens() - 1;
       const SampleParams p = s.sample_params(o);

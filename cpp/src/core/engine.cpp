@@ -134,7 +134,7 @@ Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
     s.loop_tokens.resize(slots);
     s.loop_logprobs.resize(slots);
     s.loop_first.resize(static_cast<size_t>(eo.max_outputs));
-    s.loop_stops.reserve(16);
+    s.loop_stops.reserve(Executor::kDecodeLoopMaxStops);
     s.events.reserve(s.events.capacity() + slots);
   }
 }
@@ -356,7 +356,7 @@ bool Engine::Impl::run_loop() {
     if (!r->decoding || seqs[slot].pending() != 1) return false;
     for (int32_t t : r->stop_tokens)
       if (std::find(loop_stops.begin(), loop_stops.end(), t) == loop_stops.end()) {
-        if (loop_stops.size() == 16) return false;  // more stop ids than the device checks
+        if (loop_stops.size() == Executor::kDecodeLoopMaxStops) return false;  // more than the device checks
         loop_stops.push_back(t);
       }
     room = std::min(room, options.context_length - seqs[slot].num_tokens());
