@@ -323,3 +323,109 @@ def test_moe_route_gemv1(rng, T, H, I, E, K_TOP, BE):
             got3 = x3.numpy().astype(np.float64) - x
             np.testing.assert_allclose(got3, (launch + 1) * delta, rtol=2e-5,
                                        atol=2e-5 * (launch + 1) * np.abs(delta).max())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# triton_kernels/moe_mma.py: the one-token block on the tensor cores. Under the interpreter its PTX loop is replaced
+# by the same sums in plain Triton (x read back from the hilo form), so these tests check the hilo writers, the
+# routing, the split of the K range between warps (ranges that end inside a unit of 4 blocks, empty ranges), the
+# epilogues and the last-program combination; the loop itself runs in the GPU op harness.
+
+def hilo_decode(h: np.ndarray, K: int) -> np.ndarray:
+    """The hilo form (bf16 as uint16 bits; 64 per block of 32 elements: per word of 8, 8 hi then 8 lo, element
+    8i + j at 2 (j % 4) + j // 4) -> 2^-64 (hi + lo) as float64 [K]."""
+    f = (h.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    k = np.arange(K)
+    e, j = k % 32, k % 8
+    off = (k // 32) * 64 + (e // 8) * 16 + 2 * (j % 4) + j // 4
+    return (f[off] + f[off + 8]) * 2.0 ** -64
+
+
+def hilo_bytes(K: int) -> int:
+    return (K // 32 + 3) // 4 * 512
+
+
+MMA_SHAPES = [(96, 160, 5, 2, 32), (576, 64, 40, 4, 128), (64, 96, 7, 1, 32), (160, 288, 32, 4, 32)]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("H,I,E,K_TOP,BE,tile", [s + (None,) for s in MMA_SHAPES] +
+                         [(160, 288, 6, 2, 32, (4, 2, 3)), (96, 160, 5, 2, 32, (4, 2, 4))])
+def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
+    """moe_router_hilo -> moe_mlp1_route_mma -> moe_mlp2_route_mma against rmsnorm -> router -> top-k -> experts ->
+    weighted sum in float64. x and the activations travel as bf16 hi + lo parts (16 significant bits): errors are
+    bounded by 2^-16 of the sum of |w| |x| of each output, where the fp32 kernels have 1e-5 of the output."""
+    mm = kernels().moe_mma
+    vs = {v.name: v for v in mm.VARIANTS}
+    eps = float(rng.uniform(1e-6, 1e-4))
+    x = (rng.standard_normal(H) * rng.uniform(0.5, 3)).astype(np.float32)
+    g = bf16(rng.uniform(0.5, 1.5, H))
+    wr = bf16(0.2 * rng.standard_normal((E, H)))
+    br = bf16(0.1 * rng.standard_normal(E))
+    b1, s1, bias1 = random_expert_weights(rng, E, 2 * I, H)
+    b2, s2, bias2 = random_expert_weights(rng, E, H, I)
+    W1, W2 = decode_mxfp4(b1.numpy(), s1.numpy()), decode_mxfp4(b2.numpy(), s2.numpy())
+    x64 = x.astype(np.float64)
+    xn = x64 / np.sqrt((x64 ** 2).mean() + eps) * f64(g)
+    logits_ref = f64(wr) @ xn + f64(br)
+
+    # NaN everywhere the writers must write; zeros where nobody writes (the runtime clears those once)
+    sentinel = 0x7FC0                                   # a bf16 NaN
+    xh = torch.zeros(hilo_bytes(H) // 2, dtype=torch.int16)
+    xh.view(-1)[: (H // 32) * 64] = sentinel
+    xh = xh.view(torch.bfloat16)
+    logits = torch.full((E,), float("nan"))
+    vr = vs["moe_router_hilo"]
+    mm.moe_router_hilo[((E + vr.constexprs["BLOCK_N"] - 1) // vr.constexprs["BLOCK_N"],)](
+        torch.from_numpy(x), g, eps, wr, br, logits, xh, E, H, **vr.constexprs)
+    lg = logits.numpy().astype(np.float64)
+    np.testing.assert_allclose(lg, logits_ref, rtol=1e-5, atol=1e-5 * np.abs(logits_ref).max())
+    xh_bits = xh.view(torch.int16).numpy().view(np.uint16)
+    assert (xh_bits[(H // 32) * 64:] == 0).all()        # the padding blocks untouched
+    got_xn = hilo_decode(xh_bits, H)
+    np.testing.assert_allclose(got_xn, xn, rtol=2.0 ** -16, atol=1e-30)
+
+    ids, wts = topk_softmax_ref(lg[None].astype(np.float32), K_TOP)    # from the kernel's own logits
+    ids, wts = ids[0], wts[0]
+    pre = np.stack([W1[e] @ xn + f64(bias1)[e] for e in ids])
+    scale1 = np.stack([np.abs(W1[e]) @ np.abs(xn) for e in ids])
+    ref_act = swiglu(pre)
+
+    acth = torch.zeros(K_TOP * hilo_bytes(I) // 2, dtype=torch.int16)
+    for j in range(K_TOP):
+        acth.view(-1)[j * hilo_bytes(I) // 2: j * hilo_bytes(I) // 2 + (I // 32) * 64] = sentinel
+    acth = acth.view(torch.bfloat16)
+    # the compiled tiles, or other (W_R, W_K, STAGES): programs whose last tiles pass the end (H / 16 = 10 and 6 rows
+    # of tiles in groups of 4), warps whose share of the units is empty (K = 96: one unit for two warps) or ends
+    # inside a unit
+    c1 = dict(vs[f"moe_mlp1_route_mma_e{BE}"].constexprs)
+    c2 = dict(vs[f"moe_mlp2_route_mma_e{BE}"].constexprs)
+    if tile:
+        for c in (c1, c2):
+            c.update(W_R=tile[0], W_K=tile[1], STAGES=tile[2])
+    mm.moe_mlp1_route_mma[(K_TOP, -(-2 * I // 16 // c1["W_R"]))](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP,
+                                                                 LIMIT, ALPHA, **c1)
+    ah = acth.view(torch.int16).numpy().view(np.uint16)
+    got_act = np.stack([hilo_decode(ah[j * hilo_bytes(I) // 2:], I) for j in range(K_TOP)])
+    assert np.isfinite(got_act).all()
+    # swiglu's slope is at most ~1.1 (gate) and 8 (up, times |gate| <= 7): the products' bound, amplified
+    slope = np.maximum(np.abs(np.minimum(pre[:, 0::2], LIMIT)) + 1, 1.2 * (np.abs(pre[:, 1::2]) + 1))
+    bound1 = 2.0 ** -15 * slope * (scale1[:, 0::2] + scale1[:, 1::2]) + 2.0 ** -16 * np.abs(ref_act)
+    assert (np.abs(got_act - ref_act) <= bound1 + 1e-30).all(), np.max(np.abs(got_act - ref_act) / bound1)
+    for j in range(K_TOP):
+        assert (ah[j * hilo_bytes(I) // 2 + (I // 32) * 64: (j + 1) * hilo_bytes(I) // 2] == 0).all()
+
+    # mlp2 on the kernel's own activations: the products alone are checked here
+    out_ref = sum(wts[j] * (W2[e] @ got_act[j] + f64(bias2)[e]) for j, e in enumerate(ids))
+    scale2 = sum(wts[j] * (np.abs(W2[e]) @ np.abs(got_act[j])) for j, e in enumerate(ids))
+    part = torch.full((K_TOP, H), float("nan"))
+    count = torch.zeros(H // 16, dtype=torch.int32)
+    x2 = torch.from_numpy(x.copy())
+    for launch in range(2):                              # twice: the counters go back to zero
+        mm.moe_mlp2_route_mma[(K_TOP, -(-H // 16 // c2["W_R"]))](acth, logits, E, b2, s2, bias2, part, count, x2, H,
+                                                                 I, K_TOP, **c2)
+        assert (count.numpy() == 0).all()
+        got = x2.numpy().astype(np.float64) - x64
+        err = np.abs(got - (launch + 1) * out_ref)
+        assert (err <= (launch + 1) * (2.0 ** -15 * scale2 + 1e-6 * np.abs(out_ref)) + 1e-5 * np.abs(x64)).all(), \
+            np.max(err / (2.0 ** -15 * scale2))

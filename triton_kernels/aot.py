@@ -141,7 +141,7 @@ def pdl_begin():
 
 # The kernel modules of this folder (imported by name: build.py and the tests put
 # this folder first on sys.path; it is a source folder, never an installed package).
-MODULES = ("elementwise", "linear", "moe", "attention", "sampling", "loop")
+MODULES = ("elementwise", "linear", "moe", "moe_mma", "attention", "sampling", "loop")
 
 
 def all_variants() -> Sequence[Variant]:

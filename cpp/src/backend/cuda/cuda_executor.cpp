@@ -27,6 +27,7 @@ constexpr int kMaxSmallGemmTokens = 32; // up to this many bf16 rows use the 16x
 constexpr int kMaxMidGemmTokens = 64;   // up to this many bf16 rows the products with bias use linear_gemm_m
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
+constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 // The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
@@ -50,7 +51,9 @@ constexpr int kDefaultLoopSteps = 16;
 // GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
 // the qkv product's last program of each head), GON_CUDA_ROUTE (steps of 2-64
 // tokens: RMSNorm, router and top-k in one launch; above 8 tokens the attention
-// writes the bf16 input of the out projection itself).
+// writes the bf16 input of the out projection itself). GON_CUDA_MMA_MOE=1 (off
+// by default) puts the one-token MoE block's expert products on the tensor
+// cores (moe_mma.py) instead of the fp32 routed kernels.
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -65,6 +68,11 @@ bool routed_moe() {
 }
 bool split_moe() {
   static const bool on = switch_on("GON_CUDA_SPLIT_MLP2");
+  return on;
+}
+bool mma_moe() {
+  // Off unless GON_CUDA_MMA_MOE is set to something other than 0: its shared-memory pipeline has not run on a GPU.
+  static const bool on = std::getenv("GON_CUDA_MMA_MOE") != nullptr && switch_on("GON_CUDA_MMA_MOE");
   return on;
 }
 bool fused_rope() {
@@ -162,6 +170,8 @@ struct CudaExecutor::Scratch {
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
   int32_t* head_count = nullptr; // [NQ + 2 NKV] arrival counters of the fused qkv + rope (zero between launches)
   int32_t* loop_state = nullptr; // [kLoopWords] the device loop's state (decode_loop)
+  uint16_t* xh = nullptr;        // hilo form of the one-token expert input (moe_mma.py)
+  uint16_t* act_h = nullptr;     // [k] hilo forms of its expert activations
   int32_t* host_tiles = nullptr; // [T, 4] pinned
   int32_t* host_loop = nullptr;  // [kLoopWords] pinned
   int max_moe_tiles = 0;
@@ -189,6 +199,9 @@ struct ScratchPlan {
 // Sampling scratch per row (triton_kernels/sampling.py): WORK eight-byte words
 // (3712 + 265 per chunk of 2048 logits), then the row's probabilities.
 constexpr int kSampleChunk = 2048;
+// The hilo form of a K-vector (triton_kernels/moe_mma.py): 512 bytes per unit of four 32-element blocks.
+size_t hilo_bytes(size_t K) { return (K / 32 + 3) / 4 * 512; }
+
 size_t sampler_work_words(int vocab) { return 3712 + 265 * static_cast<size_t>((vocab + kSampleChunk - 1) / kSampleChunk); }
 
 // Decode attention partials hold at most this many (token, split) pairs per query head.
@@ -221,9 +234,11 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add((H + 15) / 16 * 4);
   offsets[i++] = p.add((NQ + 2 * static_cast<size_t>(c.num_kv_heads)) * 4);
   offsets[i++] = p.add(kLoopWords * 4);
+  offsets[i++] = p.add(hilo_bytes(H));
+  offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * hilo_bytes(I));
   return p.bytes;
 }
-constexpr int kScratchParts = 18;
+constexpr int kScratchParts = 20;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -289,6 +304,11 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.head_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.head_count), 0, (c.num_heads + 2 * c.num_kv_heads) * 4));
   s.loop_state = reinterpret_cast<int32_t*>(base + offs[i++]);
+  // The hilo buffers' padding blocks (past K, up to a multiple of 4 blocks) are never written: cleared once here.
+  s.xh = reinterpret_cast<uint16_t*>(base + offs[i++]);
+  GON_CU(d.cuMemsetD8(dptr(s.xh), 0, hilo_bytes(c.hidden_size)));
+  s.act_h = reinterpret_cast<uint16_t*>(base + offs[i++]);
+  GON_CU(d.cuMemsetD8(dptr(s.act_h), 0, static_cast<size_t>(c.experts_per_token) * hilo_bytes(c.intermediate_size)));
   s.max_moe_tiles = static_cast<int>((static_cast<size_t>(options_.max_tokens) * c.experts_per_token + 15) / 16 +
                                      c.num_experts);
   s.host_tiles = static_cast<int32_t*>(backend.allocate(static_cast<size_t>(options_.max_tokens) * 16, true));
@@ -943,6 +963,30 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
   const int be = E <= 32 ? 32 : 128;
   const std::string m1_name = "moe_mlp1_route_gemv1_e" + std::to_string(be);
   const std::string m2_name = "moe_mlp2_route_gemv1_e" + std::to_string(be);
+  const std::string mma1 = "moe_mlp1_route_mma_e" + std::to_string(be);
+  const std::string mma2 = "moe_mlp2_route_mma_e" + std::to_string(be);
+  if (T == 1 && E <= 128 && H <= kMaxMmaK && I <= kMaxMmaK && mma_moe() && L.router.bias &&
+      k_.has("moe_router_hilo") && k_.has(mma1) && k_.has(mma2)) {
+    // One token on the tensor cores (triton_kernels/moe_mma.py): the router product with the RMSNorm fused also
+    // writes the normalised x in hilo form; each expert product derives the top-k itself; mlp1 writes the
+    // activations in hilo form; the last mlp2 program of a 16-row tile adds the experts' rows into x in order.
+    Scratch& sc = *scratch_;
+    const Kernel& r = k_.get("moe_router_hilo");
+    const int64_t bn = r.constexpr_value("BLOCK_N");
+    r.launch(stream_, {static_cast<unsigned>((E + bn - 1) / bn), 1, 1},
+             {buf_.x, L.mlp_norm, c.rms_norm_eps, L.router.data, L.router.bias, sc.router_logits, sc.xh, E, H});
+    const Kernel& k1 = k_.get(mma1);
+    const int64_t wr1 = k1.constexpr_value("W_R");
+    k1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I / 16 + wr1 - 1) / wr1), 1},
+              {sc.xh, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, sc.act_h, H, I, k,
+               c.swiglu_limit, c.swiglu_alpha});
+    const Kernel& k2 = k_.get(mma2);
+    const int64_t wr2 = k2.constexpr_value("W_R");
+    k2.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((H / 16 + wr2 - 1) / wr2), 1},
+              {sc.act_h, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, sc.moe_part, sc.moe_count,
+               buf_.x, H, I, k});
+    return;
+  }
   if (T == 1 && E <= 128 && one_row_kernels() && routed_moe() && k_.has(m1_name) && k_.has(m2_name)) {
     // One token: three launches. The router product with the RMSNorm fused, then the expert products, each
     // deriving the top-k from the router logits itself (mlp1 with the RMSNorm fused as well).
