@@ -38,7 +38,10 @@ How the products are laid out (per warp: 16 weight rows r0 + 0..15, a range of
   * The weights stream through shared memory (cp.async, STAGES units of 1 KB
     per warp in flight); each program first copies x (hilo) and each warp the
     scale bytes of its 16 rows there. A program is W_R x W_K warps: W_R row
-    tiles, each split along K between W_K warps.
+    tiles, each split along K between W_K warps that take every W_K-th unit
+    (so together they read W_K x 64 neighbouring bytes of each row: runs of 64
+    bytes per row and warp, as the fp32 kernels read, held these products to
+    ~1.3 TB/s).
 
 Contracts (one token; K_TOP experts from the router logits as moe.py's routed
 kernels choose them; R = 2I rows for mlp1, H for mlp2; hilo sizes in bytes:
@@ -93,7 +96,8 @@ def _smem_bytes(stages: int, warps: int) -> int:
 def _mma_loop_ptx(stages: int, warps: int) -> str:
     """The per-lane loop as PTX. Operands: $0 $1 = acc for rows r0 + g and r0 + g + 8 (f32 out); $2 = the warp's
     first weight row (block 0 of row r0, u64); $3 = the scales of row r0 (u64); $4 = x in hilo form (u64); $5 =
-    unused (u64); $6 = blocks per row KB; $7 $8 = the warp's units [u0, u1).
+    the step between the warp's units (u64); $6 = blocks per row KB; $7 $8: the warp takes units $7, $7 + $5, ...
+    below $8.
 
     The weights stream through shared memory with asynchronous copies, `stages` units per warp in flight (each
     lane copies and reads back its own 32 bytes a unit, so only cp.async.wait_group orders them). Before the
@@ -112,9 +116,10 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
     a(".reg .pred %pe, %pl, %phi, %plo;")
     a(".reg .b32 %tdx, %ntd, %lane, %w, %g, %t, %rs, %kb1, %u, %un, %b0, %b1, %c0, %bst, %z, %w2, %v2, %zf, %f;")
     a(".reg .b32 %ra0, %ra1, %ra2, %ra3, %d0, %d1, %d2, %d3, %e0, %e1, %e2, %e3, %sm, %ws, %ssg, %ssh, %as, %aend;")
-    a(".reg .b32 %bp, %c, %nch, %dst, %s0, %s1, %s2, %s3;")
+    a(".reg .b32 %bp, %c, %nch, %dst, %s0, %s1, %s2, %s3, %step;")
     a(".reg .b32 %w0, %w1, %w2_, %w3, %v0, %v1, %v2_, %v3, %h<16>;")
     a(".reg .b64 %rowg, %rowh, %ad, %src;")
+    a("cvt.u32.u64 %step, $5;")
     a("mov.u32 %tdx, %tid.x;")
     a("mov.u32 %ntd, %ntid.x;")
     a("and.b32 %lane, %tdx, 31;")
@@ -180,7 +185,7 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
         a("cp.async.commit_group;")
 
     for s in range(P):
-        a(f"add.u32 %un, $7, {s};")
+        a(f"mad.lo.u32 %un, %step, {s}, $7;")
         a(f"add.u32 %dst, %as, {s * 1024};")
         copy_unit("%un", "%dst")
     a(f"cp.async.wait_group {P};")
@@ -194,8 +199,9 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
     a("selp.b32 %f, 16, 0, %plo;")
     a("add.u32 %z, %z, %f;")
     a("add.u32 %bp, %z, %sm;")
-    a("selp.b32 %bst, 512, 0, %phi;")
-    a("selp.b32 %bst, 512, %bst, %plo;")
+    a("shl.b32 %f, %step, 9;")
+    a("selp.b32 %bst, %f, 0, %phi;")
+    a("selp.b32 %bst, %f, %bst, %plo;")
     a("or.pred %phi, %phi, %plo;")
     a(f"add.u32 %z, %sm, {xreg};")
     a("@!%phi mov.b32 %bp, %z;")
@@ -255,7 +261,7 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
             a(f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d}}}, "
               f"{{%ra0, %ra1, %ra2, %ra3}}, {{%h{4 * i + 2 * half}, %h{4 * i + 2 * half + 1}}}, {{{c}}};")
     # the slot is read: refill it with unit u + P
-    a(f"add.u32 %un, %u, {P};")
+    a(f"mad.lo.u32 %un, %step, {P}, %u;")
     copy_unit("%un", "%as")
     for k in range(4):
         a(f"add.f32 %d{k}, %d{k}, %e{k};")
@@ -268,7 +274,7 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
     a("setp.ge.u32 %pe, %as, %aend;")
     a(f"@%pe sub.u32 %as, %as, {P * 1024};")
     a("add.u32 %bp, %bp, %bst;")
-    a("add.u32 %u, %u, 1;")
+    a("add.u32 %u, %u, %step;")
     a("setp.lt.u32 %pe, %u, $8;")
     a("@%pe bra.uni GON_MMA_LOOP;")
     a("GON_MMA_END:")
@@ -342,13 +348,14 @@ def _store_hilo(xh_ptr, k, v, mask):
 
 
 @triton.jit
-def _emulated_rows(wrow_ptr, srow_ptr, xh_ptr, KB, u0, u1, g, first):
+def _emulated_rows(wrow_ptr, srow_ptr, xh_ptr, KB, u0, step, g, first):
     """What the PTX loop gives, in plain Triton (for the interpreter): for each lane the exact sum over the blocks
-    of its warp's units of row g's weights times x (x read back from the hilo form), put in lane t = 0's slot."""
+    of its warp's units (u0, u0 + step, ...) of row g's weights times x (x read back from the hilo form), put in
+    lane t = 0's slot."""
     acc = tl.zeros(g.shape, tl.float32)
     kk = tl.arange(0, 32)
     for b in range(0, KB):
-        inside = (b >= 4 * u0) & (b < 4 * u1) & first
+        inside = ((b // 4) % step == u0) & first
         q = tl.load(wrow_ptr[:, None] + (g[:, None].to(tl.int64) * KB + b) * 16 + kk[None, :] // 2).to(tl.int32)
         code = tl.where((kk[None, :] % 2) == 0, q & 15, q >> 4)
         w = ((((code & 7) << 22) | ((code & 8) << 28)).to(tl.float32, bitcast=True))   # FP4 x 2^-126
@@ -372,20 +379,18 @@ def _mma_rows(w_ptr, s_ptr, xh_ptr, KB, tile0, ntiles, W_R: tl.constexpr, W_K: t
     i = tl.arange(0, 32 * W_R * W_K)
     w = i // 32
     tile = tl.minimum(tile0 + w // W_K, ntiles - 1).to(tl.int64)
-    NU = (KB + 3) // 4
-    per = (NU + W_K - 1) // W_K
-    u0 = tl.minimum((w % W_K) * per, NU)
-    u1 = tl.minimum(u0 + per, NU)
+    u0 = w % W_K                                    # units u0, u0 + W_K, ...: the W_K warps of a tile read
+    u1 = (KB + 3) // 4 + tl.zeros_like(u0)          # neighbouring pieces of its rows at the same time
     wrow = w_ptr + tile * 16 * KB * 16
     srow = s_ptr + tile * 16 * KB
     if _INTERPRET:
         g = (i % 32) // 4
         first = (i % 4) == 0
-        acc0 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, u1, g, first)
-        acc1 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, u1, g + 8, first)
+        acc0 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, W_K, g, first)
+        acc1 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, W_K, g + 8, first)
     else:
         zero64 = tl.zeros([32 * W_R * W_K], tl.int64)
-        args = [wrow.to(tl.int64), srow.to(tl.int64), xh_ptr.to(tl.int64) + zero64, zero64,
+        args = [wrow.to(tl.int64), srow.to(tl.int64), xh_ptr.to(tl.int64) + zero64, zero64 + W_K,
                 KB + tl.zeros([32 * W_R * W_K], tl.int32), u0, u1]
         acc0, acc1 = _mma_loop(args, STAGES, W_R * W_K)
     lo = tl.sum(tl.sum(tl.reshape(acc0, [W_R, W_K, 8, 4]), axis=3), axis=1)                     # rows 0..7
@@ -484,8 +489,8 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
 
 
 # (W_R row tiles, W_K warps along K per tile, STAGES units in flight per warp) of the two products
-MLP1_TILE = (1, 1, 6)
-MLP2_TILE = (1, 2, 6)
+MLP1_TILE = (1, 4, 4)
+MLP2_TILE = (1, 4, 4)
 
 VARIANTS = [
     Variant(name="moe_router_hilo", kernel=moe_router_hilo,
