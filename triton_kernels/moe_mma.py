@@ -489,8 +489,10 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
 
 
 # (W_R row tiles, W_K warps along K per tile, STAGES units in flight per warp) of the two products
-MLP1_TILE = (1, 4, 4)
-MLP2_TILE = (1, 4, 4)
+# (bench/gpu/moe_mma_lab.py --tiles, H200, 20b shapes, run 40: mlp1 25.3 us at (4, 1, 4) against 25.8-30.8 for the
+# other tiles tried, mlp2 19.2 us at (1, 1, 4) against 19.4-24.5; the fp32 kernels: 33.5 and 24.0 us)
+MLP1_TILE = (4, 1, 4)
+MLP2_TILE = (1, 1, 4)
 
 VARIANTS = [
     Variant(name="moe_router_hilo", kernel=moe_router_hilo,

@@ -51,9 +51,9 @@ constexpr int kDefaultLoopSteps = 16;
 // GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
 // the qkv product's last program of each head), GON_CUDA_ROUTE (steps of 2-64
 // tokens: RMSNorm, router and top-k in one launch; above 8 tokens the attention
-// writes the bf16 input of the out projection itself). GON_CUDA_MMA_MOE=1 (off
-// by default) puts the one-token MoE block's expert products on the tensor
-// cores (moe_mma.py) instead of the fp32 routed kernels.
+// writes the bf16 input of the out projection itself), GON_CUDA_MMA_MOE (the
+// one-token MoE block's expert products on the tensor cores, moe_mma.py; off:
+// the fp32 routed kernels).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -71,8 +71,7 @@ bool split_moe() {
   return on;
 }
 bool mma_moe() {
-  // Off unless GON_CUDA_MMA_MOE is set to something other than 0: its shared-memory pipeline has not run on a GPU.
-  static const bool on = std::getenv("GON_CUDA_MMA_MOE") != nullptr && switch_on("GON_CUDA_MMA_MOE");
+  static const bool on = switch_on("GON_CUDA_MMA_MOE");
   return on;
 }
 bool fused_rope() {
