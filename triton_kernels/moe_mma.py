@@ -12,8 +12,8 @@ budget. Triton cannot place an operand in mma registers without a trip through
 shared memory, so the loop is PTX (inline assembly, generated below) inside
 Triton kernels that do the routing, the reductions and the epilogues.
 
-How the products are laid out (per warp: 16 weight rows r0 + 0..15, a range of
-"units" of 4 consecutive 32-element blocks along K; lane = 4 g + t):
+How the products are laid out (per warp: 16 weight rows r0 + 0..15, every W_K-th
+"unit" of 4 consecutive 32-element blocks along K; lane = 4 g + t):
   * A operand (m16n8k16, row major) = the weights, read in the checkpoint's own
     layout: lane (g, t) loads the 16 bytes of block 4u + t of rows r0 + g and
     r0 + g + 8. Word i of a block row (bytes 4i..4i+3, elements 8i..8i+7)
@@ -283,8 +283,6 @@ def _mma_loop_ptx(stages: int, warps: int) -> str:
     return "\n".join(L)
 
 
-# (stages, warps per program) compiled into the kernels' choices: the if-chain of _mma_loop picks one
-_LOOP_CHOICES = [(p, w) for w in (1, 2, 4) for p in (3, 4, 6) if _smem_bytes(p, w) <= 48 * 1024]
 _PTX_3_1 = tl.constexpr(_mma_loop_ptx(3, 1))
 _PTX_4_1 = tl.constexpr(_mma_loop_ptx(4, 1))
 _PTX_6_1 = tl.constexpr(_mma_loop_ptx(6, 1))
@@ -304,6 +302,9 @@ def _asm_loop(args, ASM: tl.constexpr):
 
 @triton.jit
 def _mma_loop(args, STAGES: tl.constexpr, W: tl.constexpr):
+    # the PTX forms generated below; another choice would overrun the static shared memory
+    tl.static_assert((W == 1) | (W == 2) | (W == 4), "moe_mma: W_R * W_K must be 1, 2 or 4")
+    tl.static_assert((STAGES == 3) | (STAGES == 4) | (STAGES == 6), "moe_mma: STAGES must be 3, 4 or 6")
     if W == 1:
         if STAGES == 3:
             acc0, acc1 = _asm_loop(args, _PTX_3_1)
@@ -426,7 +427,7 @@ def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E,
 
 @triton.jit
 def _route_expert(logits_ptr, j, E, BLOCK_E: tl.constexpr):
-    """The token's j-th expert and the normalised softmax weight of it (moe.py's routed selection)."""
+    """The token's j-th expert (moe.py's routed selection)."""
     e_lanes, vals, taken, first = _route_load(logits_ptr, j * 0, E, BLOCK_E)
     idx = 0
     best = first

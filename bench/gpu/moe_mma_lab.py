@@ -128,7 +128,8 @@ def main():
         new_mlp2(t2)
 
     def tile_args(t, name):
-        t = t or moe_mma.MLP1_TILE if name == "mlp1" else t or moe_mma.MLP2_TILE
+        if t is None:
+            t = moe_mma.MLP1_TILE if name == "mlp1" else moe_mma.MLP2_TILE
         return t, dict(W_R=t[0], W_K=t[1], STAGES=t[2], num_warps=t[0] * t[1])
 
     def new_mlp1(t1=None):
