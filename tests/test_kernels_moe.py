@@ -350,7 +350,8 @@ MMA_SHAPES = [(96, 160, 5, 2, 32), (576, 64, 40, 4, 128), (64, 96, 7, 1, 32), (1
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 @pytest.mark.parametrize("H,I,E,K_TOP,BE,tile", [s + (None,) for s in MMA_SHAPES] +
-                         [(160, 288, 6, 2, 32, (4, 1, 3)), (96, 160, 5, 2, 32, (2, 2, 4))])
+                         [(160, 288, 6, 2, 32, (4, 1, 3, 1)), (96, 160, 5, 2, 32, (2, 2, 4, 1)),
+                          (160, 288, 6, 2, 32, (2, 1, 4, 2)), (96, 160, 5, 3, 32, (1, 2, 6, 2))])
 def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     """moe_router_hilo -> moe_mlp1_route_mma -> moe_mlp2_route_mma against rmsnorm -> router -> top-k -> experts ->
     weighted sum in float64. x and the activations travel as bf16 hi + lo parts (16 significant bits): errors are
@@ -395,14 +396,15 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     for j in range(K_TOP):
         acth.view(-1)[j * hilo_bytes(I) // 2: j * hilo_bytes(I) // 2 + (I // 32) * 64] = sentinel
     acth = acth.view(torch.bfloat16)
-    # the compiled tiles, or other (W_R, W_K, STAGES): programs whose last tiles pass the end (H / 16 = 10 tiles in
-    # groups of 4), warps whose share of the units is empty (K = 96: one unit for two warps)
+    # the compiled tiles, or other (W_R, W_K, STAGES, RT): programs whose last groups pass the end (H / 16 = 10
+    # tiles in groups of 4, or 5 groups of 2 tiles in pairs), warps whose share of the units is empty (K = 96: one
+    # unit for two warps)
     c1 = dict(vs[f"moe_mlp1_route_mma_e{BE}"].constexprs)
     c2 = dict(vs[f"moe_mlp2_route_mma_e{BE}"].constexprs)
     if tile:
         for c in (c1, c2):
-            c.update(W_R=tile[0], W_K=tile[1], STAGES=tile[2])
-    mm.moe_mlp1_route_mma[(K_TOP, -(-2 * I // 16 // c1["W_R"]))](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP,
+            c.update(W_R=tile[0], W_K=tile[1], STAGES=tile[2], RT=tile[3])
+    mm.moe_mlp1_route_mma[(K_TOP, -(-2 * I // 16 // (c1["W_R"] * c1["RT"])))](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP,
                                                                  LIMIT, ALPHA, **c1)
     ah = acth.view(torch.int16).numpy().view(np.uint16)
     got_act = np.stack([hilo_decode(ah[j * hilo_bytes(I) // 2:], I) for j in range(K_TOP)])
@@ -421,7 +423,7 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     count = torch.zeros(H // 16, dtype=torch.int32)
     x2 = torch.from_numpy(x.copy())
     for launch in range(2):                              # twice: the counters go back to zero
-        mm.moe_mlp2_route_mma[(K_TOP, -(-H // 16 // c2["W_R"]))](acth, logits, E, b2, s2, bias2, part, count, x2, H,
+        mm.moe_mlp2_route_mma[(K_TOP, -(-H // 16 // (c2["W_R"] * c2["RT"])))](acth, logits, E, b2, s2, bias2, part, count, x2, H,
                                                                  I, K_TOP, **c2)
         assert (count.numpy() == 0).all()
         got = x2.numpy().astype(np.float64) - x64

@@ -94,8 +94,9 @@ def dense_lab():
         y = torch.empty(N, device=dev)
         nbytes = N * K * 2
         # the project's kernel, its compiled settings and others
-        for bn, bk, warps, stages in ((8, 1024, 4, 3), (16, 1024, 4, 3), (16, 512, 4, 4), (32, 512, 8, 4),
-                                      (8, 512, 4, 4), (4, 1024, 2, 3)):
+        for bn, bk, warps, stages in ((4, 1024, 2, 3), (2, 1024, 1, 3), (2, 512, 1, 4), (4, 512, 2, 4),
+                                      (4, 1024, 2, 2), (2, 1024, 2, 3), (4, 1024, 1, 3), (8, 512, 4, 4),
+                                      (4, 512, 1, 6)):
             def run():
                 linear.linear_gemv[(triton.cdiv(N, bn),)](x, x, w, w, b, y, 1, N, K, N, 1e-5, M_PAD=1, NORM=0,
                                                           HAS_ROWS=0, HAS_BIAS=1, ACCUMULATE=0, BLOCK_N=bn,

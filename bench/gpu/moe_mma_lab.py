@@ -5,10 +5,14 @@ runs, median), the three launches of each path together, and the block's output
 against a float64 reference (max error over the scale sum |w| |x| of each
 output, so 1e-6 means fp32-level agreement).
 
-    python bench/gpu/moe_mma_lab.py [--experts 32] [--tiles]      (on a GPU)
+    python bench/gpu/moe_mma_lab.py [--experts 32] [--tiles [W_R,W_K,STAGES,RT ...]] [--baseline FILE]
+                                                                   (on a GPU)
 
 --tiles also times moe_mlp1_route_mma / moe_mlp2_route_mma with other
-(W_R, W_K, STAGES) choices than the built ones.
+(W_R, W_K, STAGES, RT) choices than the built ones (a list of its own, or the
+default list below). --baseline FILE times the two kernels of another version
+of moe_mma.py (for example `git show REV:triton_kernels/moe_mma.py > FILE`) at
+its own built tiles, in the same process.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def bench(fn):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--experts", type=int, default=32)
-    ap.add_argument("--tiles", action="store_true")
+    ap.add_argument("--tiles", nargs="*", default=None)
+    ap.add_argument("--baseline", default=None)
     args = ap.parse_args()
     dev = "cuda"
     print(torch.cuda.get_device_name(), flush=True)
@@ -105,7 +110,12 @@ def main():
             scale += wts[j] * (w2a @ a.abs() + b2[e].double().abs())
         return out, scale
 
-    rows = []
+    class Rows(list):
+        def append(self, r):
+            super().append(r)
+            print(f"{r[0]:<44} err={r[1]:9.2e} {r[2]:9.2f} us {r[3]:8.0f} GB/s", flush=True)
+
+    rows = Rows()
     mb1 = KT * 2 * I * (H // 32) * 17
     mb2 = KT * H * (I // 32) * 17
 
@@ -130,17 +140,37 @@ def main():
     def tile_args(t, name):
         if t is None:
             t = moe_mma.MLP1_TILE if name == "mlp1" else moe_mma.MLP2_TILE
-        return t, dict(W_R=t[0], W_K=t[1], STAGES=t[2], num_warps=t[0] * t[1])
+        rt = t[3] if len(t) > 3 else 1
+        return t[0] * rt, dict(W_R=t[0], W_K=t[1], STAGES=t[2], RT=rt, num_warps=t[0] * t[1])
 
     def new_mlp1(t1=None):
-        t, o = tile_args(t1, "mlp1")
-        launch(f"moe_mlp1_route_mma_e{be}", (KT, triton.cdiv(2 * I // 16, t[0])), xh, logits, E, d["q1"], d["s1"],
+        tiles, o = tile_args(t1, "mlp1")
+        launch(f"moe_mlp1_route_mma_e{be}", (KT, triton.cdiv(2 * I // 16, tiles)), xh, logits, E, d["q1"], d["s1"],
                d["b1"], acth, H, I, KT, limit, alpha, **o)
 
     def new_mlp2(t2=None):
-        t, o = tile_args(t2, "mlp2")
-        launch(f"moe_mlp2_route_mma_e{be}", (KT, triton.cdiv(H // 16, t[0])), acth, logits, E, d["q2"], d["s2"],
+        tiles, o = tile_args(t2, "mlp2")
+        launch(f"moe_mlp2_route_mma_e{be}", (KT, triton.cdiv(H // 16, tiles)), acth, logits, E, d["q2"], d["s2"],
                d["b2"], part, count, xo, H, I, KT, **o)
+
+    base = None
+    if args.baseline:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("moe_mma_baseline", args.baseline)
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+
+    def base_mlp1():
+        t = base.MLP1_TILE
+        base.moe_mlp1_route_mma[(KT, triton.cdiv(2 * I // 16, t[0]))](
+            xh, logits, E, d["q1"], d["s1"], d["b1"], acth, H, I, KT, limit, alpha, W_R=t[0], W_K=t[1], STAGES=t[2],
+            BLOCK_E=be, num_warps=t[0] * t[1], num_stages=1)
+
+    def base_mlp2():
+        t = base.MLP2_TILE
+        base.moe_mlp2_route_mma[(KT, triton.cdiv(H // 16, t[0]))](
+            acth, logits, E, d["q2"], d["s2"], d["b2"], part, count, xo, H, I, KT, W_R=t[0], W_K=t[1], STAGES=t[2],
+            BLOCK_E=be, num_warps=t[0] * t[1], num_stages=1)
 
     for name, path in (("old", old_path), ("new", new_path)):
         path()
@@ -164,9 +194,31 @@ def main():
     us = bench(lambda: launch(m2, (KT, triton.cdiv(H, V[m2].constexprs["BLOCK_N"]), V[m2].constexprs["SPLIT"]), act,
                               logits, E, d["q2"], d["s2"], d["b2"], part, count, xo, H, I, KT))
     rows.append((f"  {m2}", 0, us, mb2 / (us * 1e-6) / 1e9))
-    tiles = [None] + ([(1, 1, 3), (1, 1, 4), (1, 1, 6), (2, 1, 4), (2, 1, 6), (4, 1, 4), (4, 1, 6), (1, 2, 4),
-                       (1, 2, 6), (2, 2, 4), (2, 2, 6), (1, 4, 4), (1, 4, 6)] if args.tiles else [])
+    if base is not None:
+        for rep in range(2):
+            xo.copy_(d["x"])
+            launch("moe_router_hilo", (triton.cdiv(E, V["moe_router_hilo"].constexprs["BLOCK_N"]),), xo, d["nw"],
+                   eps, d["wr"], d["br"], logits, xh, E, H)
+            base_mlp1()
+            base_mlp2()
+            torch.cuda.synchronize()
+            ref, scale = reference(logits)
+            err = ((xo.double().cpu() - ref).abs() / scale).max().item()
+            us = bench(base_mlp1)
+            rows.append((f"  baseline mlp1 {base.MLP1_TILE}", err, us, mb1 / (us * 1e-6) / 1e9))
+            us = bench(base_mlp2)
+            rows.append((f"  baseline mlp2 {base.MLP2_TILE}", err, us, mb2 / (us * 1e-6) / 1e9))
+    default_tiles = [(4, 1, 4, 1), (1, 1, 4, 1), (1, 1, 6, 1), (2, 1, 4, 1), (1, 2, 4, 1), (2, 2, 4, 1),
+                     (1, 4, 4, 1), (4, 1, 6, 1), (1, 1, 4, 2), (1, 1, 6, 2), (2, 1, 4, 2), (1, 2, 4, 2),
+                     (2, 2, 2, 2), (1, 2, 6, 2)]
+    if args.tiles is None:
+        tiles = [None]
+    elif args.tiles:
+        tiles = [None] + [tuple(int(v) for v in t.split(",")) for t in args.tiles]
+    else:
+        tiles = [None] + default_tiles
     for t in tiles:
+        print("tile", ",".join(map(str, t)) if t else "built", flush=True)
         new_path(t, t)
         torch.cuda.synchronize()
         ref, scale = reference(logits)
@@ -175,8 +227,7 @@ def main():
         rows.append((f"  moe_mlp1_route_mma {t or moe_mma.MLP1_TILE}", err, us, mb1 / (us * 1e-6) / 1e9))
         us = bench(lambda: new_mlp2(t))
         rows.append((f"  moe_mlp2_route_mma {t or moe_mma.MLP2_TILE}", err, us, mb2 / (us * 1e-6) / 1e9))
-    for r in rows:
-        print(f"{r[0]:<44} err={r[1]:9.2e} {r[2]:9.2f} us {r[3]:8.0f} GB/s", flush=True)
+    print("done", flush=True)
 
 
 if __name__ == "__main__":

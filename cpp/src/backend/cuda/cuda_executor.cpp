@@ -975,13 +975,13 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     r.launch(stream_, {static_cast<unsigned>((E + bn - 1) / bn), 1, 1},
              {buf_.x, L.mlp_norm, c.rms_norm_eps, L.router.data, L.router.bias, sc.router_logits, sc.xh, E, H});
     const Kernel& k1 = k_.get(mma1);
-    const int64_t wr1 = k1.constexpr_value("W_R");
-    k1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I / 16 + wr1 - 1) / wr1), 1},
+    const int64_t tiles1 = k1.constexpr_value("W_R") * k1.constexpr_value("RT");  // 16-row tiles per program
+    k1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I / 16 + tiles1 - 1) / tiles1), 1},
               {sc.xh, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, sc.act_h, H, I, k,
                c.swiglu_limit, c.swiglu_alpha});
     const Kernel& k2 = k_.get(mma2);
-    const int64_t wr2 = k2.constexpr_value("W_R");
-    k2.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((H / 16 + wr2 - 1) / wr2), 1},
+    const int64_t tiles2 = k2.constexpr_value("W_R") * k2.constexpr_value("RT");
+    k2.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((H / 16 + tiles2 - 1) / tiles2), 1},
               {sc.act_h, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, sc.moe_part, sc.moe_count,
                buf_.x, H, I, k});
     return;
