@@ -351,7 +351,8 @@ MMA_SHAPES = [(96, 160, 5, 2, 32), (576, 64, 40, 4, 128), (64, 96, 7, 1, 32), (1
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 @pytest.mark.parametrize("H,I,E,K_TOP,BE,tile", [s + (None,) for s in MMA_SHAPES] +
                          [(160, 288, 6, 2, 32, (4, 1, 3, 1)), (96, 160, 5, 2, 32, (2, 2, 4, 1)),
-                          (160, 288, 6, 2, 32, (2, 1, 4, 2)), (96, 160, 5, 3, 32, (1, 2, 6, 2))])
+                          (160, 288, 6, 2, 32, (2, 1, 4, 2)), (96, 160, 5, 3, 32, (1, 2, 6, 2)),
+                          (96, 160, 9, 6, 32, (2, 2, 4, 1))])   # more experts per token than mlp2 loads at once
 def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     """moe_router_hilo -> moe_mlp1_route_mma -> moe_mlp2_route_mma against rmsnorm -> router -> top-k -> experts ->
     weighted sum in float64. x and the activations travel as bf16 hi + lo parts (16 significant bits): errors are

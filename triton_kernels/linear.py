@@ -91,12 +91,17 @@ def linear_gemv(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldy, 
                 ACCUMULATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
                 X_AHEAD: tl.constexpr):
     pdl_begin()
-    out, offs_m, m_mask, offs_n, n_mask = _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD,
-                                                     NORM, HAS_ROWS, HAS_BIAS, BLOCK_N, BLOCK_K, STAGES, X_AHEAD)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, M_PAD)
     y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * ldy + offs_n[None, :]
-    y_mask = m_mask[:, None] & n_mask[None, :]
+    y_mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     if ACCUMULATE:
-        out += tl.load(y_ptrs, mask=y_mask, other=0.0)
+        prev = tl.load(y_ptrs, mask=y_mask, other=0.0)  # before the product, so that its latency is hidden
+    out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps,
+                                                          M_PAD, NORM, HAS_ROWS, HAS_BIAS, BLOCK_N, BLOCK_K, STAGES,
+                                                          X_AHEAD)
+    if ACCUMULATE:
+        out += prev
     tl.store(y_ptrs, out, mask=y_mask)
 
 
@@ -106,8 +111,8 @@ def qkv_rope_gemv(x_ptr, norm_w_ptr, w_ptr, b_ptr, qkv_ptr, M, N, K, eps, positi
                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr, X_AHEAD: tl.constexpr,
                   KV_BF16: tl.constexpr, BLOCK_HALF: tl.constexpr):
     pdl_begin()
-    out, offs_m, m_mask, offs_n, n_mask = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD, 1,
-                                                     0, 1, BLOCK_N, BLOCK_K, STAGES, X_AHEAD)
+    out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps,
+                                                          M_PAD, 1, 0, 1, BLOCK_N, BLOCK_K, STAGES, X_AHEAD)
     tl.store(qkv_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], out,
              mask=m_mask[:, None] & n_mask[None, :])
     # The last of a head's HD / BLOCK_N programs to finish applies rope_kv_store to the head for every row.
@@ -141,7 +146,7 @@ def _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD: t
                HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                STAGES: tl.constexpr, X_AHEAD: tl.constexpr):
     """linear_gemv's product for this program's BLOCK_N rows: (out [M_PAD, BLOCK_N], offs_m, m_mask, offs_n,
-    n_mask), bias added, not stored."""
+    n_mask, inv), bias added, not stored; inv [M_PAD] = 1 / rms of each input row with NORM (else 1)."""
     KC: tl.constexpr = BLOCK_K // 8
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -161,6 +166,8 @@ def _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD: t
     g_ptrs = norm_w_ptr + x_k
     w_mask_n = n_mask[None, None, :, None]
     x_mask_m = m_mask[None, :, None, None]
+    if HAS_BIAS:  # loaded before the loop, so that its latency is hidden
+        bias = tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
     acc = tl.zeros([KC, M_PAD, BLOCK_N], tl.float32)
     ss = tl.zeros([KC, M_PAD, 1, 4], tl.float32)
     if X_AHEAD:
@@ -196,9 +203,11 @@ def _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD: t
     if NORM:
         inv = 1.0 / tl.sqrt(tl.sum(tl.sum(tl.sum(ss, axis=3), axis=2), axis=0) / K + eps)
         out = out * inv[:, None]
+    else:
+        inv = tl.full([M_PAD], 1.0, tl.float32)
     if HAS_BIAS:
-        out += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    return out, offs_m, m_mask, offs_n, n_mask
+        out += bias[None, :]
+    return out, offs_m, m_mask, offs_n, n_mask, inv
 
 
 @triton.jit

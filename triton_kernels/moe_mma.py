@@ -50,7 +50,7 @@ kernels choose them; R = 2I rows for mlp1, H for mlp2; hilo sizes in bytes:
 hilo_bytes(K) = cdiv(K / 32, 4) * 512):
   moe_router_hilo(x, norm_w, eps, w, b, logits, xh, E, H)           grid (cdiv(E, BLOCK_N),)
       logits[n] = w[n] . rmsnorm(x) + b[n] (linear_gemv's fused-norm product) and
-      program 0 writes xh = hilo(rmsnorm(x)) (hilo_bytes(H) bytes).
+      xh = hilo(rmsnorm(x)) (hilo_bytes(H) bytes; each program writes a share).
   moe_mlp1_route_mma(xh, logits, E, blocks, scales, bias, acth, H, I, K_TOP, limit, alpha)
                                                                     grid (K_TOP, cdiv(2I / 16, RT W_R))
       acth[j] = hilo(swiglu(mlp1_e(xn))) for the token's j-th expert e (acth: K_TOP
@@ -58,7 +58,7 @@ hilo_bytes(K) = cdiv(K / 32, 4) * 512):
   moe_mlp2_route_mma(acth, logits, E, blocks, scales, bias, part, count, x, H, I, K_TOP)
                                                                     grid (K_TOP, cdiv(H / 16, RT W_R))
       x += sum_j weight_j * mlp2_{e_j}(act_j) (j increasing): program (j, r) writes its
-      rows to part[j]; the last of a row group's K_TOP programs (count[r], acq_rel)
+      rows (bias included) to part[j]; the last of a row group's K_TOP programs (count[r], acq_rel)
       adds them in order j and sets count[r] back to 0. part fp32 [K_TOP, H]; count
       int32 [cdiv(H / 16, RT W_R)], zero before the first launch.
 Launch requirements: H and I multiples of 32 and at most K_MAX; pointers 16-byte
@@ -435,21 +435,21 @@ def _hilo_bytes(K):
 def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E, H, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_H: tl.constexpr):
     pdl_begin()
-    out, offs_m, m_mask, offs_n, n_mask = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, 1, E, H, eps, 1, 1, 0,
-                                                     1, BLOCK_N, BLOCK_K, STAGES, 1)
+    out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, 1, E, H, eps, 1,
+                                                          1, 0, 1, BLOCK_N, BLOCK_K, STAGES, 1)
     tl.store(logits_ptr + offs_n[None, :], out, mask=m_mask[:, None] & n_mask[None, :])
-    if tl.program_id(0) == 0:
-        hh = tl.arange(0, BLOCK_H)
-        ss = tl.zeros([BLOCK_H], tl.float32)
-        for h0 in range(0, H, BLOCK_H):
-            v = tl.load(x_ptr + h0 + hh, mask=(h0 + hh) < H, other=0.0)
-            ss += v * v
-        inv = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / H + eps)
-        for h0 in range(0, H, BLOCK_H):
-            m = (h0 + hh) < H
-            v = tl.load(x_ptr + h0 + hh, mask=m, other=0.0) * inv
-            v = v * tl.load(norm_w_ptr + h0 + hh, mask=m, other=0.0).to(tl.float32)
-            _store_hilo(xh_ptr, h0 + hh, v, m)
+    # each program writes its share of xh, with the 1 / rms its own product computed (the same in every program:
+    # the same sums in the same order)
+    inv1 = tl.sum(inv, axis=0)
+    share = tl.cdiv(H, tl.num_programs(0))
+    h_lo = tl.program_id(0) * share
+    h_hi = tl.minimum(h_lo + share, H)
+    hh = tl.arange(0, BLOCK_H)
+    for h0 in range(h_lo, h_hi, BLOCK_H):
+        m = (h0 + hh) < h_hi
+        v = tl.load(x_ptr + h0 + hh, mask=m, other=0.0) * inv1
+        v = v * tl.load(norm_w_ptr + h0 + hh, mask=m, other=0.0).to(tl.float32)
+        _store_hilo(xh_ptr, h0 + hh, v, m)
 
 
 @triton.jit
@@ -473,10 +473,11 @@ def moe_mlp1_route_mma(xh_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, 
     e = _route_expert(logits_ptr, j, E, BLOCK_E)
     R = 2 * I
     KB = H // 32
-    y = _mma_rows(blocks_ptr + e * R * KB * 16, scales_ptr + e * R * KB, xh_ptr, KB, grp0, R // 16, W_R, W_K,
-                  STAGES, RT)
     rows = grp0 * 16 * RT + tl.arange(0, 16 * RT * W_R)
-    y += tl.load(bias_ptr + e * R + rows, mask=rows < R, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + e * R + rows, mask=rows < R, other=0.0).to(tl.float32)  # before the loop: its
+    y = _mma_rows(blocks_ptr + e * R * KB * 16, scales_ptr + e * R * KB, xh_ptr, KB, grp0, R // 16, W_R, W_K,
+                  STAGES, RT)                                                          # latency is hidden
+    y += bias
     gate, up = tl.split(tl.reshape(y, [8 * RT * W_R, 2]))
     cols = grp0 * 8 * RT + tl.arange(0, 8 * RT * W_R)
     act_h = acth_ptr + j.to(tl.int64) * (_hilo_bytes(I) // 2)
@@ -486,7 +487,7 @@ def moe_mlp1_route_mma(xh_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, 
 @triton.jit
 def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, part_ptr, count_ptr, x_ptr, H, I,
                        K_TOP, W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_E: tl.constexpr,
-                       RT: tl.constexpr = 1):
+                       RT: tl.constexpr = 1, BLOCK_J: tl.constexpr = 4):  # BLOCK_J: partials loaded at once
     pdl_begin()
     j = tl.program_id(0)
     grp = tl.program_id(1)
@@ -494,11 +495,15 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
     e = _route_expert(logits_ptr, j, E, BLOCK_E)
     KB = I // 32
     act_h = acth_ptr + j.to(tl.int64) * (_hilo_bytes(I) // 2)
-    y = _mma_rows(blocks_ptr + e * H * KB * 16, scales_ptr + e * H * KB, act_h, KB, grp0, H // 16, W_R, W_K, STAGES,
-                  RT)
     rows = grp0 * 16 * RT + tl.arange(0, 16 * RT * W_R)
     rm = rows < H
-    tl.store(part_ptr + j.to(tl.int64) * H + rows, y, mask=rm)
+    # loaded before the loop, so that their latency is hidden: the expert's bias, and x (only the last program of
+    # the row group uses it; nothing else writes these rows of x during this launch)
+    bias = tl.load(bias_ptr + e * H + rows, mask=rm, other=0.0).to(tl.float32)
+    x_rows = tl.load(x_ptr + rows, mask=rm, other=0.0)
+    y = _mma_rows(blocks_ptr + e * H * KB * 16, scales_ptr + e * H * KB, act_h, KB, grp0, H // 16, W_R, W_K, STAGES,
+                  RT)
+    tl.store(part_ptr + j.to(tl.int64) * H + rows, y + bias, mask=rm)
     tl.debug_barrier()                                  # every thread's partials are written before the count
     done = tl.atomic_add(count_ptr + grp, 1, sem="acq_rel", scope="gpu")
     if done == K_TOP - 1:
@@ -509,13 +514,19 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
             taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
             total += tl.exp(best - first)
         out = tl.zeros([16 * RT * W_R], tl.float32)
+        # the first BLOCK_J experts' rows (bias included) in one load, not one L2 round trip after another
+        jv = tl.arange(0, BLOCK_J)
+        parts = tl.load(part_ptr + jv.to(tl.int64)[:, None] * H + rows[None, :],
+                        mask=(jv[:, None] < K_TOP) & rm[None, :], other=0.0, cache_modifier=".cg")
         taken = taken0
         for jj in range(0, K_TOP):                       # experts in increasing j: deterministic
             taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
-            yj = tl.load(part_ptr + jj * H + rows, mask=rm, other=0.0, cache_modifier=".cg")
-            yj += tl.load(bias_ptr + idx.to(tl.int64) * H + rows, mask=rm, other=0.0).to(tl.float32)
+            if jj < BLOCK_J:
+                yj = tl.sum(tl.where(jv[:, None] == jj, parts, 0.0), axis=0)                # exact: one term
+            else:
+                yj = tl.load(part_ptr + jj * H + rows, mask=rm, other=0.0, cache_modifier=".cg")
             out += (tl.exp(best - first) / total) * yj
-        tl.store(x_ptr + rows, tl.load(x_ptr + rows, mask=rm, other=0.0) + out, mask=rm)
+        tl.store(x_ptr + rows, x_rows + out, mask=rm)
         tl.atomic_xchg(count_ptr + grp, 0, sem="relaxed", scope="gpu")
 
 
@@ -531,7 +542,7 @@ VARIANTS = [
     Variant(name="moe_router_hilo", kernel=moe_router_hilo,
             signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "w_ptr": "*bf16", "b_ptr": "*bf16",
                        "logits_ptr": "*fp32", "xh_ptr": "*bf16", "E": "i32", "H": "i32"},
-            constexprs={"BLOCK_N": 2, "BLOCK_K": 1024, "STAGES": 3, "BLOCK_H": 1024}, num_warps=2, num_stages=1,
+            constexprs={"BLOCK_N": 2, "BLOCK_K": 1024, "STAGES": 3, "BLOCK_H": 256}, num_warps=2, num_stages=1,
             div16=("H",)),
 ] + [
     Variant(name=f"moe_mlp1_route_mma_e{be}", kernel=moe_mlp1_route_mma,
@@ -549,7 +560,7 @@ VARIANTS = [
                        "scales_ptr": "*u8", "bias_ptr": "*bf16", "part_ptr": "*fp32", "count_ptr": "*i32",
                        "x_ptr": "*fp32", "H": "i32", "I": "i32", "K_TOP": "i32"},
             constexprs={"W_R": MLP2_TILE[0], "W_K": MLP2_TILE[1], "STAGES": MLP2_TILE[2], "RT": MLP2_TILE[3],
-                        "BLOCK_E": be},
+                        "BLOCK_E": be, "BLOCK_J": 4},
             num_warps=MLP2_TILE[0] * MLP2_TILE[1],
             num_stages=1, div16=("H", "I"))
     for be in (32, 128)

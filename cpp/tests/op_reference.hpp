@@ -303,9 +303,9 @@ inline void ref_attention(const HostModel& m, const double* q, int seq, int pos,
 }
 
 // Router: logits = W x + b; top-k by value (ties: lower id first); softmax over
-// the k. Returns whether the choice is a near tie (k-th and next logits within
-// `near_tie` of each other, relative to the largest |logit|, but not equal);
-// *exact_tie: whether they are equal.
+// the k. Returns whether the choice is a near tie (the k-th logit and the
+// largest one below it within `near_tie` of each other, relative to the largest
+// |logit|); *exact_tie: whether the k-th and the next are equal.
 template <typename X>
 bool ref_router(const BF16Matrix& r, const X* x, int k, int* ids, double* weights, bool* exact_tie,
                 double near_tie) {
@@ -324,8 +324,13 @@ bool ref_router(const BF16Matrix& r, const X* x, int k, int* ids, double* weight
   for (int j = 0; j < k; ++j) weights[j] /= sum;
   if (exact_tie) *exact_tie = k < E && logits[order[k - 1]] == logits[order[k]];
   if (k >= E) return false;
-  const double gap = logits[order[k - 1]] - logits[order[k]];
-  return gap > 0 && gap < near_tie * mx;
+  // The nearest logit below the k-th: those exactly equal to it are decided by id (and checked so), but one
+  // that is only near it may come out above it (and above its exact twins) in another rounding.
+  int j = k;
+  while (j < E && logits[order[j]] == logits[order[k - 1]]) ++j;
+  if (j >= E) return false;
+  const double gap = logits[order[k - 1]] - logits[order[j]];
+  return gap < near_tie * mx;
 }
 
 // One expert: mlp2(swiglu(mlp1(x))) with mlp1's rows interleaved (gate = even
