@@ -10,8 +10,9 @@
 #            tests (tests/test_cuda.py), and compute-sanitizer on a short run.
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
-# ab:        decode step times with the step's switches flipped in turn (GON_CUDA_QKV_ROPE=0,
-#            GON_CUDA_SPLIT_MLP2=0, GON_CUDA_ROUTED=0, GON_CUDA_PDL=1; AB_ENVS lists others: words of
+# ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
+#            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
+#            only with GON_CUDA_MMA_MOE=0, as in AB_ENVS="GON_CUDA_MMA_MOE=0,GON_CUDA_ROUTED=0"; AB_ENVS lists others: words of
 #            VAR=VALUE, commas joining several; AB_BATCHES, AB_TOKENS).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -130,7 +131,7 @@ switch_ab() {  # decode step time of the 20b preset with each switch of the step
   install || return 1
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
   for b in ${AB_BATCHES:-1 8 64}; do
-    for env in ${AB_ENVS:-X=1 GON_CUDA_QKV_ROPE=0 GON_CUDA_SPLIT_MLP2=0 GON_CUDA_ROUTED=0 GON_CUDA_PDL=1 X=1}; do
+    for env in ${AB_ENVS:-X=1 GON_CUDA_MMA_MOE=0 GON_CUDA_QKV_ROPE=0 GON_CUDA_PDL=1 X=1}; do
       log "batch $b, $env"
       env ${env//,/ } timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens ${AB_TOKENS:-128} 2>&1 | tail -1 \
         | tee -a "$OUT/summary.txt"
