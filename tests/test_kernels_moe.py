@@ -405,8 +405,8 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     if tile:
         for c in (c1, c2):
             c.update(W_R=tile[0], W_K=tile[1], STAGES=tile[2], RT=tile[3])
-    mm.moe_mlp1_route_mma[(K_TOP, -(-2 * I // 16 // (c1["W_R"] * c1["RT"])))](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP,
-                                                                 LIMIT, ALPHA, **c1)
+    grid1 = (K_TOP, -(-2 * I // 16 // (c1["W_R"] * c1["RT"])))          # 16-row tiles per program: W_R x RT
+    mm.moe_mlp1_route_mma[grid1](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP, LIMIT, ALPHA, **c1)
     ah = acth.view(torch.int16).numpy().view(np.uint16)
     got_act = np.stack([hilo_decode(ah[j * hilo_bytes(I) // 2:], I) for j in range(K_TOP)])
     assert np.isfinite(got_act).all()
@@ -424,8 +424,8 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     count = torch.zeros(H // 16, dtype=torch.int32)
     x2 = torch.from_numpy(x.copy())
     for launch in range(2):                              # twice: the counters go back to zero
-        mm.moe_mlp2_route_mma[(K_TOP, -(-H // 16 // (c2["W_R"] * c2["RT"])))](acth, logits, E, b2, s2, bias2, part, count, x2, H,
-                                                                 I, K_TOP, **c2)
+        grid2 = (K_TOP, -(-H // 16 // (c2["W_R"] * c2["RT"])))
+        mm.moe_mlp2_route_mma[grid2](acth, logits, E, b2, s2, bias2, part, count, x2, H, I, K_TOP, **c2)
         assert (count.numpy() == 0).all()
         got = x2.numpy().astype(np.float64) - x64
         err = np.abs(got - (launch + 1) * out_ref)

@@ -25,8 +25,8 @@ How the products are laid out (per warp: 16 weight rows r0 + 0..15, every W_K-th
   * B operand = x split into bf16 hi and lo parts (x' = 2^64 x, hi = bf16(x'),
     lo = bf16(x' - hi): 16 significant bits), block-diagonal: column c < 4 holds
     x_hi of block 4u + c, column 4 + c its x_lo, zero elsewhere. Only the lanes
-    g == t (hi) and g == t + 4 (lo) hold non-zero B; the others read 128 zero
-    bytes of shared memory. So D[row, c] is the hi (c < 4) or lo (c >= 4) partial sum of one
+    g == t (hi) and g == t + 4 (lo) hold non-zero B; the others keep zero
+    registers. So D[row, c] is the hi (c < 4) or lo (c >= 4) partial sum of one
     block of one row, and the block's E8M0 scale multiplies it in fp32:
     factor 2^(s - 127) x 2^126 x 2^-64 = 2^(s - 65) (exact for s <= 192; 193 and
     up overflow to inf, like moe.py's gemv kernels).
