@@ -109,10 +109,18 @@ def test_topk_softmax(rng, T, E, K):
         np.testing.assert_allclose(wts[t].numpy(), ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("out_bf16", [0, 1])
+def xg_decode(y: torch.Tensor) -> np.ndarray:
+    """The xg form (bf16 of 2^64 x, each group of 8 in the order 0 4 1 5 2 6 3 7) back to float64 x, by rows."""
+    v = f64(y)
+    k = np.arange(v.shape[-1])
+    j = k % 8
+    return v[..., k - j + 2 * (j % 4) + j // 4] / 2.0 ** 64
+
+
+@pytest.mark.parametrize("form", ["f32", "bf16", "xg"])
 @pytest.mark.parametrize("T,H,E,K,BE", [(1, 64, 4, 2, 32), (3, 2880, 32, 4, 32), (2, 96, 20, 4, 32),
                                         (2, 48, 7, 7, 32)])
-def test_moe_route(rng, out_bf16, T, H, E, K, BE):
+def test_moe_route(rng, form, T, H, E, K, BE):
     """RMSNorm, router product and top-k softmax in one program per token, against float64."""
     k = kernels().elementwise
     eps = float(rng.uniform(1e-6, 1e-4))
@@ -123,16 +131,17 @@ def test_moe_route(rng, out_bf16, T, H, E, K, BE):
     if E > 1:  # a tie at token 0: expert 1's row and bias equal expert 0's, so the lower id must come first
         rw[1] = rw[0]
         rb[1] = rb[0]
-    xn = torch.full((T, H), float("nan"), dtype=torch.bfloat16 if out_bf16 else torch.float32)
+    xn = torch.full((T, H), float("nan"), dtype=torch.float32 if form == "f32" else torch.bfloat16)
     ids = torch.full((T, K), -1, dtype=torch.int32)
     wts = torch.full((T, K), float("nan"))
     bk = 8192 // BE if H >= 8192 // BE else 16
-    k.moe_route[(T,)](torch.from_numpy(x), g, eps, rw, rb, xn, ids, wts, H, E, K, OUT_BF16=out_bf16, BLOCK_E=BE,
-                      BLOCK_K=bk)
+    k.moe_route[(T,)](torch.from_numpy(x), g, eps, rw, rb, xn, ids, wts, H, E, K, OUT_BF16=int(form != "f32"),
+                      BLOCK_E=BE, BLOCK_K=bk, XG=int(form == "xg"))
     x64 = x.astype(np.float64)
     ref_xn = x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + eps) * f64(g)
-    tol = 8e-3 if out_bf16 else 1e-5
-    np.testing.assert_allclose(f64(xn), ref_xn, rtol=tol, atol=tol * np.abs(ref_xn).max())
+    tol = 1e-5 if form == "f32" else 8e-3
+    got_xn = xg_decode(xn) if form == "xg" else f64(xn)
+    np.testing.assert_allclose(got_xn, ref_xn, rtol=tol, atol=tol * np.abs(ref_xn).max())
     logits = ref_xn @ f64(rw).T + f64(rb)
     for t in range(T):
         order = sorted(range(E), key=lambda e: (-logits[t, e], e))
@@ -148,12 +157,15 @@ def test_moe_route(rng, out_bf16, T, H, E, K, BE):
         np.testing.assert_allclose(wts[t].numpy(), ref, rtol=1e-4)
 
 
-def test_cast_bf16(rng):
+@pytest.mark.parametrize("xg", [0, 1])
+def test_cast_bf16(rng, xg):
     k = kernels().elementwise
-    n = 2 * 1024 + 13
+    n = 2 * 1024 + (24 if xg else 13)   # the xg form permutes within groups of 8
     x = torch.from_numpy((rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, size=n)).astype(np.float32))
     y = torch.full((n,), float("nan"), dtype=torch.bfloat16)
-    k.cast_bf16[((n + 1023) // 1024,)](x, y, n, BLOCK=1024)
+    k.cast_bf16[((n + 1023) // 1024,)](x, y, n, BLOCK=1024, XG=xg)
+    if xg:   # 2^64 x in the xg order: undo both, then the same check
+        y = torch.from_numpy(xg_decode(y).astype(np.float32)).to(torch.bfloat16)
     # The GPU rounds to nearest even (as torch does); Triton's interpreter truncates: either way
     # the result is one of the two bf16 neighbours of x.
     bits = x.numpy().view(np.uint32)

@@ -431,3 +431,75 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
         err = np.abs(got - (launch + 1) * out_ref)
         assert (err <= (launch + 1) * (2.0 ** -15 * scale2 + 1e-6 * np.abs(out_ref)) + 1e-5 * np.abs(x64)).all(), \
             np.max(err / (2.0 ** -15 * scale2))
+
+
+# triton_kernels/moe_gemm_mma.py: the grouped expert products of decode batches on the tensor cores, on moe_sort_m16's
+# tiles, reading and writing the xg form. Under the interpreter the PTX loop is replaced by the same sums in plain
+# Triton, so these tests check the token gathering, the lanes' rows and tokens, the epilogues (swiglu on each lane's
+# gate/up pair, the xg writes, the fp32 rows) and the tiles past the end; the loop itself runs in the GPU op harness.
+
+def xg_encode(x: np.ndarray) -> torch.Tensor:
+    """float rows -> the xg form: bf16 of 2^64 x, each group of 8 in the order 0 4 1 5 2 6 3 7."""
+    k = np.arange(x.shape[-1])
+    j = k % 8
+    out = np.empty_like(x, dtype=np.float64)
+    out[..., k - j + 2 * (j % 4) + j // 4] = x * 2.0 ** 64
+    return bf16(out)
+
+
+def xg_decode(y: torch.Tensor) -> np.ndarray:
+    v = f64(y)
+    k = np.arange(v.shape[-1])
+    j = k % 8
+    return v[..., k - j + 2 * (j % 4) + j // 4] / 2.0 ** 64
+
+
+GEMM_MMA_SHAPES = [  # T, H, I, E, K_TOP, routing
+    (3, 96, 64, 5, 4, "skewed"),      # K of 3 and 2 blocks: one unit, partly past K; an expert without tokens
+    (70, 64, 96, 4, 2, "one"),        # experts 0 and 1 with 70 tokens each: tiles of 16 and one of 6
+    (9, 160, 32, 3, 1, "one"),        # one expert, 9 tokens (the second group of 8 holds one)
+    (24, 160, 96, 16, 4, "random"),   # tiles of 1 to 16 tokens; mlp2 rows in 10 tiles of 16 (the last program's
+]                                     # warps past the end repeat the last tile)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")
+@pytest.mark.parametrize("T,H,I,E,K_TOP,mode", GEMM_MMA_SHAPES)
+def test_moe_gemm_mma(rng, T, H, I, E, K_TOP, mode):
+    mm = kernels().moe_gemm_mma
+    vs = {v.name: v for v in mm.VARIANTS}
+    ids, wts = routing(rng, T, E, K_TOP, mode)
+    flat = ids.reshape(-1)
+    P = flat.size
+    x = rng.standard_normal((T, H)) * rng.uniform(0.5, 2)
+    xg = xg_encode(x)
+    xb = xg_decode(xg)                                  # x as the kernels read it (bf16)
+    b1, s1, bias1 = random_expert_weights(rng, E, 2 * I, H)
+    b2, s2, bias2 = random_expert_weights(rng, E, H, I)
+    W1 = decode_mxfp4(b1.numpy(), s1.numpy())
+    W2 = decode_mxfp4(b2.numpy(), s2.numpy())
+
+    order, pos, tiles, max_tiles, bm = run_sort(flat, E, "m16")
+    assert bm == 16
+    order_t = torch.from_numpy(order)
+    num = torch.tensor([len(tiles)], dtype=torch.int32)
+    tiles_full = torch.full((max_tiles * 3,), 1 << 30, dtype=torch.int32)   # garbage past num_tiles
+    tiles_full[:tiles.size] = torch.from_numpy(np.ascontiguousarray(tiles.reshape(-1)))
+
+    c1 = vs["moe_mlp1_gemm_mma"].constexprs
+    actg = torch.full((P, I), float("nan"), dtype=torch.bfloat16)
+    mm.moe_mlp1_gemm_mma[(max_tiles, -(-2 * I // 16 // c1["W"]))](
+        xg, order_t, tiles_full, num, b1, s1, bias1, actg, H, I, K_TOP, LIMIT, ALPHA, **c1)
+    pre = np.stack([W1[flat[p]] @ xb[p // K_TOP] + f64(bias1)[flat[p]] for p in order])
+    ref_act = swiglu(pre)
+    got_act = xg_decode(actg)
+    assert not np.isnan(got_act).any()
+    np.testing.assert_allclose(got_act, ref_act, rtol=1e-2, atol=1e-2 * np.abs(ref_act).max())
+
+    c2 = vs["moe_mlp2_gemm_mma"].constexprs
+    y2 = torch.full((P, H), float("nan"))
+    mm.moe_mlp2_gemm_mma[(max_tiles, -(-H // 16 // c2["W"]))](
+        actg, tiles_full, num, b2, s2, bias2, y2, H, I, **c2)
+    ref_y2 = np.stack([W2[flat[p]] @ got_act[g] + f64(bias2)[flat[p]] for g, p in enumerate(order)])
+    got_y2 = y2.numpy().astype(np.float64)
+    assert not np.isnan(got_y2).any()
+    np.testing.assert_allclose(got_y2, ref_y2, rtol=1e-5, atol=1e-5 * np.abs(ref_y2).max())

@@ -39,6 +39,7 @@ class Variant:
     constexprs: Dict[str, Any]     # compile-time values
     num_warps: int = 4
     num_stages: int = 2
+    maxnreg: Any = None            # registers per thread at most (ptxas .maxnreg), None: ptxas chooses
     div16: Tuple[str, ...] = ()    # integer arguments hinted divisible by 16
     archs: Tuple[int, ...] = ARCHS
     # A hand-written PTX file of this folder instead of a Triton kernel (kernel is None): for what Triton cannot
@@ -75,8 +76,10 @@ def compile_variant(v: Variant, arch: int):
     global PDL
     PDL = tl.constexpr(arch >= 90)  # griddepcontrol needs sm_90; read by pdl_begin when this compile traces it
     src = ASTSource(fn=v.kernel, signature=v.full_signature(), constexprs=dict(v.constexprs), attrs=v.attrs())
-    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": v.num_warps, "num_stages": v.num_stages, "launch_pdl": bool(PDL)})
+    options = {"num_warps": v.num_warps, "num_stages": v.num_stages, "launch_pdl": bool(PDL)}
+    if v.maxnreg is not None:
+        options["maxnreg"] = v.maxnreg
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     if bool(PDL) != ("griddepcontrol.wait" in ck.asm["ptx"]):
         raise RuntimeError(f"{v.name} (sm_{arch}): programmatic dependent launch {'on' if PDL else 'off'} but the "
                            "kernel does not match (every kernel must start with pdl_begin())")
@@ -141,7 +144,7 @@ def pdl_begin():
 
 # The kernel modules of this folder (imported by name: build.py and the tests put
 # this folder first on sys.path; it is a source folder, never an installed package).
-MODULES = ("elementwise", "linear", "moe", "moe_mma", "attention", "sampling", "loop")
+MODULES = ("elementwise", "linear", "moe", "moe_mma", "moe_gemm_mma", "attention", "sampling", "loop")
 
 
 def all_variants() -> Sequence[Variant]:

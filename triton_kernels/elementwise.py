@@ -23,11 +23,16 @@ Contracts (shapes row-major; T tokens of the step, H hidden size):
   moe_route(x[T,H] fp32, norm_w[H] bf16, eps, router_w[E,H] bf16, router_b[E] bf16, xn[T,H],
             ids[T,K] i32, weights[T,K] fp32, H, E, K)             grid (T,)
       the MoE block's start for one token per program: xn[t] = rmsnorm(x[t]) * norm_w
-      (fp32, or bf16 when OUT_BF16: the grouped expert products' input), router
-      logits = router_w xn[t] + router_b in fp32 (xn unrounded), then
-      topk_softmax's rule on them. E <= BLOCK_E.
+      (fp32, or bf16 when OUT_BF16: the grouped expert products' input; in the xg
+      form when XG), router logits = router_w xn[t] + router_b in fp32 (xn
+      unrounded), then topk_softmax's rule on them. E <= BLOCK_E.
   cast_bf16(x[n] fp32, y[n] bf16, n)                          grid (cdiv(n, BLOCK),)
-      y = bf16(x), round to nearest even (activations for the tensor-core products)
+      y = bf16(x), round to nearest even (activations for the tensor-core products);
+      in the xg form when XG (n and the rows a multiple of 8).
+The xg form (the input of moe_gemm_mma.py's grouped expert products): bf16 of
+2^64 x (exact: a power of two), and within each group of 8 elements the order
+0 4 1 5 2 6 3 7 (element k at xg_offset(k)), so that one 16-byte load gives a
+lane its mma operand pairs.
   read_sum(x[n] i64, n, out[grid] i64)                        grid (cdiv(n, BLOCK * ITERS),)
       a sum of every element (the read-bandwidth probe; values are not used).
 """
@@ -38,6 +43,15 @@ import triton
 import triton.language as tl
 
 from aot import Variant, pdl_begin
+
+XG_PRESCALE = tl.constexpr(18446744073709551616.0)  # 2^64
+
+
+@triton.jit
+def xg_offset(k):
+    """Position of element k of a row in the xg form (its group of 8 in the order 0 4 1 5 2 6 3 7)."""
+    j = k % 8
+    return k - j + 2 * (j % 4) + j // 4
 
 
 @triton.jit
@@ -159,7 +173,7 @@ def topk_softmax(logits_ptr, ids_ptr, weights_ptr, T, E, K, BLOCK_E: tl.constexp
 
 @triton.jit
 def moe_route(x_ptr, norm_w_ptr, eps, rw_ptr, rb_ptr, xn_ptr, ids_ptr, weights_ptr, H, E, K,
-              OUT_BF16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr):
+              OUT_BF16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, XG: tl.constexpr = 0):
     pdl_begin()
     t = tl.program_id(0).to(tl.int64)
     kk = tl.arange(0, BLOCK_K)
@@ -176,7 +190,9 @@ def moe_route(x_ptr, norm_w_ptr, eps, rw_ptr, rb_ptr, xn_ptr, ids_ptr, weights_p
         m = offs < H
         v = tl.load(x_ptr + t * H + offs, mask=m, other=0.0)
         y = tl.load(norm_w_ptr + offs, mask=m, other=0.0).to(tl.float32) * (v * inv)
-        if OUT_BF16:
+        if XG:
+            tl.store(xn_ptr + t * H + xg_offset(offs), (y * XG_PRESCALE).to(tl.bfloat16), mask=m)
+        elif OUT_BF16:
             tl.store(xn_ptr + t * H + offs, y.to(tl.bfloat16), mask=m)
         else:
             tl.store(xn_ptr + t * H + offs, y, mask=m)
@@ -202,11 +218,14 @@ def moe_route(x_ptr, norm_w_ptr, eps, rw_ptr, rb_ptr, xn_ptr, ids_ptr, weights_p
 
 
 @triton.jit
-def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+def cast_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr, XG: tl.constexpr = 0):
     pdl_begin()
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < n, other=0.0)
-    tl.store(y_ptr + offs, x.to(tl.bfloat16), mask=offs < n)
+    if XG:
+        tl.store(y_ptr + xg_offset(offs), (x * XG_PRESCALE).to(tl.bfloat16), mask=offs < n)
+    else:
+        tl.store(y_ptr + offs, x.to(tl.bfloat16), mask=offs < n)
 
 
 @triton.jit
@@ -251,16 +270,18 @@ VARIANTS = [
     # BLOCK_E >= E; BLOCK_K keeps the logits' partial sums at 8192 lanes (32 registers a thread). Only up to 32
     # experts: every program reads the whole router, which for 128 experts (737 KB) was slower than the router
     # gemm it replaces (bench/gpu/NOTES.md run 25).
-    Variant(name=f"moe_route_e{be}_{'bf16' if bf16 else 'f32'}", kernel=moe_route,
+    Variant(name=f"moe_route_e{be}_{form}", kernel=moe_route,
             signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "rw_ptr": "*bf16", "rb_ptr": "*bf16",
-                       "xn_ptr": "*bf16" if bf16 else "*fp32", "ids_ptr": "*i32", "weights_ptr": "*fp32", "H": "i32",
-                       "E": "i32", "K": "i32"},
-            constexprs={"OUT_BF16": bf16, "BLOCK_E": be, "BLOCK_K": 8192 // be}, num_warps=8, num_stages=2,
-            div16=("H",))
-    for be in (32,) for bf16 in (0, 1)
+                       "xn_ptr": "*fp32" if form == "f32" else "*bf16", "ids_ptr": "*i32", "weights_ptr": "*fp32",
+                       "H": "i32", "E": "i32", "K": "i32"},
+            constexprs={"OUT_BF16": int(form != "f32"), "BLOCK_E": be, "BLOCK_K": 8192 // be, "XG": int(form == "xg")},
+            num_warps=8, num_stages=2, div16=("H",))
+    for be in (32,) for form in ("f32", "bf16", "xg")
 ] + [
-    Variant(name="cast_bf16", kernel=cast_bf16, signature={"x_ptr": "*fp32", "y_ptr": "*bf16", "n": "i64"},
-            constexprs={"BLOCK": 1024}, num_warps=4, num_stages=1),
+    Variant(name=f"cast_{form}", kernel=cast_bf16, signature={"x_ptr": "*fp32", "y_ptr": "*bf16", "n": "i64"},
+            constexprs={"BLOCK": 1024, "XG": int(form == "xg")}, num_warps=4, num_stages=1)
+    for form in ("bf16", "xg")
+] + [
     Variant(name="read_sum", kernel=read_sum, signature={"x_ptr": "*i64", "n": "i64", "out_ptr": "*i64"},
             constexprs={"BLOCK": 1024, "ITERS": 8}, num_warps=8, num_stages=1),
 ]

@@ -378,7 +378,8 @@ VARIANTS = [
     # 297 us with 64-row tiles for 64 tokens), _m128 for prefill chunks (each expert's weights read half as often:
     # 562 us against 670 us for 1024 tokens). The sort and the two products of one family share BLOCK_M. The _m16
     # tile is 64 weight rows wide: twice the programs of 128 (bench/gpu/kernel_lab.py --only m16, H200, 20b shapes,
-    # mlp1 / mlp2: 195 / 111 us against 212 / 121 at 64 tokens, 121 / 73 against 147 / 97 at 8).
+    # mlp1 / mlp2: 195 / 111 us against 212 / 121 at 64 tokens, 121 / 73 against 147 / 97 at 8). The runtime takes
+    # moe_gemm_mma.py's tensor-core products on the _m16 tiles instead where it can (GON_CUDA_GEMM_MMA=0: these).
     v
     for bm, bn, bk, warps, stages in ((16, 64, 128, 4, 4), (128, 128, 64, 8, 3))
     for v in (

@@ -5,7 +5,7 @@ alternatives, timed on gpt-oss-20b decode shapes with triton.testing.do_bench
 (GB/s of weights). Not part of the build: a lab whose winners move into
 triton_kernels/.
 
-    python bench/gpu/kernel_lab.py [--only dense|moe|gemm|moe_gemm|m16]
+    python bench/gpu/kernel_lab.py [--only dense|moe|gemm|moe_gemm|m16|gmma] [--gmma-tiles W,STAGES ...]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import triton.language as tl
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "triton_kernels"))
 import linear  # noqa: E402
 import moe  # noqa: E402
+import moe_gemm_mma  # noqa: E402
 
 dev = "cuda"
 torch.manual_seed(0)
@@ -334,13 +335,113 @@ def m16_lab():
     return rows
 
 
+def xg_form(x):
+    """fp32/bf16 rows -> the xg form (elementwise.py): bf16 of 2^64 x, groups of 8 in the order 0 4 1 5 2 6 3 7."""
+    T, K = x.shape
+    return (x.float() * 2.0 ** 64).to(torch.bfloat16).reshape(T, K // 8, 2, 4).transpose(2, 3).reshape(T, K)
+
+
+def xg_values(y):
+    T, K = y.shape
+    return y.float().reshape(T, K // 8, 4, 2).transpose(2, 3).reshape(T, K) * 2.0 ** -64
+
+
+GMMA_TILES = [(4, 4), (2, 4), (4, 3), (8, 2), (4, 6), (2, 8), (1, 8)]
+
+
+def gmma_lab(tiles=None):
+    """The grouped expert products of decode batches on the tensor cores (moe_gemm_mma.py) under (W, STAGES)
+    choices, against the compiled tl.dot_scaled 16-row tiles (moe.py) in the same process: 20b shapes, random
+    routing at 8, 32 and 64 tokens, every token on the same 4 experts at 64 (tiles of 16). Column: GB/s of the
+    weights of the experts in use, times the tiles that read them."""
+    rows = []
+    E, H, I, KT = 32, 2880, 2880, 4
+    q1, s1, w1 = mxfp4_weights(E, 2 * I, H)
+    q2, s2, w2 = mxfp4_weights(E, H, I)
+    b1 = (torch.randn(E, 2 * I, device=dev) * 0.02).to(torch.bfloat16)
+    b2 = (torch.randn(E, H, device=dev) * 0.02).to(torch.bfloat16)
+    for T, mode in ((64, "random"), (32, "random"), (8, "random"), (64, "one")):
+        P = T * KT
+        xn = torch.randn(T, H, device=dev).to(torch.bfloat16)
+        xg = xg_form(xn)
+        g = torch.Generator(device=dev).manual_seed(T)
+        if mode == "one":
+            ids = torch.arange(KT, device=dev, dtype=torch.int32).repeat(T)
+        else:
+            ids = torch.stack([torch.randperm(E, device=dev, generator=g)[:KT] for _ in range(T)]).to(torch.int32)
+            ids = ids.reshape(-1)
+        max_tiles, order, pos, tiles_t, nt = sorted_pairs(ids, P, E, 16)
+        ntiles = int(nt.item())
+        b1_bytes = ntiles * 2 * I * H * 17 // 32
+        b2_bytes = ntiles * H * I * 17 // 32
+        tok = order.long() // KT
+        e = ids[order.long()].long()
+        ref1 = mlp1_ref(xn, w1, b1, tok, e)
+        label = f"T={T} {mode} ({ntiles} tiles)"
+        act = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
+        y2 = torch.empty(P, H, device=dev)
+
+        def base1():
+            moe.moe_mlp1_gemm[(max_tiles, triton.cdiv(2 * I, 64))](
+                xn, order, tiles_t, nt, q1, s1, b1, act, H, I, KT, 7.0, 1.702, BLOCK_M=16, BLOCK_N=64,
+                BLOCK_K=128, num_warps=4, num_stages=4)
+
+        def base2():
+            moe.moe_mlp2_gemm[(max_tiles, triton.cdiv(H, 64))](
+                act, tiles_t, nt, q2, s2, b2, y2, H, I, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4,
+                num_stages=4)
+        base1()
+        ok = torch.allclose(act.float(), ref1, rtol=3e-2, atol=3e-2)
+        us, gbs = bench(base1, b1_bytes)
+        rows.append((f"mlp1 {label}", "moe_mlp1_gemm_m16 (compiled tile)", ok, us, gbs))
+        base2()
+        ref2 = torch.einsum("pk,pnk->pn", act.float(), w2[e]) + b2[e].float()
+        ok = torch.allclose(y2, ref2, rtol=3e-2, atol=3e-2 * ref2.abs().max().item())
+        us, gbs = bench(base2, b2_bytes)
+        rows.append((f"mlp2 {label}", "moe_mlp2_gemm_m16 (compiled tile)", ok, us, gbs))
+        for tile in tiles or GMMA_TILES:
+            w, st = tile[:2]
+            extra = {"maxnreg": tile[2]} if len(tile) > 2 else {}
+            actg = torch.empty(P, I, device=dev, dtype=torch.bfloat16)
+
+            def run1():
+                moe_gemm_mma.moe_mlp1_gemm_mma[(max_tiles, triton.cdiv(2 * I // 16, w))](
+                    xg, order, tiles_t, nt, q1, s1, b1, actg, H, I, KT, 7.0, 1.702, W=w, STAGES=st, num_warps=w,
+                    num_stages=1, **extra)
+
+            def run2():
+                moe_gemm_mma.moe_mlp2_gemm_mma[(max_tiles, triton.cdiv(H // 16, w))](
+                    actg, tiles_t, nt, q2, s2, b2, y2, H, I, W=w, STAGES=st, num_warps=w, num_stages=1, **extra)
+            name = f"gemm_mma W{w} S{st}" + (f" R{tile[2]}" if extra else "")
+            try:
+                run1()
+                got = xg_values(actg)
+                err1 = ((got - ref1).abs().max() / ref1.abs().max()).item()
+                ok = err1 < 2e-2
+                us, gbs = bench(run1, b1_bytes)
+                rows.append((f"mlp1 {label}", f"{name} err {err1:.1e}", ok, us, gbs))
+                run2()
+                ref2 = torch.einsum("pk,pnk->pn", got, w2[e]) + b2[e].float()
+                err2 = ((y2 - ref2).abs().max() / ref2.abs().max()).item()
+                ok = err2 < 1e-4
+                us, gbs = bench(run2, b2_bytes)
+                rows.append((f"mlp2 {label}", f"{name} err {err2:.1e}", ok, us, gbs))
+            except Exception as exc:
+                rows.append((label, f"{name}: {type(exc).__name__}: {str(exc)[:160]}", False, 0.0, 0.0))
+    return rows
+
+
 if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["dense", "moe", "gemm", "moe_gemm", "m16"], default=None)
-    only = ap.parse_args().only
-    labs = {"dense": dense_lab, "moe": moe_lab, "gemm": gemm_lab, "moe_gemm": moe_gemm_lab, "m16": m16_lab}
+    ap.add_argument("--only", choices=["dense", "moe", "gemm", "moe_gemm", "m16", "gmma"], default=None)
+    ap.add_argument("--gmma-tiles", nargs="*", default=None, help="W,STAGES[,MAXNREG] for the gmma lab")
+    args = ap.parse_args()
+    only = args.only
+    gt = [tuple(int(v) for v in t.split(",")) for t in args.gmma_tiles] if args.gmma_tiles else None
+    labs = {"dense": dense_lab, "moe": moe_lab, "gemm": gemm_lab, "moe_gemm": moe_gemm_lab, "m16": m16_lab,
+            "gmma": lambda: gmma_lab(gt)}
     print(torch.cuda.get_device_name())
     for name, lab in labs.items():
         if only is not None and name != only:

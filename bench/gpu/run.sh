@@ -3,13 +3,15 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench120b|profile|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
 #            tests (tests/test_cuda.py), and compute-sanitizer on a short run.
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
+# bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences.
+# lab-gmma:  bench/gpu/kernel_lab.py --only gmma (GMMA_TILES="W,STAGES[,MAXNREG] ..." for other tiles).
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
 #            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
 #            only with GON_CUDA_MMA_MOE=0, as in AB_ENVS="GON_CUDA_MMA_MOE=0,GON_CUDA_ROUTED=0"; AB_ENVS lists others: words of
@@ -139,6 +141,13 @@ switch_ab() {  # decode step time of the 20b preset with each switch of the step
   done
 }
 
+lab_gmma() {  # the grouped tensor-core expert products (moe_gemm_mma.py) against moe.py's 16-row tiles
+  install || return 1
+  log "kernel_lab gmma"
+  timeout 240 $PY bench/gpu/kernel_lab.py --only gmma ${GMMA_TILES:+--gmma-tiles $GMMA_TILES} > "$OUT/lab-gmma.txt" 2>&1
+  tee -a "$OUT/summary.txt" < "$OUT/lab-gmma.txt"
+}
+
 prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens, one run
   local model=/dev/shm/gon-20b
   install || return 1
@@ -155,12 +164,15 @@ case "$WHAT" in
   check) check; sanitize ;;
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
   bench120b) bench 120b 1024 1,8,64 ;;
+  bench20b-short) bench 20b 1024 1,8,64 ;;
   profile) profile ;;
   prefill-chunks) prefill_chunks ;;
   check+profile) check; sanitize; profile ;;
   check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
   check+ab) check; sanitize; switch_ab ;;
   ab) switch_ab ;;
+  lab-gmma) lab_gmma ;;
+  lab-gmma+check) lab_gmma; check; sanitize ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
   *) echo "unknown: $WHAT"; exit 2 ;;
 esac

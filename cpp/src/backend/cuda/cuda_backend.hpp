@@ -135,9 +135,13 @@ class CudaExecutor final : public ComposedExecutor {
   // attention() with the output in fp32 or bf16 ([count, heads * head_dim]).
   void attention_to(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                     const uint16_t* sinks, const KVCacheLayer& cache, int window, void* out, bool out_bf16);
-  // moe() whose grouped products take xb (== scratch xb, bf16 [count, H]) when the caller wrote it, else cast x.
+  // moe() whose grouped products take xb (== scratch xb, bf16 [count, H]; in the xg form where uses_gemm_mma)
+  // when the caller wrote it, else cast x.
   void moe_experts(const float* x, const uint16_t* xb, int count, const int32_t* ids, const float* weights, int k,
                    const LayerWeights& layer, float* y);
+  // Whether moe_experts takes the tensor-core grouped products (moe_gemm_mma.py, input in the xg form) for a
+  // tile family.
+  bool uses_gemm_mma(const std::string& family) const;
   void attention_decode(const float* qkv, const int32_t* positions, const int32_t* seqs, int count,
                         const uint16_t* sinks, const KVCacheLayer& cache, int window, float* out, bool out_bf16);
   void build_attention_tiles(int count);

@@ -27,7 +27,8 @@ constexpr int kMaxSmallGemmTokens = 32; // up to this many bf16 rows use the 16x
 constexpr int kMaxMidGemmTokens = 64;   // up to this many bf16 rows the products with bias use linear_gemm_m
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
-constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x
+constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x (and the
+                                  // scale bytes of a warp's rows in moe_gemm_mma.py)
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 // The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
@@ -53,7 +54,9 @@ constexpr int kDefaultLoopSteps = 16;
 // tokens: RMSNorm, router and top-k in one launch; above 8 tokens the attention
 // writes the bf16 input of the out projection itself), GON_CUDA_MMA_MOE (the
 // one-token MoE block's expert products on the tensor cores, moe_mma.py; off:
-// the fp32 routed kernels).
+// the fp32 routed kernels), GON_CUDA_GEMM_MMA (the grouped expert products of
+// decode batches on the tensor cores, moe_gemm_mma.py; off: moe.py's tl.dot_scaled
+// tiles).
 bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -72,6 +75,10 @@ bool split_moe() {
 }
 bool mma_moe() {
   static const bool on = switch_on("GON_CUDA_MMA_MOE");
+  return on;
+}
+bool gemm_mma() {
+  static const bool on = switch_on("GON_CUDA_GEMM_MMA");
   return on;
 }
 bool fused_rope() {
@@ -124,6 +131,12 @@ const char* forced_moe_family() {
     return nullptr;
   }();
   return f;
+}
+
+// The grouped expert kernels' tile family for P token-expert pairs: 16-row tiles for decode batches (few tokens
+// per expert), 128-row tiles for prefill chunks.
+std::string moe_family(int P) {
+  return forced_moe_family() ? forced_moe_family() : P <= 512 ? "_m16" : "_m128";
 }
 
 // GON_CUDA_GEMV_ROWS=N (1..8) sends products of up to N rows to the fp32 gemv
@@ -842,30 +855,48 @@ void CudaExecutor::moe_experts(const float* x, const uint16_t* xb, int count, co
     return;
   }
   const int P = count * k;
-  // Tile family: 16-row tiles for decode batches (few tokens per expert), 128-row tiles for prefill chunks.
-  const std::string family = forced_moe_family() ? forced_moe_family() : P <= 512 ? "_m16" : "_m128";
+  const std::string family = moe_family(P);
+  const bool mma = uses_gemm_mma(family);
   const Kernel& sort = k_.get("moe_sort" + family);
-  const Kernel& m1 = k_.get("moe_mlp1_gemm" + family);
-  const Kernel& m2 = k_.get("moe_mlp2_gemm" + family);
+  const Kernel& m1 = k_.get(mma ? std::string("moe_mlp1_gemm_mma") : "moe_mlp1_gemm" + family);
+  const Kernel& m2 = k_.get(mma ? std::string("moe_mlp2_gemm_mma") : "moe_mlp2_gemm" + family);
   const Kernel& comb = k_.get("moe_combine");
   sort.launch(stream_, {1, 1, 1}, {ids, P, E, s.pair_order, s.pair_pos, s.moe_tiles, s.moe_num_tiles});
-  // The experts read bf16 activations (tensor cores): s.xb, filled here unless the caller did.
+  // The experts read bf16 activations (tensor cores; the xg form for moe_gemm_mma.py): s.xb, filled here unless
+  // the caller did.
   if (xb != s.xb) {
-    const Kernel& cast = k_.get("cast_bf16");
+    const Kernel& cast = k_.get(mma ? "cast_xg" : "cast_bf16");
     const int64_t n = static_cast<int64_t>(count) * H, cb = cast.constexpr_value("BLOCK");
     cast.launch(stream_, {static_cast<unsigned>((n + cb - 1) / cb), 1, 1}, {x, s.xb, n});
   }
-  const int max_tiles = (P + static_cast<int>(m1.constexpr_value("BLOCK_M")) - 1) /
-                            static_cast<int>(m1.constexpr_value("BLOCK_M")) + E;
-  const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
-  m1.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
-            {s.xb, s.pair_order, s.moe_tiles, s.moe_num_tiles, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act_b, H,
-             I, k, c.swiglu_limit, c.swiglu_alpha});
-  m2.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
-            {s.act_b, s.moe_tiles, s.moe_num_tiles, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, s.y2, H, I});
+  const int bm = static_cast<int>(sort.constexpr_value("BLOCK_M"));
+  const int max_tiles = (P + bm - 1) / bm + E;
+  if (mma) {
+    // W warps of 16 weight rows per program
+    const int64_t w1 = m1.constexpr_value("W"), w2 = m2.constexpr_value("W");
+    m1.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((2 * I / 16 + w1 - 1) / w1), 1},
+              {s.xb, s.pair_order, s.moe_tiles, s.moe_num_tiles, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act_b,
+               H, I, k, c.swiglu_limit, c.swiglu_alpha});
+    m2.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((H / 16 + w2 - 1) / w2), 1},
+              {s.act_b, s.moe_tiles, s.moe_num_tiles, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, s.y2, H, I});
+  } else {
+    const int64_t bn1 = m1.constexpr_value("BLOCK_N"), bn2 = m2.constexpr_value("BLOCK_N");
+    m1.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((2 * I + bn1 - 1) / bn1), 1},
+              {s.xb, s.pair_order, s.moe_tiles, s.moe_num_tiles, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, s.act_b,
+               H, I, k, c.swiglu_limit, c.swiglu_alpha});
+    m2.launch(stream_, {static_cast<unsigned>(max_tiles), static_cast<unsigned>((H + bn2 - 1) / bn2), 1},
+              {s.act_b, s.moe_tiles, s.moe_num_tiles, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, s.y2, H, I});
+  }
   const int64_t bh = comb.constexpr_value("BLOCK_H");
   comb.launch(stream_, {static_cast<unsigned>(count), static_cast<unsigned>((H + bh - 1) / bh), 1},
               {s.y2, s.pair_pos, weights, y, count, H, k});
+}
+
+bool CudaExecutor::uses_gemm_mma(const std::string& family) const {
+  const ModelConfig& c = config_;
+  return family == "_m16" && gemm_mma() && c.hidden_size <= kMaxMmaK && c.intermediate_size <= kMaxMmaK &&
+         k_.has("moe_mlp1_gemm_mma") && k_.has("moe_mlp2_gemm_mma") && k_.has("cast_xg") &&
+         k_.has("moe_route_e32_xg");
 }
 
 void CudaExecutor::unembed(const float* x, int rows, float* logits) {
@@ -1015,7 +1046,8 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     return;
   }
   const bool grouped = T > kMaxMoeGemvTokens;
-  const std::string route = std::string("moe_route_e32") + (grouped ? "_bf16" : "_f32");
+  const std::string route = std::string("moe_route_e32") +
+                            (!grouped ? "_f32" : uses_gemm_mma(moe_family(T * k)) ? "_xg" : "_bf16");
   if (T <= kMaxGraphTokens && be == 32 && L.router.bias && fused_route() && k_.has(route)) {
     // Decode batches: the RMSNorm, the router product (fp32) and its top-k in one launch per step, writing the
     // experts' input in the form they read (bf16 for the grouped products). Up to 32 experts: each program reads
