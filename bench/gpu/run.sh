@@ -3,14 +3,14 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
 #            tests (tests/test_cuda.py), and compute-sanitizer on a short run.
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
-# bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences.
+# bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences (bench20b-1: batch 1 only).
 # lab-gmma:  bench/gpu/kernel_lab.py --only gmma (GMMA_TILES="W,STAGES[,MAXNREG] ..." for other tiles).
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
 #            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
@@ -165,6 +165,7 @@ case "$WHAT" in
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
   bench120b) bench 120b 1024 1,8,64 ;;
   bench20b-short) bench 20b 1024 1,8,64 ;;
+  bench20b-1) bench 20b 1024 1 ;;
   profile) profile ;;
   prefill-chunks) prefill_chunks ;;
   check+profile) check; sanitize; profile ;;

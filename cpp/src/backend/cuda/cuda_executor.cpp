@@ -256,8 +256,17 @@ constexpr int kScratchParts = 20;
 // split) programs to fill the GPU, few enough that each reads a useful run of
 // keys (about 4 for a 128-key window, 16 from 512 keys, 32 from 2k), fewer as
 // more tokens share the step.
+// GON_CUDA_DECODE_SPLITS=N (1..64, a power of two) sets the splits of every cache size instead.
+int forced_decode_splits() {
+  static const int n = [] {
+    const char* v = std::getenv("GON_CUDA_DECODE_SPLITS");
+    const int r = v ? std::atoi(v) : 0;
+    return r >= 1 && r <= 64 && (r & (r - 1)) == 0 ? r : 0;
+  }();
+  return n;
+}
 int decode_splits(int tokens, int keys) {
-  int s = keys <= 256 ? 4 : keys < 2048 ? 16 : 32;
+  int s = forced_decode_splits() ? forced_decode_splits() : keys <= 256 ? 4 : keys < 2048 ? 16 : 32;
   return std::max(1, std::min(s, kMaxPartials / 2 / std::max(1, bucket(tokens))));
 }
 
