@@ -14,12 +14,12 @@ Contracts (K is a multiple of 32 for every model the runtime loads):
       Prefill and larger batches: x bf16 [M, K] (row stride ldx), tensor cores
       with fp32 accumulation; y fp32 (ACCUMULATE: +=) or bf16 (OUT_BF16) with
       row stride ldy; HAS_BIAS.
-  qkv_rope_gemv(x, norm_w, w, b, qkv, M, N, K, eps, positions, seqs, inv_freq, k_cache, v_cache, count,
+  qkv_rope_gemv(x, norm_w, w, b, qkv, M, N, K, eps, positions, seqs, inv_freq, k_cache, v_cache,
                 seq_stride, capacity, rope_scaling, NQ, NKV, HD)   grid (cdiv(N, BLOCK_N),)
-      linear_gemv with NORM and HAS_BIAS into qkv [M, N] (N = (NQ + 2 NKV) HD rows: q, k, v heads), then
-      elementwise.rope_kv_store's work for each head of the M rows (k and v heads into the cache), done by the
-      last of the head's HD / BLOCK_N programs to finish (count int32 [NQ + 2 NKV], zero between launches; an
-      acq_rel counter per head, put back to 0 by that program). Needs HD % BLOCK_N == 0, M <= M_PAD.
+      linear_gemv with NORM and HAS_BIAS into qkv [M, N] (N = (NQ + 2 NKV) HD rows: q, k, v heads), with
+      elementwise.rope_kv_store's work for each head of the M rows (k and v heads into the cache): each
+      program's rows are BLOCK_N / 2 rope pairs (x[i], x[i + HD / 2]) of one head, which it rotates and stores
+      itself. Needs HD % BLOCK_N == 0 (BLOCK_N even), M <= M_PAD.
   linear_gemm_s_x32(x, w, b, y, M, N, K, ldx, ldy)            grid (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))
       Small decode batches (3 to 8 rows): x fp32, split into bf16 hi + lo parts
       (x - hi rounded to bf16) that both go through the tensor cores: 16
@@ -58,7 +58,7 @@ import triton
 import triton.language as tl
 
 from aot import Variant, pdl_begin
-from elementwise import kv_offset, kv_store, rope_rotate
+from elementwise import kv_store
 
 
 @triton.jit
@@ -107,49 +107,61 @@ def linear_gemv(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, y_ptr, M, N, K, ldy, 
 
 @triton.jit
 def qkv_rope_gemv(x_ptr, norm_w_ptr, w_ptr, b_ptr, qkv_ptr, M, N, K, eps, positions_ptr, seqs_ptr, inv_freq_ptr,
-                  k_ptr, v_ptr, count_ptr, seq_stride, capacity, rope_scaling, NQ, NKV, HD, M_PAD: tl.constexpr,
+                  k_ptr, v_ptr, seq_stride, capacity, rope_scaling, NQ, NKV, HD, M_PAD: tl.constexpr,
                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr, X_AHEAD: tl.constexpr,
-                  KV_BF16: tl.constexpr, BLOCK_HALF: tl.constexpr):
+                  KV_BF16: tl.constexpr):
     pdl_begin()
+    # Each program's rows are rope pairs (x[i], x[i + HD / 2]) of one head, so that it rotates and stores them
+    # itself: rope_kv_store's work for those elements of every row.
+    HALF = HD // 2
+    P: tl.constexpr = BLOCK_N // 2
     out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps,
-                                                          M_PAD, 1, 0, 1, BLOCK_N, BLOCK_K, STAGES, X_AHEAD)
-    tl.store(qkv_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], out,
-             mask=m_mask[:, None] & n_mask[None, :])
-    # The last of a head's HD / BLOCK_N programs to finish applies rope_kv_store to the head for every row.
-    tl.debug_barrier()
-    head = tl.program_id(0) * BLOCK_N // HD
-    done = tl.atomic_add(count_ptr + head, 1, sem="acq_rel", scope="gpu")
-    if done == HD // BLOCK_N - 1:
-        HALF = HD // 2
-        i = tl.arange(0, BLOCK_HALF)
-        m = i < HALF
-        for t in range(0, M):
-            p = tl.load(positions_ptr + t)
-            row = qkv_ptr + t * N + head * HD
-            x1 = tl.load(row + i, mask=m, other=0.0, cache_modifier=".cg")
-            x2 = tl.load(row + HALF + i, mask=m, other=0.0, cache_modifier=".cg")
-            if head < NQ + NKV:
-                y1, y2 = rope_rotate(x1, x2, p, inv_freq_ptr, rope_scaling, i, m)
-                tl.store(row + i, y1, mask=m)
-                tl.store(row + HALF + i, y2, mask=m)
-                if head >= NQ:
-                    kv_store(k_ptr + kv_offset(seqs_ptr, t, p, head - NQ, seq_stride, capacity, HD), y1, y2, i, HALF,
-                             m, KV_BF16)
-            else:
-                kv_store(v_ptr + kv_offset(seqs_ptr, t, p, head - NQ - NKV, seq_stride, capacity, HD), x1, x2, i,
-                         HALF, m, KV_BF16)
-        tl.atomic_xchg(count_ptr + head, 0, sem="relaxed", scope="gpu")
+                                                          M_PAD, 1, 0, 1, BLOCK_N, BLOCK_K, STAGES, X_AHEAD, HALF, 1)
+    pid = tl.program_id(0)
+    head = pid // (HALF // P)
+    i = (pid % (HALF // P)) * P + tl.arange(0, P)                       # element of each half
+    x1, x2 = tl.split(tl.permute(tl.reshape(out, [M_PAD, 2, P]), [0, 2, 1]))    # [M_PAD, P] each
+    p = tl.load(positions_ptr + offs_m, mask=m_mask, other=0)
+    if head < NQ + NKV:                                  # q and k heads rotate (rope_rotate's arithmetic)
+        angle = p.to(tl.float32)[:, None] * tl.load(inv_freq_ptr + i)[None, :]
+        c = tl.cos(angle) * rope_scaling
+        s = tl.sin(angle) * rope_scaling
+        y1 = x1 * c - x2 * s
+        y2 = x2 * c + x1 * s
+    else:
+        y1 = x1
+        y2 = x2
+    mm = m_mask[:, None]
+    row = qkv_ptr + offs_m.to(tl.int64)[:, None] * N + head * HD + i[None, :]
+    tl.store(row, y1, mask=mm)
+    tl.store(row + HALF, y2, mask=mm)
+    if head >= NQ:                                       # k and v heads into the cache of each row's slot
+        seq = tl.load(seqs_ptr + offs_m, mask=m_mask, other=0).to(tl.int64)
+        slot = seq * seq_stride + (p % capacity).to(tl.int64) * HD                      # kv_offset, per row
+        if head < NQ + NKV:
+            kv_store(k_ptr + (slot + (head - NQ).to(tl.int64) * capacity * HD)[:, None], y1, y2, i[None, :], HALF,
+                     mm, KV_BF16)
+        else:
+            kv_store(v_ptr + (slot + (head - NQ - NKV).to(tl.int64) * capacity * HD)[:, None], y1, y2, i[None, :],
+                     HALF, mm, KV_BF16)
 
 
 @triton.jit
 def _gemv_tile(x_ptr, rows_ptr, norm_w_ptr, w_ptr, b_ptr, M, N, K, eps, M_PAD: tl.constexpr, NORM: tl.constexpr,
                HAS_ROWS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               STAGES: tl.constexpr, X_AHEAD: tl.constexpr):
+               STAGES: tl.constexpr, X_AHEAD: tl.constexpr, HALF=0, PAIRS: tl.constexpr = 0):
     """linear_gemv's product for this program's BLOCK_N rows: (out [M_PAD, BLOCK_N], offs_m, m_mask, offs_n,
-    n_mask, inv), bias added, not stored; inv [M_PAD] = 1 / rms of each input row with NORM (else 1)."""
+    n_mask, inv), bias added, not stored; inv [M_PAD] = 1 / rms of each input row with NORM (else 1). With PAIRS
+    the rows are rope pairs instead of consecutive rows: for heads of 2 HALF rows, program q takes P = BLOCK_N / 2
+    rows i .. i + P - 1 of a head's first half and the same of its second half (i = (q % (HALF / P)) P)."""
     KC: tl.constexpr = BLOCK_K // 8
     pid = tl.program_id(0)
-    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    if PAIRS:
+        P: tl.constexpr = BLOCK_N // 2
+        j = tl.arange(0, BLOCK_N)
+        offs_n = (pid // (HALF // P)) * (2 * HALF) + (pid % (HALF // P)) * P + (j % P) + (j // P) * HALF
+    else:
+        offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
     offs_m = tl.arange(0, M_PAD)
     m_mask = offs_m < M
@@ -331,19 +343,19 @@ GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, _gemv
                  for m in (1, 2, 4, 8) for flags in GEMV_FLAGS]
 
 # The qkv product of one or two rows with the RMSNorm and rope_kv_store fused (the attention block's first launch):
-# the qkv gemv's tiles (BLOCK_N = 4 must divide head_dim), BLOCK_HALF >= head_dim / 2.
+# the qkv gemv's tiles (BLOCK_N = 4 must divide head_dim).
 QKV_ROPE_VARIANTS = [
-    Variant(name=f"qkv_rope_gemv_m{m_pad}_h{half}_{'bf16' if kv else 'f32'}", kernel=qkv_rope_gemv,
+    Variant(name=f"qkv_rope_gemv_m{m_pad}_{'bf16' if kv else 'f32'}", kernel=qkv_rope_gemv,
             signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16", "qkv_ptr": "*fp32",
                        "M": "i32", "N": "i32", "K": "i32", "eps": "fp32", "positions_ptr": "*i32", "seqs_ptr": "*i32",
                        "inv_freq_ptr": "*fp32", "k_ptr": "*bf16" if kv else "*fp32",
-                       "v_ptr": "*bf16" if kv else "*fp32", "count_ptr": "*i32", "seq_stride": "i64",
+                       "v_ptr": "*bf16" if kv else "*fp32", "seq_stride": "i64",
                        "capacity": "i32", "rope_scaling": "fp32", "NQ": "i32", "NKV": "i32", "HD": "i32"},
             constexprs={"M_PAD": m_pad, "BLOCK_N": _gemv_config(m_pad, (1, 0, 1, 0))[0], "BLOCK_K": 1024,
                         "STAGES": _gemv_config(m_pad, (1, 0, 1, 0))[2], "X_AHEAD": _gemv_config(m_pad, (1, 0, 1, 0))[3],
-                        "KV_BF16": kv, "BLOCK_HALF": half},
+                        "KV_BF16": kv},
             num_warps=_gemv_config(m_pad, (1, 0, 1, 0))[1], num_stages=1, div16=("K",))
-    for m_pad in (1, 2) for half in (32, 64) for kv in (0, 1)
+    for m_pad in (1, 2) for kv in (0, 1)
 ]
 
 VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS + QKV_ROPE_VARIANTS

@@ -180,7 +180,6 @@ struct CudaExecutor::Scratch {
   float* sample_probs = nullptr; // [R, V]
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
-  int32_t* head_count = nullptr; // [NQ + 2 NKV] arrival counters of the fused qkv + rope (zero between launches)
   int32_t* loop_state = nullptr; // [kLoopWords] the device loop's state (decode_loop)
   uint16_t* xh = nullptr;        // hilo form of the one-token expert input (moe_mma.py)
   uint16_t* act_h = nullptr;     // [k] hilo forms of its expert activations
@@ -244,13 +243,12 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
-  offsets[i++] = p.add((NQ + 2 * static_cast<size_t>(c.num_kv_heads)) * 4);
   offsets[i++] = p.add(kLoopWords * 4);
   offsets[i++] = p.add(hilo_bytes(H));
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * hilo_bytes(I));
   return p.bytes;
 }
-constexpr int kScratchParts = 20;
+constexpr int kScratchParts = 19;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -322,8 +320,6 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.moe_part = reinterpret_cast<float*>(base + offs[i++]);
   s.moe_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
-  s.head_count = reinterpret_cast<int32_t*>(base + offs[i++]);
-  GON_CU(d.cuMemsetD8(dptr(s.head_count), 0, (c.num_heads + 2 * c.num_kv_heads) * 4));
   s.loop_state = reinterpret_cast<int32_t*>(base + offs[i++]);
   // The hilo buffers' padding blocks (past K, up to a multiple of 4 blocks) are never written: cleared once here.
   s.xh = reinterpret_cast<uint16_t*>(base + offs[i++]);
@@ -952,19 +948,18 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
   const int T = s.num_tokens, H = c.hidden_size;
   const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
   const KVCacheLayer& cache = kv_layer(layer);
-  const int half = c.head_dim <= 64 ? 32 : 64;
-  const std::string fused = "qkv_rope_gemv_m" + std::to_string(bucket(T)) + "_h" + std::to_string(half) +
-                            (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32");
-  if (T <= 2 && T <= gemv_rows() && fused_rope() && c.head_dim <= 128 && k_.has(fused) &&
-      c.head_dim % k_.get(fused).constexpr_value("BLOCK_N") == 0) {
-    // One launch for the RMSNorm, the qkv product, rope and the KV-cache store (each head's last program).
+  const std::string fused =
+      "qkv_rope_gemv_m" + std::to_string(bucket(T)) + (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32");
+  if (T <= 2 && T <= gemv_rows() && fused_rope() && k_.has(fused) &&
+      c.head_dim % k_.get(fused).constexpr_value("BLOCK_N") == 0 && k_.get(fused).constexpr_value("BLOCK_N") % 2 == 0) {
+    // One launch for the RMSNorm, the qkv product, rope and the KV-cache store (each program's rows are rope
+    // pairs of one head, which it rotates and stores).
     const Kernel& k = k_.get(fused);
     k.launch(stream_, {static_cast<unsigned>((c.qkv_rows() + k.constexpr_value("BLOCK_N") - 1) /
                                              k.constexpr_value("BLOCK_N")), 1, 1},
              {buf_.x, L.attn_norm, qkv.data, qkv.bias, buf_.qkv, T, c.qkv_rows(), H, c.rms_norm_eps,
               device_inputs_.positions, device_inputs_.seqs, weights_.rope_inv_freq, cache.k, cache.v,
-              scratch_->head_count, cache.seq_stride, cache.capacity, weights_.rope_scaling, c.num_heads,
-              c.num_kv_heads, c.head_dim});
+              cache.seq_stride, cache.capacity, weights_.rope_scaling, c.num_heads, c.num_kv_heads, c.head_dim});
     attention(buf_.qkv, device_inputs_.positions, device_inputs_.seqs, T, L.sinks, cache,
               L.sliding ? c.sliding_window : 0, buf_.attn);
     linear_matrix(buf_.attn, nullptr, T, L.out.data, L.out.bias, H, L.out.cols, buf_.x, H, true);
