@@ -503,3 +503,62 @@ def test_moe_gemm_mma(rng, T, H, I, E, K_TOP, mode):
     got_y2 = y2.numpy().astype(np.float64)
     assert not np.isnan(got_y2).any()
     np.testing.assert_allclose(got_y2, ref_y2, rtol=1e-5, atol=1e-5 * np.abs(ref_y2).max())
+
+
+# The PTX loop of moe_gemm_mma.py itself, run by a lock-step emulator of one warp (tests/ptx_emu.py: mma.sync and
+# ldmatrix fragment layouts, cp.async whose destinations hold garbage until their group is waited for, bounds checks
+# on every global read and shared write), against float64 sums of the decoded weights times the bf16 activations.
+
+@pytest.mark.parametrize("stages,warps,warp,KB,count,smax", [
+    (4, 4, 1, 3, 5, 140),      # one unit, its last block past K; one group of 8 tokens (3 lanes' tokens repeated)
+    (4, 4, 3, 9, 16, 140),     # three units, the last one partial; two groups
+    (2, 4, 0, 5, 9, 192),      # a shallow ring; the second group holds one token; scale bytes up to 192
+    (3, 4, 2, 13, 12, 140),
+    (8, 2, 1, 8, 8, 140),      # units that end exactly at K; eight tokens: one group
+    (4, 4, 0, 90, 16, 140),    # the 20b's K = 2880
+])
+def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
+    from ptx_emu import Warp, b2f, bf16_to_f, f2b
+
+    mm = kernels().moe_gemm_mma
+    K = 32 * KB
+    blocks = rng.integers(0, 256, (16, KB * 16), dtype=np.uint8)
+    scales = rng.integers(110, smax + 1, (16, KB), dtype=np.uint8)
+    x = rng.standard_normal((count, K)) * 2.0 ** float(rng.integers(-8, 4))
+    xbits = (f2b((x * 2.0 ** 64).astype(np.float32)) >> 16).astype(np.uint16)   # bf16 of 2^64 x (truncated)
+    k = np.arange(K)
+    xg = np.empty_like(xbits)
+    xg[:, k - k % 8 + 2 * (k % 4) + (k % 8) // 4] = xbits                          # the xg order
+    xval = bf16_to_f(xbits) / 2.0 ** 64
+    # global memory: the three arrays between gaps of random bytes the loop must not read
+    gap, off, at = 4096, 4096, {}
+    for name, arr in (("w", blocks), ("s", scales), ("x", xg)):
+        raw = arr.reshape(-1).view(np.uint8)
+        at[name] = (off, raw)
+        off += (raw.size + 15) // 16 * 16 + gap
+    gmem = rng.integers(0, 256, off + gap).astype(np.uint8)
+    for o, raw in at.values():
+        gmem[o:o + raw.size] = raw
+    g = np.arange(32) >> 2
+    xo = at["x"][0]
+    params = {8: at["w"][0], 9: at["s"][0], 10: xo + np.minimum(g, count - 1) * K * 2,
+              11: xo + np.minimum(g + 8, count - 1) * K * 2, 12: KB, 13: int(count > 8)}
+    w = Warp(mm._group_loop_ptx(stages, warps), warp, gmem, params, rng,
+             valid=[(o, o + raw.size) for o, raw in at.values()])
+    w.run()
+    got = np.stack([b2f(w.r[f"${i}"]).astype(np.float64) for i in range(8)], 1)    # [lane, accumulator]
+    codes = np.empty((16, K), np.int64)
+    codes[:, 0::2] = blocks & 15
+    codes[:, 1::2] = blocks >> 4
+    Wd = FP4[codes] * np.repeat(2.0 ** (scales.astype(np.float64) - 127), 32, axis=1)
+    ref = np.zeros((32, 8))
+    mag = np.ones((32, 8))
+    for lane in range(32):
+        G, T = lane >> 2, lane & 3
+        for n in range(2 if count > 8 else 1):    # group 1 is not computed for 8 tokens or fewer: its sums stay 0
+            for i, (row, col) in enumerate([(2 * G, 2 * T), (2 * G, 2 * T + 1), (2 * G + 1, 2 * T),
+                                            (2 * G + 1, 2 * T + 1)]):
+                xr = xval[min(8 * n + col, count - 1)]
+                ref[lane, 4 * n + i] = Wd[row] @ xr
+                mag[lane, 4 * n + i] = np.abs(Wd[row]) @ np.abs(xr)
+    assert (np.abs(got - ref) <= 1e-6 * mag).all(), np.max(np.abs(got - ref) / mag)

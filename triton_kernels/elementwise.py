@@ -29,12 +29,13 @@ Contracts (shapes row-major; T tokens of the step, H hidden size):
   cast_bf16(x[n] fp32, y[n] bf16, n)                          grid (cdiv(n, BLOCK),)
       y = bf16(x), round to nearest even (activations for the tensor-core products);
       in the xg form when XG (n and the rows a multiple of 8).
+  read_sum(x[n] i64, n, out[grid] i64)                        grid (cdiv(n, BLOCK * ITERS),)
+      a sum of every element (the read-bandwidth probe; values are not used).
+
 The xg form (the input of moe_gemm_mma.py's grouped expert products): bf16 of
 2^64 x (exact: a power of two), and within each group of 8 elements the order
 0 4 1 5 2 6 3 7 (element k at xg_offset(k)), so that one 16-byte load gives a
 lane its mma operand pairs.
-  read_sum(x[n] i64, n, out[grid] i64)                        grid (cdiv(n, BLOCK * ITERS),)
-      a sum of every element (the read-bandwidth probe; values are not used).
 """
 
 from __future__ import annotations

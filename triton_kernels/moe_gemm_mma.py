@@ -51,8 +51,10 @@ Programs whose tile index >= num_tiles[0] return at once. Launch requirements:
 H and I multiples of 32, at most K_MAX; pointers 16-byte aligned.
 
 Under Triton's interpreter the loop is replaced by the same sums in plain Triton
-(exact decode, x read back from the xg form); the PTX runs in the GPU op harness
-and tests/test_cuda.py.
+(exact decode, x read back from the xg form), so the interpreter tests check
+everything around it; the PTX itself runs in tests/ptx_emu.py's emulator of one
+warp on the CPU (test_moe_gemm_mma_ptx), and on a GPU in the op harness and
+tests/test_cuda.py.
 """
 
 from __future__ import annotations
@@ -420,14 +422,22 @@ def moe_mlp2_gemm_mma(actg_ptr, tiles_ptr, num_tiles_ptr, blocks_ptr, scales_ptr
                 tl.store(out + 1, acc[4 * n + 2 + d] + b1, mask=j < count)
 
 
-# (W warps of 16 rows each, STAGES units of 1 KB in flight per warp): bench/gpu/kernel_lab.py --only gmma (H200,
+# (W warps of 16 rows each, STAGES units of 1 KB in flight per warp). The PTX takes its lane, warp and shared-memory
+# region from %tid.x, which relies on Triton's 1-D layout of the [32 W] lane vectors (element i in thread i) and on
+# num_warps == W: _variant checks the second.: bench/gpu/kernel_lab.py --only gmma (H200,
 # 20b shapes, 64 tokens with random routing, run 52): mlp1 120.7 us (2.34 TB/s of the tiles' weights) and mlp2
 # 76.4 us at (4, 4), against 196.3 / 112.0 us for moe.py's tl.dot_scaled 16-row tiles; (4, 6), (8, 3), (2, 8) and
 # registers capped at 64-80 (more programs per SM, with spills) within 0-13% slower.
 MLP1_TILE = (4, 4)
 MLP2_TILE = (4, 4)
 
-VARIANTS = [
+def _variant(v: Variant) -> Variant:
+    if v.num_warps != v.constexprs["W"]:
+        raise ValueError(f"{v.name}: num_warps must equal W (the loop's warps)")
+    return v
+
+
+VARIANTS = [_variant(v) for v in [
     Variant(name="moe_mlp1_gemm_mma", kernel=moe_mlp1_gemm_mma,
             signature={"xg_ptr": "*bf16", "pair_order_ptr": "*i32", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
                        "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16", "actg_ptr": "*bf16", "H": "i32",
@@ -439,4 +449,4 @@ VARIANTS = [
                        "scales_ptr": "*u8", "bias_ptr": "*bf16", "y2_ptr": "*fp32", "H": "i32", "I": "i32"},
             constexprs={"W": MLP2_TILE[0], "STAGES": MLP2_TILE[1]}, num_warps=MLP2_TILE[0], num_stages=1,
             div16=("H", "I")),
-]
+]]

@@ -50,7 +50,7 @@ constexpr int kDefaultLoopSteps = 16;
 // RMSNorm fused into the expert products), GON_CUDA_SPLIT_MLP2 (its mlp2 as
 // expert x row tile x slice programs, the last of a tile adding them up),
 // GON_CUDA_QKV_ROPE (one or two rows: rope and the KV-cache store done by
-// the qkv product's last program of each head), GON_CUDA_ROUTE (steps of 2-64
+// the qkv product's programs, each on rope pairs of one head), GON_CUDA_ROUTE (steps of 2-64
 // tokens: RMSNorm, router and top-k in one launch; above 8 tokens the attention
 // writes the bf16 input of the out projection itself), GON_CUDA_MMA_MOE (the
 // one-token MoE block's expert products on the tensor cores, moe_mma.py; off:
@@ -122,7 +122,8 @@ int small_gemm_rows() {
   }();
   return n;
 }
-// GON_CUDA_MOE_TILES=16|128 forces one family of grouped expert kernels.
+// GON_CUDA_MOE_TILES=16|128 forces one family of grouped expert kernels (16: moe_gemm_mma.py's products on the
+// 16-row tiles, for any number of tokens, unless GON_CUDA_GEMM_MMA=0).
 const char* forced_moe_family() {
   static const char* f = [] () -> const char* {
     const char* v = std::getenv("GON_CUDA_MOE_TILES");
@@ -164,7 +165,8 @@ size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
 
 // Device scratch carved from the executor's workspace, and pinned host buffers.
 struct CudaExecutor::Scratch {
-  uint16_t* xb = nullptr;        // [T, widest] bf16 activations for the tensor-core products
+  uint16_t* xb = nullptr;        // [T, widest] bf16 activations for the tensor-core products (the xg form for
+                                 // moe_gemm_mma.py's)
   float* part_ml = nullptr;      // [T, NQ, S, 2] decode attention partials (T * S <= kMaxPartials)
   float* part_o = nullptr;       // [T, NQ, S, HD]
   float* router_logits = nullptr;  // [T, E]
@@ -1054,7 +1056,7 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
                             (!grouped ? "_f32" : uses_gemm_mma(moe_family(T * k)) ? "_xg" : "_bf16");
   if (T <= kMaxGraphTokens && be == 32 && L.router.bias && fused_route() && k_.has(route)) {
     // Decode batches: the RMSNorm, the router product (fp32) and its top-k in one launch per step, writing the
-    // experts' input in the form they read (bf16 for the grouped products). Up to 32 experts: each program reads
+    // experts' input in the form they read (bf16, or the xg form where uses_gemm_mma, for the grouped products). Up to 32 experts: each program reads
     // the whole router (184 KB for the 20b); with 128 (120b, 737 KB) it made batch-8 and batch-64 steps slower.
     void* xn = grouped ? static_cast<void*>(scratch_->xb) : static_cast<void*>(buf_.xn);
     k_.get(route).launch(stream_, {static_cast<unsigned>(T), 1, 1},
