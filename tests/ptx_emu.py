@@ -1,5 +1,5 @@
-"""A lock-step emulator of one warp running the PTX loops that triton_kernels/ generate (for now
-moe_gemm_mma._group_loop_ptx), so that the CPU tests check the loop itself, not only the plain-Triton stand-in
+"""A lock-step emulator of warps running the PTX loops that triton_kernels/ generate (moe_gemm_mma's
+_group_loop_ptx and moe_mma's _mma_loop_ptx; a CTA's warps share shared memory and meet at bar.sync), so that the CPU tests check the loop itself, not only the plain-Triton stand-in
 the interpreter runs instead of inline assembly.
 
 What it models, as the PTX ISA defines them: the 32 lanes in lock step with divergent branches (the lanes at the
@@ -28,7 +28,7 @@ class Warp:
     indices; valid: [(lo, hi)] byte ranges it may read) with the asm operands params ({index: value or
     per-lane values})."""
 
-    def __init__(self, ptx, warp_id, gmem, params, poison_rng, valid=()):
+    def __init__(self, ptx, warp_id, gmem, params, poison_rng, valid=(), smem=None, warps=1):
         self.lines = []
         self.labels = {}
         for l in ptx.splitlines():
@@ -40,8 +40,10 @@ class Warp:
             self.lines.append(l.rstrip(";"))
         m = re.search(r"\.shared \.align 16 \.b8 (\w+)\[(\d+)\]", ptx)
         self.smem_name = m.group(1)                      # the loop's one static array, at shared address 0
-        self.smem = np.zeros(int(m.group(2)), np.uint8)
-        self.smem[:] = poison_rng.integers(0, 256, self.smem.size)
+        if smem is None:                                 # a CTA's warps share one array (see run_cta)
+            smem = poison_rng.integers(0, 256, int(m.group(2))).astype(np.uint8)
+        self.smem = smem
+        self.ntid = 32 * warps
         self.g = gmem  # np.uint8 array, addresses = indices
         self.r = {}
         self.tid = np.arange(32, dtype=np.uint64) + 32 * warp_id
@@ -56,6 +58,7 @@ class Warp:
     def val(self, op):
         op = op.strip()
         if op == "%tid.x": return self.tid.copy()
+        if op == "%ntid.x": return np.full(32, self.ntid, np.uint64)
         if op == self.smem_name: return np.zeros(32, np.uint64)
         if op.startswith("0f"): return np.full(32, int(op[2:], 16), np.uint64)
         if op.startswith("0x"): return np.full(32, int(op, 16), np.uint64)
@@ -85,7 +88,11 @@ class Warp:
                     self.smem[dst:dst + 16] = data
 
     def run(self, max_steps=10**7):
-        pcs = np.zeros(32, np.int64)
+        """Runs to the end (True) or to the next bar.sync (False: run again after the CTA's other warps got
+        there; run_cta does that)."""
+        if not hasattr(self, "pcs"):
+            self.pcs = np.zeros(32, np.int64)
+        pcs = self.pcs
         n = len(self.lines)
         while (pcs < n).any():
             self.steps += 1
@@ -116,8 +123,8 @@ class Warp:
                         cur += ch
                 if cur.strip(): args.append(cur.strip())
             if opc in ("bra", "bra.uni"):
-                if opc == "bra.uni":
-                    assert (pred == active).all()
+                if opc == "bra.uni":                     # the guard must be the same in every active lane
+                    assert not pred.any() or (pred == active).all(), ("divergent bra.uni", line)
                 pcs[pred] = self.labels[args[0]]
                 continue
             sync = opc.startswith(("bar.warp", "ldmatrix", "mma", "cp.async.wait", "cp.async.commit"))
@@ -125,6 +132,9 @@ class Warp:
                 assert active.all(), ("not converged", line)
             if opc == "bar.warp.sync":
                 continue
+            if opc == "bar.sync":
+                assert active.all(), ("not converged", line)
+                return False
             if opc.startswith("cp.async.commit_group"):
                 for l in range(32):
                     self.groups[l].append(self.pending[l]); self.pending[l] = []
@@ -160,6 +170,27 @@ class Warp:
                 self.set(a[0], (self.val(a[1]) + self.val(a[2])) & M32)
             elif opc == "sub.u32":
                 self.set(a[0], (self.val(a[1]) - self.val(a[2])) & M32)
+            elif opc == "add.f32":
+                x, y = (b2f(self.val(v)).astype(np.float32) for v in a[1:3])
+                self.set(a[0], f2b(x + y))
+            elif opc == "cvt.u32.u64":
+                self.set(a[0], self.val(a[1]) & M32)
+            elif opc == "mul.wide.s32":
+                x = (self.val(a[1]) & M32).astype(np.int64)
+                x = np.where(x >= 2 ** 31, x - 2 ** 32, x)
+                y = (self.val(a[2]) & M32).astype(np.int64)
+                y = np.where(y >= 2 ** 31, y - 2 ** 32, y)
+                self.set(a[0], (x * y).astype(np.uint64))
+            elif opc == "or.pred":
+                self.set(a[0], (self.r[a[1]].astype(bool) | self.r[a[2]].astype(bool)).astype(np.uint64))
+            elif opc == "ld.shared.v4.u32":
+                ad = self.addr(a[1]); regs = [x.strip() for x in a[0].strip("{}").split(",")]
+                outs = np.zeros((4, 32), np.uint64)
+                for l in range(32):
+                    if not pred[l]: continue
+                    d = int(ad[l]); assert d % 16 == 0 and 0 <= d and d + 16 <= self.smem.size, ("smem OOB", d)
+                    outs[:, l] = self.smem[d:d + 16].view(np.uint32)
+                for i, rn in enumerate(regs): self.set(rn, outs[i])
             elif opc == "add.s64":
                 self.set(a[0], self.val(a[1]) + self.val(a[2]))
             elif opc == "min.u32":
@@ -177,7 +208,7 @@ class Warp:
             elif opc.startswith("setp."):
                 cmp = opc.split(".")[1]
                 x, y = self.val(a[1]) & M32, self.val(a[2]) & M32
-                self.set(a[0], {"ge": x >= y, "lt": x < y, "ne": x != y}[cmp].astype(np.uint64))
+                self.set(a[0], {"ge": x >= y, "lt": x < y, "ne": x != y, "eq": x == y}[cmp].astype(np.uint64))
             elif opc == "selp.b32":
                 p = self.r[a[3]].astype(bool)
                 self.set(a[0], np.where(p, self.val(a[1]), self.val(a[2])) & M32)
@@ -235,6 +266,14 @@ class Warp:
                 self.set(a[0], f2b(x * y + z))
             else:
                 raise NotImplementedError(line)
+        return True
 
     def ok_g(self, s, n):
         return any(lo <= s and s + n <= hi for lo, hi in self.valid)
+
+
+def run_cta(warps):
+    """Runs a CTA's warps (sharing one shared-memory array) to the end, meeting at every bar.sync."""
+    done = [False] * len(warps)
+    while not all(done):
+        done = [d or w.run() for d, w in zip(done, warps)]

@@ -562,3 +562,64 @@ def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
                 ref[lane, 4 * n + i] = Wd[row] @ xr
                 mag[lane, 4 * n + i] = np.abs(Wd[row]) @ np.abs(xr)
     assert (np.abs(got - ref) <= 1e-6 * mag).all(), np.max(np.abs(got - ref) / mag)
+
+
+# moe_mma.py's one-token loop, a CTA of W_R x W_K warps on the same emulator (the warps share x in shared memory
+# behind a bar.sync): each 16-row tile's sums over the lanes and the W_K warps of its group against float64.
+
+@pytest.mark.parametrize("stages,w_r,w_k,rt,ntiles,KB", [
+    (4, 4, 1, 1, 4, 90),       # mlp1's compiled tile at K = 2880
+    (4, 2, 2, 1, 2, 9),        # mlp2's compiled tile: two warps along K, the last unit partial
+    (3, 1, 2, 2, 2, 5),        # two tiles per warp sharing B
+    (6, 2, 1, 2, 3, 13),       # the last group's second tile past the end (repeats the first)
+    (2, 2, 2, 1, 2, 3),        # one unit for two warps: the second warp's share is empty
+])
+def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB):
+    from ptx_emu import Warp, b2f, bf16_to_f, f2b, run_cta
+
+    mm = kernels().moe_mma
+    W = w_r * w_k
+    R, K = 16 * ntiles, 32 * KB
+    blocks = rng.integers(0, 256, (R, KB * 16), dtype=np.uint8)
+    scales = rng.integers(110, 141, (R, KB), dtype=np.uint8)
+    xs = (rng.standard_normal(K) * 2.0 ** 64).astype(np.float32)
+    hi = (f2b(xs) >> 16).astype(np.uint16)
+    lo = (f2b((xs - bf16_to_f(hi)).astype(np.float32)) >> 16).astype(np.uint16)
+    xval = (bf16_to_f(hi) + bf16_to_f(lo)) / 2.0 ** 64
+    xh = np.zeros(hilo_bytes(K) // 2, np.uint16)             # blocks past K up to a multiple of 4 stay zero
+    k = np.arange(K)
+    pos = (k // 32) * 64 + (k % 32 // 8) * 16 + 2 * (k % 4) + k % 8 // 4
+    xh[pos], xh[pos + 8] = hi, lo
+    gap, off, at = 4096, 4096, {}
+    for name, arr in (("w", blocks), ("s", scales), ("x", xh)):
+        raw = arr.reshape(-1).view(np.uint8)
+        at[name] = (off, raw)
+        off += (raw.size + 15) // 16 * 16 + gap
+    gmem = rng.integers(0, 256, off + gap).astype(np.uint8)
+    for o, raw in at.values():
+        gmem[o:o + raw.size] = raw
+    ptx = mm._mma_loop_ptx(stages, W, rt)
+    smem = rng.integers(0, 256, mm._smem_bytes(stages, W, rt)).astype(np.uint8)
+    no, ngroups, warps, tiles = 2 * rt, -(-ntiles // rt), [], []
+    for w in range(W):
+        tile = min(w // w_k, ngroups - 1) * rt
+        tile2 = min(tile + 1, ntiles - 1)
+        tiles.append((tile, tile2))
+        params = {no: at["w"][0] + tile * 16 * KB * 16, no + 1: at["s"][0] + tile * 16 * KB, no + 2: at["x"][0],
+                  no + 3: w_k, no + 4: KB, no + 5: w % w_k, no + 6: (KB + 3) // 4, no + 7: 16 * (tile2 - tile)}
+        warps.append(Warp(ptx, w, gmem, params, rng, valid=[(o, o + raw.size) for o, raw in at.values()],
+                          smem=smem, warps=W))
+    run_cta(warps)
+    codes = np.empty((R, K), np.int64)
+    codes[:, 0::2] = blocks & 15
+    codes[:, 1::2] = blocks >> 4
+    Wd = FP4[codes] * np.repeat(2.0 ** (scales.astype(np.float64) - 127), 32, axis=1)
+    for grp in range(w_r):
+        members = range(grp * w_k, (grp + 1) * w_k)
+        tile, tile2 = tiles[grp * w_k]
+        for i in range(no):                                   # acc i: rows g (+ 8 for odd i) of tile (or tile2)
+            got = sum(b2f(warps[w].r[f"${i}"]).astype(np.float64).reshape(8, 4).sum(axis=1) for w in members)
+            rows = (tile if i < 2 else tile2) * 16 + np.arange(8) + 8 * (i % 2)
+            ref = Wd[rows] @ xval
+            mag = np.abs(Wd[rows]) @ np.abs(xval)
+            assert (np.abs(got - ref) <= 1e-6 * mag).all(), (grp, i, np.max(np.abs(got - ref) / mag))

@@ -67,8 +67,9 @@ BLOCK_E.
 
 Under Triton's interpreter (the CPU tests) inline assembly cannot run: the loop
 is replaced by the same sums in plain Triton (exact decode, x read back from the
-hilo form), so the tests check everything around it; the PTX itself is checked
-on a GPU by the op harness and tests/test_cuda.py.
+hilo form), so the tests check everything around it; the PTX itself runs in
+tests/ptx_emu.py's warp emulator on the CPU (test_moe_mma_ptx), and on a GPU in
+the op harness and tests/test_cuda.py.
 """
 
 from __future__ import annotations
