@@ -277,3 +277,17 @@ def run_cta(warps):
     done = [False] * len(warps)
     while not all(done):
         done = [d or w.run() for d, w in zip(done, warps)]
+
+
+def global_memory(rng, arrays, gap=4096):
+    """Lays the named numpy arrays out in one global memory (16-byte aligned, between gaps of random bytes the
+    loop must not read): (gmem uint8, {name: address}, the valid byte ranges for Warp)."""
+    off, at = gap, {}
+    for name, arr in arrays.items():
+        raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        at[name] = (off, raw)
+        off += (raw.size + 15) // 16 * 16 + gap
+    gmem = rng.integers(0, 256, off + gap).astype(np.uint8)
+    for o, raw in at.values():
+        gmem[o:o + raw.size] = raw
+    return gmem, {name: o for name, (o, _) in at.items()}, [(o, o + raw.size) for o, raw in at.values()]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_kernels_elementwise import xg_decode
 from triton_interp import kernels
 
 FP4 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6])
@@ -447,11 +448,6 @@ def xg_encode(x: np.ndarray) -> torch.Tensor:
     return bf16(out)
 
 
-def xg_decode(y: torch.Tensor) -> np.ndarray:
-    v = f64(y)
-    k = np.arange(v.shape[-1])
-    j = k % 8
-    return v[..., k - j + 2 * (j % 4) + j // 4] / 2.0 ** 64
 
 
 GEMM_MMA_SHAPES = [  # T, H, I, E, K_TOP, routing
@@ -518,7 +514,7 @@ def test_moe_gemm_mma(rng, T, H, I, E, K_TOP, mode):
     (4, 4, 0, 90, 16, 140),    # the 20b's K = 2880
 ])
 def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
-    from ptx_emu import Warp, b2f, bf16_to_f, f2b
+    from ptx_emu import Warp, b2f, bf16_to_f, f2b, global_memory
 
     mm = kernels().moe_gemm_mma
     K = 32 * KB
@@ -530,27 +526,14 @@ def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
     xg = np.empty_like(xbits)
     xg[:, k - k % 8 + 2 * (k % 4) + (k % 8) // 4] = xbits                          # the xg order
     xval = bf16_to_f(xbits) / 2.0 ** 64
-    # global memory: the three arrays between gaps of random bytes the loop must not read
-    gap, off, at = 4096, 4096, {}
-    for name, arr in (("w", blocks), ("s", scales), ("x", xg)):
-        raw = arr.reshape(-1).view(np.uint8)
-        at[name] = (off, raw)
-        off += (raw.size + 15) // 16 * 16 + gap
-    gmem = rng.integers(0, 256, off + gap).astype(np.uint8)
-    for o, raw in at.values():
-        gmem[o:o + raw.size] = raw
+    gmem, at, valid = global_memory(rng, {"w": blocks, "s": scales, "x": xg})
     g = np.arange(32) >> 2
-    xo = at["x"][0]
-    params = {8: at["w"][0], 9: at["s"][0], 10: xo + np.minimum(g, count - 1) * K * 2,
-              11: xo + np.minimum(g + 8, count - 1) * K * 2, 12: KB, 13: int(count > 8)}
-    w = Warp(mm._group_loop_ptx(stages, warps), warp, gmem, params, rng,
-             valid=[(o, o + raw.size) for o, raw in at.values()])
+    params = {8: at["w"], 9: at["s"], 10: at["x"] + np.minimum(g, count - 1) * K * 2,
+              11: at["x"] + np.minimum(g + 8, count - 1) * K * 2, 12: KB, 13: int(count > 8)}
+    w = Warp(mm._group_loop_ptx(stages, warps), warp, gmem, params, rng, valid=valid)
     w.run()
     got = np.stack([b2f(w.r[f"${i}"]).astype(np.float64) for i in range(8)], 1)    # [lane, accumulator]
-    codes = np.empty((16, K), np.int64)
-    codes[:, 0::2] = blocks & 15
-    codes[:, 1::2] = blocks >> 4
-    Wd = FP4[codes] * np.repeat(2.0 ** (scales.astype(np.float64) - 127), 32, axis=1)
+    Wd = decode_mxfp4(blocks.reshape(1, 16, KB, 16), scales[None])[0]
     ref = np.zeros((32, 8))
     mag = np.ones((32, 8))
     for lane in range(32):
@@ -575,7 +558,7 @@ def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
     (2, 2, 2, 1, 2, 3),        # one unit for two warps: the second warp's share is empty
 ])
 def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB):
-    from ptx_emu import Warp, b2f, bf16_to_f, f2b, run_cta
+    from ptx_emu import Warp, b2f, bf16_to_f, f2b, global_memory, run_cta
 
     mm = kernels().moe_mma
     W = w_r * w_k
@@ -590,14 +573,7 @@ def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB):
     k = np.arange(K)
     pos = (k // 32) * 64 + (k % 32 // 8) * 16 + 2 * (k % 4) + k % 8 // 4
     xh[pos], xh[pos + 8] = hi, lo
-    gap, off, at = 4096, 4096, {}
-    for name, arr in (("w", blocks), ("s", scales), ("x", xh)):
-        raw = arr.reshape(-1).view(np.uint8)
-        at[name] = (off, raw)
-        off += (raw.size + 15) // 16 * 16 + gap
-    gmem = rng.integers(0, 256, off + gap).astype(np.uint8)
-    for o, raw in at.values():
-        gmem[o:o + raw.size] = raw
+    gmem, at, valid = global_memory(rng, {"w": blocks, "s": scales, "x": xh})
     ptx = mm._mma_loop_ptx(stages, W, rt)
     smem = rng.integers(0, 256, mm._smem_bytes(stages, W, rt)).astype(np.uint8)
     no, ngroups, warps, tiles = 2 * rt, -(-ntiles // rt), [], []
@@ -605,15 +581,11 @@ def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB):
         tile = min(w // w_k, ngroups - 1) * rt
         tile2 = min(tile + 1, ntiles - 1)
         tiles.append((tile, tile2))
-        params = {no: at["w"][0] + tile * 16 * KB * 16, no + 1: at["s"][0] + tile * 16 * KB, no + 2: at["x"][0],
+        params = {no: at["w"] + tile * 16 * KB * 16, no + 1: at["s"] + tile * 16 * KB, no + 2: at["x"],
                   no + 3: w_k, no + 4: KB, no + 5: w % w_k, no + 6: (KB + 3) // 4, no + 7: 16 * (tile2 - tile)}
-        warps.append(Warp(ptx, w, gmem, params, rng, valid=[(o, o + raw.size) for o, raw in at.values()],
-                          smem=smem, warps=W))
+        warps.append(Warp(ptx, w, gmem, params, rng, valid=valid, smem=smem, warps=W))
     run_cta(warps)
-    codes = np.empty((R, K), np.int64)
-    codes[:, 0::2] = blocks & 15
-    codes[:, 1::2] = blocks >> 4
-    Wd = FP4[codes] * np.repeat(2.0 ** (scales.astype(np.float64) - 127), 32, axis=1)
+    Wd = decode_mxfp4(blocks.reshape(1, R, KB, 16), scales[None])[0]
     for grp in range(w_r):
         members = range(grp * w_k, (grp + 1) * w_k)
         tile, tile2 = tiles[grp * w_k]

@@ -39,7 +39,6 @@ class Variant:
     constexprs: Dict[str, Any]     # compile-time values
     num_warps: int = 4
     num_stages: int = 2
-    maxnreg: Any = None            # registers per thread at most (ptxas .maxnreg), None: ptxas chooses
     div16: Tuple[str, ...] = ()    # integer arguments hinted divisible by 16
     archs: Tuple[int, ...] = ARCHS
     # A hand-written PTX file of this folder instead of a Triton kernel (kernel is None): for what Triton cannot
@@ -75,12 +74,9 @@ def compile_variant(v: Variant, arch: int):
         return assemble_ptx(v, arch)
     global PDL
     PDL = tl.constexpr(arch >= 90)  # griddepcontrol needs sm_90; read by pdl_begin when this compile traces it
-    _forget_jit_hashes()  # cached jit hashes recorded the PDL of the compile that made them
     src = ASTSource(fn=v.kernel, signature=v.full_signature(), constexprs=dict(v.constexprs), attrs=v.attrs())
-    options = {"num_warps": v.num_warps, "num_stages": v.num_stages, "launch_pdl": bool(PDL)}
-    if v.maxnreg is not None:
-        options["maxnreg"] = v.maxnreg
-    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                        options={"num_warps": v.num_warps, "num_stages": v.num_stages, "launch_pdl": bool(PDL)})
     if bool(PDL) != ("griddepcontrol.wait" in ck.asm["ptx"]):
         raise RuntimeError(f"{v.name} (sm_{arch}): programmatic dependent launch {'on' if PDL else 'off'} but the "
                            "kernel does not match (every kernel must start with pdl_begin())")
@@ -97,20 +93,6 @@ def compile_variant(v: Variant, arch: int):
         "launch_cooperative_grid": bool(md.launch_cooperative_grid),
     }
     return ck.asm["cubin"], meta
-
-
-def _forget_jit_hashes():
-    """Triton caches each jit function's hash with the global values it read (PDL); a process that compiles for
-    several architectures must let every function of the kernel modules recompute them, or two helpers hashed
-    under different PDL values make the next compile that calls both fail."""
-    import importlib
-    from triton.runtime.jit import JITCallable
-
-    for name in MODULES + ("aot",):
-        for obj in vars(importlib.import_module(name)).values():
-            if isinstance(obj, JITCallable):
-                obj.hash = None
-                obj.used_global_vals = {}
 
 
 def assemble_ptx(v: Variant, arch: int):

@@ -67,7 +67,7 @@ import triton.language as tl
 from aot import Variant, pdl_begin
 from elementwise import XG_PRESCALE, xg_offset
 from moe import _swiglu, _tile
-from moe_mma import K_MAX
+from moe_mma import K_MAX, decode_fp4_ptx
 
 _INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
@@ -186,13 +186,7 @@ def _group_loop_ptx(stages: int, warps: int) -> str:
         a(f"mov.b32 ${i}, 0f00000000;")
 
     def decode(dst, src, hi_nibbles):
-        if hi_nibbles:
-            a(f"and.b32 %z, {src}, 0x00F000F0;")
-            a("mul.lo.u32 %z, %z, 0x104;")
-        else:
-            a(f"and.b32 %z, {src}, 0x000F000F;")
-            a("mul.lo.u32 %z, %z, 0x1040;")
-        a(f"and.b32 {dst}, %z, 0x81C081C0;")
+        L.extend(decode_fp4_ptx(dst, src, hi_nibbles))
 
     def load_x_first(ng):
         """x of unit 0 (blocks past K re-read the last one: unit 0 may be the tail)."""

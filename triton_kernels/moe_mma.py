@@ -99,6 +99,17 @@ def _smem_bytes(stages: int, warps: int, rt: int) -> int:
     return K_MAX // 32 * X_PITCH + warps * (16 * rt * K_MAX // 32 + stages * 1024 * rt)
 
 
+def decode_fp4_ptx(dst: str, src: str, hi_nibbles: bool) -> list:
+    """PTX that decodes two FP4 codes of the 32-bit word src into a bf16 pair in dst (FP4 x 2^-126, exact): the
+    low nibbles of its bytes 0 and 2 (elements 8i, 8i + 4 of a word i), or their high nibbles (8i + 1, 8i + 5).
+    Uses %z as scratch."""
+    if hi_nibbles:
+        first = [f"and.b32 %z, {src}, 0x00F000F0;", "mul.lo.u32 %z, %z, 0x104;"]
+    else:
+        first = [f"and.b32 %z, {src}, 0x000F000F;", "mul.lo.u32 %z, %z, 0x1040;"]
+    return first + [f"and.b32 {dst}, %z, 0x81C081C0;"]
+
+
 def _mma_loop_ptx(stages: int, warps: int, rt: int) -> str:
     """The per-lane loop as PTX, for a warp of `rt` row tiles (16 rt consecutive rows, or the first tile twice).
 
@@ -258,13 +269,7 @@ def _mma_loop_ptx(stages: int, warps: int, rt: int) -> str:
     a("min.u32 %b0, %b0, %kb1;")
 
     def decode(dst, src, hi_nibbles):
-        if hi_nibbles:
-            a(f"and.b32 %z, {src}, 0x00F000F0;")
-            a("mul.lo.u32 %z, %z, 0x104;")
-        else:
-            a(f"and.b32 %z, {src}, 0x000F000F;")
-            a("mul.lo.u32 %z, %z, 0x1040;")
-        a(f"and.b32 {dst}, %z, 0x81C081C0;")
+        L.extend(decode_fp4_ptx(dst, src, hi_nibbles))
 
     for r in range(rt):
         a(f"ld.shared.v4.u32 {{%w{r}_0, %w{r}_1, %w{r}_2, %w{r}_3}}, [%as+{1024 * r}];")
