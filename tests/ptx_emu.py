@@ -54,7 +54,6 @@ class Warp:
         self.rng = poison_rng
         self.steps = 0
         self.valid = list(valid)
-        self.on_acquire = None     # called with the address before each flag poll reads it (other programs' work)
 
     def val(self, op):
         op = op.strip()
@@ -262,18 +261,6 @@ class Warp:
                         row, col = [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)][ri]
                         out[l] = int(f2b(D[row, col]))
                     self.set(d[ri], out)
-            elif opc in ("ld.acquire.gpu.global.u32", "ld.relaxed.gpu.global.u32"):   # a flag: see on_acquire
-                ad = self.addr(a[1])
-                out = np.zeros(32, np.uint64)
-                for l in range(32):
-                    if not pred[l]: continue
-                    s = int(ad[l]); assert s % 4 == 0 and self.ok_g(s, 4), ("gmem OOB flag", s)
-                    if self.on_acquire is not None:
-                        self.on_acquire(s)
-                    out[l] = int(self.g[s:s + 4].view(np.uint32)[0])
-                self.set(a[0], out)
-            elif opc in ("nanosleep.u32", "fence.acq_rel.gpu"):
-                pass
             elif opc == "fma.rn.f32":
                 x, y, z = (b2f(self.val(v)).astype(np.float32) for v in a[1:4])
                 self.set(a[0], f2b(x * y + z))

@@ -379,10 +379,8 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     xh = xh.view(torch.bfloat16)
     logits = torch.full((E,), float("nan"))
     vr = vs["moe_router_hilo"]
-    sync = torch.from_numpy(rng.integers(1, 1000, 16).astype(np.int32))   # moe_mlp_mma's counters: cleared
     mm.moe_router_hilo[((E + vr.constexprs["BLOCK_N"] - 1) // vr.constexprs["BLOCK_N"],)](
-        torch.from_numpy(x), g, eps, wr, br, logits, xh, E, H, sync, 2 + K_TOP, **vr.constexprs)
-    assert (sync.numpy()[:2 + K_TOP] == 0).all() and (sync.numpy()[2 + K_TOP:] != 0).all()
+        torch.from_numpy(x), g, eps, wr, br, logits, xh, E, H, **vr.constexprs)
     lg = logits.numpy().astype(np.float64)
     np.testing.assert_allclose(lg, logits_ref, rtol=1e-5, atol=1e-5 * np.abs(logits_ref).max())
     xh_bits = xh.view(torch.int16).numpy().view(np.uint16)
@@ -433,37 +431,6 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
         got = x2.numpy().astype(np.float64) - x64
         err = np.abs(got - (launch + 1) * out_ref)
         assert (err <= (launch + 1) * (2.0 ** -15 * scale2 + 1e-6 * np.abs(out_ref)) + 1e-5 * np.abs(x64)).all(), \
-            np.max(err / (2.0 ** -15 * scale2))
-
-    # moe_mlp_mma: both products in one launch (under the interpreter programs run in order, so the mlp2 programs
-    # find their flags raised). Its mlp1 programs are mlp1's with W_K = RT = 1: the same activations, bit for bit,
-    # where the tile is that; its mlp2 rows (one or two warps along K) against float64 as above.
-    cf = dict(vs[f"moe_mlp_mma_e{BE}"].constexprs)
-    if tile:
-        if tile[1] != 1 or tile[3] != 1:
-            return
-        cf.update(W=tile[0], W_K2=1, STAGES=tile[2])    # (and mlp2 with one warp per tile along K)
-    acth2 = torch.zeros_like(acth.view(torch.int16))
-    for j in range(K_TOP):
-        acth2.view(-1)[j * hilo_bytes(I) // 2: j * hilo_bytes(I) // 2 + (I // 32) * 64] = sentinel
-    acth2 = acth2.view(torch.bfloat16)
-    x3 = torch.from_numpy(x.copy())
-    g1, g2 = -(-2 * I // 16 // cf["W"]), -(-H // 16 // (cf["W"] // cf["W_K2"]))
-    for launch in range(2):
-        sync[:2 + K_TOP] = 0                             # (moe_router_hilo's clearing, before each launch)
-        mm.moe_mlp_mma[(K_TOP * (g1 + g2),)](xh, logits, E, b1, s1, bias1, acth2, b2, s2, bias2, part, count, sync, x3,
-                                             H, I, K_TOP, LIMIT, ALPHA, **cf)
-        assert (count.numpy() == 0).all()
-        assert (sync.numpy()[2:2 + K_TOP] == g1).all()
-        ah2 = acth2.view(torch.int16).numpy().view(np.uint16)
-        got_act2 = np.stack([hilo_decode(ah2[j * hilo_bytes(I) // 2:], I) for j in range(K_TOP)])
-        assert (np.abs(got_act2 - ref_act) <= bound1 + 1e-30).all(), np.max(np.abs(got_act2 - ref_act) / bound1)
-        if cf["W"] == c1["W_R"]:
-            assert (ah2 == ah).all()
-        out_ref2 = sum(wts[j] * (W2[e] @ got_act2[j] + f64(bias2)[e]) for j, e in enumerate(ids))
-        got = x3.numpy().astype(np.float64) - x64
-        err = np.abs(got - (launch + 1) * out_ref2)
-        assert (err <= (launch + 1) * (2.0 ** -15 * scale2 + 1e-6 * np.abs(out_ref2)) + 1e-5 * np.abs(x64)).all(), \
             np.max(err / (2.0 ** -15 * scale2))
 
 
@@ -583,16 +550,14 @@ def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
 # moe_mma.py's one-token loop, a CTA of W_R x W_K warps on the same emulator (the warps share x in shared memory
 # behind a bar.sync): each 16-row tile's sums over the lanes and the W_K warps of its group against float64.
 
-@pytest.mark.parametrize("stages,w_r,w_k,rt,ntiles,KB,wait", [
-    (4, 4, 1, 1, 4, 90, False),  # mlp1's compiled tile at K = 2880
-    (4, 2, 2, 1, 2, 9, False),   # mlp2's compiled tile: two warps along K, the last unit partial
-    (3, 1, 2, 2, 2, 5, False),   # two tiles per warp sharing B
-    (6, 2, 1, 2, 3, 13, False),  # the last group's second tile past the end (repeats the first)
-    (2, 2, 2, 1, 2, 3, False),   # one unit for two warps: the second warp's share is empty
-    (4, 4, 1, 1, 4, 90, True),   # moe_mlp_mma's loop: x is garbage until the flag (polled) reaches its target
-    (3, 2, 1, 1, 2, 7, True),
+@pytest.mark.parametrize("stages,w_r,w_k,rt,ntiles,KB", [
+    (4, 4, 1, 1, 4, 90),       # mlp1's compiled tile at K = 2880
+    (4, 2, 2, 1, 2, 9),        # mlp2's compiled tile: two warps along K, the last unit partial
+    (3, 1, 2, 2, 2, 5),        # two tiles per warp sharing B
+    (6, 2, 1, 2, 3, 13),       # the last group's second tile past the end (repeats the first)
+    (2, 2, 2, 1, 2, 3),        # one unit for two warps: the second warp's share is empty
 ])
-def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB, wait):
+def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB):
     from ptx_emu import Warp, b2f, bf16_to_f, f2b, global_memory, run_cta
 
     mm = kernels().moe_mma
@@ -608,35 +573,18 @@ def test_moe_mma_ptx(rng, stages, w_r, w_k, rt, ntiles, KB, wait):
     k = np.arange(K)
     pos = (k // 32) * 64 + (k % 32 // 8) * 16 + 2 * (k % 4) + k % 8 // 4
     xh[pos], xh[pos + 8] = hi, lo
-    target = int(rng.integers(2, 6))
-    gmem, at, valid = global_memory(rng, {"w": blocks, "s": scales, "x": xh, "flag": np.zeros(4, np.uint32)})
-    ptx = mm._mma_loop_ptx(stages, W, rt, wait)
+    gmem, at, valid = global_memory(rng, {"w": blocks, "s": scales, "x": xh})
+    ptx = mm._mma_loop_ptx(stages, W, rt)
     smem = rng.integers(0, 256, mm._smem_bytes(stages, W, rt)).astype(np.uint8)
-    xbytes = xh.view(np.uint8)
-    polls = []
-    if wait:   # x is written by "other programs", which raise the flag by one per poll until the target
-        gmem[at["x"]:at["x"] + xbytes.size] = rng.integers(0, 256, xbytes.size)
-
-        def on_acquire(addr):
-            assert addr == at["flag"]
-            polls.append(addr)
-            v = min(len(polls), target)
-            if v == target:
-                gmem[at["x"]:at["x"] + xbytes.size] = xbytes
-            gmem[addr:addr + 4] = np.frombuffer(np.uint32(v).tobytes(), np.uint8)
     no, ngroups, warps, tiles = 2 * rt, -(-ntiles // rt), [], []
     for w in range(W):
         tile = min(w // w_k, ngroups - 1) * rt
         tile2 = min(tile + 1, ntiles - 1)
         tiles.append((tile, tile2))
         params = {no: at["w"] + tile * 16 * KB * 16, no + 1: at["s"] + tile * 16 * KB, no + 2: at["x"],
-                  no + 3: w_k, no + 4: KB, no + 5: w % w_k, no + 6: (KB + 3) // 4, no + 7: 16 * (tile2 - tile),
-                  no + 8: at["flag"], no + 9: target}
+                  no + 3: w_k, no + 4: KB, no + 5: w % w_k, no + 6: (KB + 3) // 4, no + 7: 16 * (tile2 - tile)}
         warps.append(Warp(ptx, w, gmem, params, rng, valid=valid, smem=smem, warps=W))
-        if wait:
-            warps[-1].on_acquire = on_acquire
     run_cta(warps)
-    assert len(polls) == (target if wait else 0)     # thread 0 alone polls, until the flag reaches the target
     Wd = decode_mxfp4(blocks.reshape(1, R, KB, 16), scales[None])[0]
     for grp in range(w_r):
         members = range(grp * w_k, (grp + 1) * w_k)

@@ -48,10 +48,9 @@ How the products are laid out (per warp: 16 weight rows r0 + 0..15, every W_K-th
 Contracts (one token; K_TOP experts from the router logits as moe.py's routed
 kernels choose them; R = 2I rows for mlp1, H for mlp2; hilo sizes in bytes:
 hilo_bytes(K) = cdiv(K / 32, 4) * 512):
-  moe_router_hilo(x, norm_w, eps, w, b, logits, xh, E, H, sync, NSYNC)   grid (cdiv(E, BLOCK_N),)
+  moe_router_hilo(x, norm_w, eps, w, b, logits, xh, E, H)           grid (cdiv(E, BLOCK_N),)
       logits[n] = w[n] . rmsnorm(x) + b[n] (linear_gemv's fused-norm product) and
-      xh = hilo(rmsnorm(x)) (hilo_bytes(H) bytes; each program writes a share); program 0
-      sets sync[0 .. NSYNC) (NSYNC <= 16) to 0 for the moe_mlp_mma launch that follows.
+      xh = hilo(rmsnorm(x)) (hilo_bytes(H) bytes; each program writes a share).
   moe_mlp1_route_mma(xh, logits, E, blocks, scales, bias, acth, H, I, K_TOP, limit, alpha)
                                                                     grid (K_TOP, cdiv(2I / 16, RT W_R))
       acth[j] = hilo(swiglu(mlp1_e(xn))) for the token's j-th expert e (acth: K_TOP
@@ -62,13 +61,6 @@ hilo_bytes(K) = cdiv(K / 32, 4) * 512):
       rows (bias included) to part[j]; the last of a row group's K_TOP programs (count[r], acq_rel)
       adds them in order j and sets count[r] back to 0. part fp32 [K_TOP, H]; count
       int32 [cdiv(H / 16, RT W_R)], zero before the first launch.
-  moe_mlp_mma(xh, logits, E, blocks1, scales1, bias1, acth, blocks2, scales2, bias2, part, count, sync, x, H, I,
-              K_TOP, limit, alpha)                                  grid (K_TOP (cdiv(2I, 16 W_R) + cdiv(H, 16 W_R)),)
-      moe_mlp1_route_mma and moe_mlp2_route_mma (W_K = RT = 1) in one launch, same results (mlp2's rows
-      with one warp per row along K). The mlp2 programs request their weights before they wait (a flag
-      per expert: sync[2 + j], raised by each mlp1 program of expert j after its activations are written);
-      roles go by tickets (sync[0]) in the order programs start, so a program waits only for programs that
-      have started and do not wait. sync int32 [2 + K_TOP] zero before each launch (moe_router_hilo).
 Launch requirements: H and I multiples of 32 and at most K_MAX; pointers 16-byte
 aligned (the scale rows of 16 weight rows are copied in 16-byte pieces); E <=
 BLOCK_E.
@@ -118,7 +110,7 @@ def decode_fp4_ptx(dst: str, src: str, hi_nibbles: bool) -> list:
     return first + [f"and.b32 {dst}, %z, 0x81C081C0;"]
 
 
-def _mma_loop_ptx(stages: int, warps: int, rt: int, wait: bool = False) -> str:
+def _mma_loop_ptx(stages: int, warps: int, rt: int) -> str:
     """The per-lane loop as PTX, for a warp of `rt` row tiles (16 rt consecutive rows, or the first tile twice).
 
     Operands: $0 .. $(2 rt - 1) = acc (f32 out) for rows r0 + g, r0 + g + 8 of each tile; then (inputs, in order)
@@ -134,17 +126,11 @@ def _mma_loop_ptx(stages: int, warps: int, rt: int, wait: bool = False) -> str:
     makes them visible. B operands: only the lanes g == t (x_hi) and g == t + 4 (x_lo) load; the other lanes'
     B registers stay zero. x's blocks sit X_PITCH bytes apart, so the two loading lanes of a quarter warp hit
     different banks. (Loads straight into registers, a few units ahead, did not overlap: ptxas issued all of an
-    iteration's loads at its end and waited for them at the top of the next.)
-
-    With `wait`, two more inputs follow: a flag address (u64) and a target (u32). The weights' first units and the
-    scales are then requested first; thread 0 polls the flag (relaxed loads, then one fence.acq_rel.gpu) until it
-    holds at least the target (a target of 0: no poll), a bar.sync passes that on to the CTA, and only then is x
-    copied: x may be written by other programs of the
-    same launch (moe_mlp_mma), which raise the flag after writing it."""
+    iteration's loads at its end and waited for them at the top of the next.)"""
     P = stages
     assert rt in (1, 2)
     no = 2 * rt
-    ROW, SC, XH, STEP, KB, U0, U1, T2, FLAG, TARGET = (f"${no + i}" for i in range(10))
+    ROW, SC, XH, STEP, KB, U0, U1, T2 = (f"${no + i}" for i in range(8))
     xreg = K_MAX // 32 * X_PITCH
     sc_bytes = 16 * rt * K_MAX // 32
     slot = 1024 * rt
@@ -182,28 +168,24 @@ def _mma_loop_ptx(stages: int, warps: int, rt: int, wait: bool = False) -> str:
     a("mov.u32 %sm, gon_mma_smem;")
     a(f"mad.lo.u32 %ws, %w, {warp_bytes}, %sm;")
     a(f"add.u32 %ws, %ws, {xreg};")                # this warp's region: scales, then the slots
-
-    def copy_x():  # the CTA copies every unit of x (16-byte chunks, thread-strided; chunk c -> block c / 8)
-        a(f"add.u32 %nch, {KB}, 3;")
-        a("shr.u32 %nch, %nch, 2;")
-        a("shl.b32 %nch, %nch, 5;")                # NU * 32 chunks
-        a("mov.u32 %c, %tdx;")
-        a("GON_MMA_X:")
-        a("setp.ge.u32 %pe, %c, %nch;")
-        a("@%pe bra GON_MMA_X_END;")
-        a("shr.u32 %z, %c, 3;")
-        a("and.b32 %f, %c, 7;")
-        a("shl.b32 %f, %f, 4;")
-        a(f"mad.lo.u32 %dst, %z, {X_PITCH}, %f;")
-        a("add.u32 %dst, %dst, %sm;")
-        a(f"mad.wide.u32 %src, %c, 16, {XH};")
-        a("cp.async.cg.shared.global [%dst], [%src], 16;")
-        a("add.u32 %c, %c, %ntd;")
-        a("bra.uni GON_MMA_X;")
-        a("GON_MMA_X_END:")
-
-    if not wait:
-        copy_x()
+    # x: the CTA copies every unit (16-byte chunks, thread-strided; chunk c -> block c / 8 at X_PITCH bytes each)
+    a(f"add.u32 %nch, {KB}, 3;")
+    a("shr.u32 %nch, %nch, 2;")
+    a("shl.b32 %nch, %nch, 5;")                    # NU * 32 chunks
+    a("mov.u32 %c, %tdx;")
+    a("GON_MMA_X:")
+    a("setp.ge.u32 %pe, %c, %nch;")
+    a("@%pe bra GON_MMA_X_END;")
+    a("shr.u32 %z, %c, 3;")
+    a("and.b32 %f, %c, 7;")
+    a("shl.b32 %f, %f, 4;")
+    a(f"mad.lo.u32 %dst, %z, {X_PITCH}, %f;")
+    a("add.u32 %dst, %dst, %sm;")
+    a(f"mad.wide.u32 %src, %c, 16, {XH};")
+    a("cp.async.cg.shared.global [%dst], [%src], 16;")
+    a("add.u32 %c, %c, %ntd;")
+    a("bra.uni GON_MMA_X;")
+    a("GON_MMA_X_END:")
     # the scales of the warp's rows: 16 KB contiguous bytes per tile (16-byte aligned), lane-strided chunks
     a(f"mul.lo.u32 %nsc, {KB}, {rt};")
     if rt == 2:
@@ -253,29 +235,7 @@ def _mma_loop_ptx(stages: int, warps: int, rt: int, wait: bool = False) -> str:
         a(f"mad.lo.u32 %un, %step, {s}, {U0};")
         a(f"add.u32 %sb, %as, {s * slot};")
         copy_unit("%un", "%sb")
-    if wait:
-        # thread 0 waits for the flag (the weights are on their way meanwhile), the barrier passes that on
-        # (relaxed polls and one fence: an ld.acquire compiles to a load and an invalidation of the SM's whole L1,
-        # which, repeated by the polling threads, slowed the programs still at work on the same SM)
-        a("setp.ne.u32 %pe, %tdx, 0;")
-        a("@%pe bra GON_MMA_WAITED;")
-        a(f"setp.eq.u32 %pe, {TARGET}, 0;")
-        a("@%pe bra GON_MMA_WAITED;")
-        a("GON_MMA_SPIN:")
-        a(f"ld.relaxed.gpu.global.u32 %z, [{FLAG}];")
-        a(f"setp.ge.u32 %pe, %z, {TARGET};")
-        a("@%pe bra GON_MMA_SEEN;")
-        a("nanosleep.u32 100;")
-        a("bra GON_MMA_SPIN;")
-        a("GON_MMA_SEEN:")
-        a("fence.acq_rel.gpu;")
-        a("GON_MMA_WAITED:")
-        a("bar.sync 0;")
-        copy_x()
-        a("cp.async.commit_group;")
-        a("cp.async.wait_group 0;")
-    else:
-        a(f"cp.async.wait_group {P};")
+    a(f"cp.async.wait_group {P};")
     a("bar.sync 0;")
     # B: lanes g == t read x_hi of block 4u + t, g == t + 4 its x_lo; the others keep zeros
     a("setp.eq.u32 %phi, %g, %t;")
@@ -361,33 +321,27 @@ def _mma_loop_ptx(stages: int, warps: int, rt: int, wait: bool = False) -> str:
 
 # The PTX of every (stages, warps, rt) whose shared memory fits (a table of strings: Triton's dependency scan of a
 # constexpr_function refuses references to plain functions).
-_PTX = {(p, w, rt, wait): _mma_loop_ptx(p, w, rt, wait) for p in (2, 3, 4, 6, 8) for w in (1, 2, 4, 8)
-        for rt in (1, 2) for wait in (False, True) if _smem_bytes(p, w, rt) <= 48 * 1024}
+_PTX = {(p, w, rt): _mma_loop_ptx(p, w, rt) for p in (2, 3, 4, 6, 8) for w in (1, 2, 4, 8) for rt in (1, 2)
+        if _smem_bytes(p, w, rt) <= 48 * 1024}
 
 
 @triton.constexpr_function
-def _loop_asm(stages, warps, rt, wait):
-    key = (int(stages), int(warps), int(rt), bool(wait))
+def _loop_asm(stages, warps, rt):
+    key = (int(stages), int(warps), int(rt))
     if key not in _PTX:
-        raise ValueError(f"moe_mma: no loop for (STAGES, W_R * W_K, RT) = {key[:3]}: its shared memory would pass "
-                         "48 KB")
+        raise ValueError(f"moe_mma: no loop for (STAGES, W_R * W_K, RT) = {key}: its shared memory would pass 48 KB")
     return _PTX[key]
 
 
 @triton.jit
-def _mma_loop(args, STAGES: tl.constexpr, W: tl.constexpr, RT: tl.constexpr, WAIT: tl.constexpr = 0):
-    # (with RT = 1 the second tile's row offset is unused: "r" binds it to a register nobody reads). With WAIT the
-    # loop polls a flag in memory, so it is not pure.
-    if WAIT:
-        acc0, acc1 = tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT, WAIT), "=f,=f,l,l,l,l,r,r,r,r,l,r", args,
-                                               dtype=(tl.float32, tl.float32), is_pure=False, pack=1)
-        return acc0, acc1, acc0, acc1
-    elif RT == 1:
-        acc0, acc1 = tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT, WAIT), "=f,=f,l,l,l,l,r,r,r,r", args,
+def _mma_loop(args, STAGES: tl.constexpr, W: tl.constexpr, RT: tl.constexpr):
+    if RT == 1:
+        # (the last argument, the second tile's row offset, is unused: "r" binds it to a register nobody reads)
+        acc0, acc1 = tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT), "=f,=f,l,l,l,l,r,r,r,r", args,
                                                dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
         return acc0, acc1, acc0, acc1
     else:
-        return tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT, WAIT), "=f,=f,=f,=f,l,l,l,l,r,r,r,r", args,
+        return tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT), "=f,=f,=f,=f,l,l,l,l,r,r,r,r", args,
                                          dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True,
                                          pack=1)
 
@@ -435,12 +389,11 @@ def _emulated_rows(wrow_ptr, srow_ptr, xh_ptr, KB, u0, step, g, first):
 
 @triton.jit
 def _mma_rows(w_ptr, s_ptr, xh_ptr, KB, grp0, ntiles, W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr,
-              RT: tl.constexpr, flag_ptr=None, target=0, WAIT: tl.constexpr = 0):
+              RT: tl.constexpr):
     """sum_k W[row, k] x[k] for the W_R row groups grp0 .. grp0 + W_R - 1 of RT tiles of 16 rows (fp32
     [16 RT W_R], rows 16 RT grp0 + i; groups past the last repeat it, a second tile past ntiles - 1 repeats the
     first). w_ptr / s_ptr: the expert's blocks and scales. Warp w of the program takes group grp0 + w // W_K and
-    the (w % W_K)-th share of the units of 4 blocks; element i of the lane vectors is thread i. With WAIT (RT = 1)
-    x is read only once *flag_ptr >= target (the loop's weights are requested before that)."""
+    the (w % W_K)-th share of the units of 4 blocks; element i of the lane vectors is thread i."""
     i = tl.arange(0, 32 * W_R * W_K)
     w = i // 32
     ngroups = (ntiles + RT - 1) // RT
@@ -467,9 +420,7 @@ def _mma_rows(w_ptr, s_ptr, xh_ptr, KB, grp0, ntiles, W_R: tl.constexpr, W_K: tl
         zero64 = tl.zeros([32 * W_R * W_K], tl.int64)
         args = [wrow.to(tl.int64), srow.to(tl.int64), xh_ptr.to(tl.int64) + zero64, zero64 + W_K,
                 KB + tl.zeros([32 * W_R * W_K], tl.int32), u0, u1, (16 * (tile2 - tile)).to(tl.int32)]
-        if WAIT:
-            args = args + [flag_ptr.to(tl.int64) + zero64, target + tl.zeros([32 * W_R * W_K], tl.int32)]
-        acc0, acc1, acc2, acc3 = _mma_loop(args, STAGES, W_R * W_K, RT, WAIT)
+        acc0, acc1, acc2, acc3 = _mma_loop(args, STAGES, W_R * W_K, RT)
     r0 = tl.sum(tl.sum(tl.reshape(acc0, [W_R, W_K, 8, 4]), axis=3), axis=1)                     # rows 0..7
     r1 = tl.sum(tl.sum(tl.reshape(acc1, [W_R, W_K, 8, 4]), axis=3), axis=1)                     # rows 8..15
     if RT == 1:
@@ -487,12 +438,9 @@ def _hilo_bytes(K):
 
 
 @triton.jit
-def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E, H, sync_ptr, NSYNC,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_H: tl.constexpr):
+def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E, H, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_H: tl.constexpr):
     pdl_begin()
-    if tl.program_id(0) == 0:  # moe_mlp_mma's counters, for the launch that follows this one
-        ns = tl.arange(0, 16)
-        tl.store(sync_ptr + ns, 0, mask=ns < NSYNC)
     out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, 1, E, H, eps, 1,
                                                           1, 0, 1, BLOCK_N, BLOCK_K, STAGES, 1)
     tl.store(logits_ptr + offs_n[None, :], out, mask=m_mask[:, None] & n_mask[None, :])
@@ -561,16 +509,7 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
     x_rows = tl.load(x_ptr + rows, mask=rm, other=0.0)
     y = _mma_rows(blocks_ptr + e * H * KB * 16, scales_ptr + e * H * KB, act_h, KB, grp0, H // 16, W_R, W_K, STAGES,
                   RT)
-    _mlp2_add(y + bias, x_rows, rows, rm, grp, logits_ptr, E, part_ptr, count_ptr, x_ptr, H, j, K_TOP, BLOCK_E,
-              BLOCK_J)
-
-
-@triton.jit
-def _mlp2_add(y, x_rows, rows, rm, grp, logits_ptr, E, part_ptr, count_ptr, x_ptr, H, j, K_TOP,
-              BLOCK_E: tl.constexpr, BLOCK_J: tl.constexpr):
-    """mlp2's epilogue: this program's rows y (bias included) go to part[j]; the last of the row group's K_TOP
-    programs (count[grp], acq_rel) adds them into x in order j and sets count[grp] back to 0."""
-    tl.store(part_ptr + j.to(tl.int64) * H + rows, y, mask=rm)
+    tl.store(part_ptr + j.to(tl.int64) * H + rows, y + bias, mask=rm)
     tl.debug_barrier()                                  # every thread's partials are written before the count
     done = tl.atomic_add(count_ptr + grp, 1, sem="acq_rel", scope="gpu")
     if done == K_TOP - 1:
@@ -580,7 +519,7 @@ def _mlp2_add(y, x_rows, rows, rm, grp, logits_ptr, E, part_ptr, count_ptr, x_pt
         for _j in range(0, K_TOP):
             taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
             total += tl.exp(best - first)
-        out = tl.zeros(y.shape, tl.float32)
+        out = tl.zeros([16 * RT * W_R], tl.float32)
         # the first BLOCK_J experts' rows (bias included) in one load, not one L2 round trip after another
         jv = tl.arange(0, BLOCK_J)
         parts = tl.load(part_ptr + jv.to(tl.int64)[:, None] * H + rows[None, :],
@@ -597,94 +536,6 @@ def _mlp2_add(y, x_rows, rows, rm, grp, logits_ptr, E, part_ptr, count_ptr, x_pt
         tl.atomic_xchg(count_ptr + grp, 0, sem="relaxed", scope="gpu")
 
 
-@triton.jit
-def _mma_rows_wk(w_ptr, s_ptr, xh_ptr, KB, tile0, ntiles, wk, flag_ptr, target, W: tl.constexpr,
-                 STAGES: tl.constexpr):
-    """_mma_rows with the warps' split along K a run-time value wk (1 or 2), waiting for *flag_ptr >= target before
-    x is read: warp w takes tile tile0 + w // wk (the last where that passes ntiles - 1) and the (w % wk)-th share
-    of its units. Returns y [16 W]: element 16 w + r is row r of warp w's tile, summed over the wk warps sharing it
-    (for wk = 2 both warps of a pair hold the sum)."""
-    i = tl.arange(0, 32 * W)
-    w = i // 32
-    tile = tl.minimum(tile0 + w // wk, ntiles - 1).to(tl.int64)
-    u0 = w % wk
-    u1 = (KB + 3) // 4 + tl.zeros_like(u0)
-    wrow = w_ptr + tile * 16 * KB * 16
-    srow = s_ptr + tile * 16 * KB
-    if _INTERPRET:
-        g = (i % 32) // 4
-        first = (i % 4) == 0
-        acc0 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, wk, g, first)
-        acc1 = _emulated_rows(wrow, srow, xh_ptr, KB, u0, wk, g + 8, first)
-    else:
-        zero64 = tl.zeros([32 * W], tl.int64)
-        zero32 = tl.zeros([32 * W], tl.int32)
-        args = [wrow.to(tl.int64), srow.to(tl.int64), xh_ptr.to(tl.int64) + zero64, zero64 + wk, KB + zero32, u0,
-                u1, zero32, flag_ptr.to(tl.int64) + zero64, target + zero32]
-        acc0, acc1, acc2, acc3 = _mma_loop(args, STAGES, W, 1, 1)
-    r0 = tl.sum(tl.reshape(acc0, [W, 8, 4]), axis=2)                     # rows 0..7 of each warp's tile
-    r1 = tl.sum(tl.reshape(acc1, [W, 8, 4]), axis=2)                     # rows 8..15
-    yw = tl.reshape(tl.permute(tl.join(r0, r1), (0, 2, 1)), [W, 16])
-    pair = tl.sum(tl.reshape(yw, [W // 2, 2, 16]), axis=1)              # wk = 2: the two warps of a tile
-    y2 = tl.reshape(tl.broadcast_to(pair[:, None, :], [W // 2, 2, 16]), [16 * W])
-    return tl.where(wk == 1, tl.reshape(yw, [16 * W]), y2)
-
-
-@triton.jit
-def moe_mlp_mma(xh_ptr, logits_ptr, E, blocks1_ptr, scales1_ptr, bias1_ptr, acth_ptr, blocks2_ptr, scales2_ptr,
-                bias2_ptr, part_ptr, count_ptr, sync_ptr, x_ptr, H, I, K_TOP, limit, alpha, W: tl.constexpr,
-                W_K2: tl.constexpr, STAGES: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_J: tl.constexpr = 4):
-    """moe_mlp1_route_mma then moe_mlp2_route_mma in one launch: programs 0 .. K_TOP G1 - 1 are mlp1's (j, group)
-    programs (W warps, one 16-row tile each), the rest mlp2's (W / W_K2 tiles, W_K2 warps along K per tile). An
-    mlp2 program routes, loads its bias and x rows and requests its first weights, then waits for expert j's G1
-    mlp1 programs (sync[2 + j], raised by each after its activations are written) before it reads them."""
-    pdl_begin()
-    t = tl.program_id(0)
-    g1 = (2 * I // 16 + W - 1) // W
-    g2 = (H // 16 + W // W_K2 - 1) // (W // W_K2)
-    n1 = K_TOP * g1
-    first = t < n1                                      # an mlp1 program
-    u = tl.where(first, t, t - n1)
-    G = tl.where(first, g1, g2)
-    j = u // G
-    grp = u % G
-    wk = tl.where(first, 1, W_K2)
-    tile0 = grp * (W // wk)
-    e = _route_expert(logits_ptr, j, E, BLOCK_E)
-    R = tl.where(first, 2 * I, H)
-    KB = tl.where(first, H, I) // 32
-    sl = tl.arange(0, 16 * W)
-    rows = (tile0 + (sl // 16) // wk) * 16 + sl % 16   # element 16 w + r: row r of warp w's tile
-    rm = ((sl // 16) % wk == 0) & (rows < R)            # (one warp of a pair keeps a row)
-    act_h = acth_ptr + j.to(tl.int64) * (_hilo_bytes(I) // 2)
-    # one call of the loop for both roles (its PTX, shared memory and labels must appear once in the kernel)
-    if first:
-        w_ptr = blocks1_ptr + e * R * KB * 16
-        s_ptr = scales1_ptr + e * R * KB
-        b_ptr = bias1_ptr + e * R
-        x_in = xh_ptr
-        target = 0                                      # nothing to wait for
-    else:
-        w_ptr = blocks2_ptr + e * R * KB * 16
-        s_ptr = scales2_ptr + e * R * KB
-        b_ptr = bias2_ptr + e * R
-        x_in = act_h
-        target = g1
-    # loaded before the loop, so that their latency is hidden: the bias, and for mlp2 the x rows it adds to
-    bias = tl.load(b_ptr + rows, mask=rm, other=0.0).to(tl.float32)
-    x_rows = tl.load(x_ptr + rows, mask=rm & (t >= n1), other=0.0)
-    y = _mma_rows_wk(w_ptr, s_ptr, x_in, KB, tile0, R // 16, wk, sync_ptr + 2 + j, target, W, STAGES)
-    y += bias
-    if first:
-        gate, up = tl.split(tl.reshape(y, [8 * W, 2]))
-        cols = grp * 8 * W + tl.arange(0, 8 * W)
-        _store_hilo(act_h, cols, _swiglu(gate, up, limit, alpha), cols < I)
-        tl.debug_barrier()                              # every thread's activations are written before the flag
-        tl.atomic_add(sync_ptr + 2 + j, 1, sem="release", scope="gpu")
-    else:
-        _mlp2_add(y, x_rows, rows, rm, grp, logits_ptr, E, part_ptr, count_ptr, x_ptr, H, j, K_TOP, BLOCK_E, BLOCK_J)
-
-
 # (W_R row groups, W_K warps along K per group, STAGES units in flight per warp, RT tiles of 16 rows per group) of
 # the two products (bench/gpu/moe_mma_lab.py --tiles, H200, 20b shapes, run 44: mlp1 22.1-22.8 us at (4, 1, 4, 1)
 # against 22.8-32.5 for the other tiles tried and 25.3-26.1 for the loop before its shared memory was laid out
@@ -692,14 +543,11 @@ def moe_mlp_mma(xh_ptr, logits_ptr, E, blocks1_ptr, scales1_ptr, bias1_ptr, acth
 # sharing the B operands (RT = 2) were no faster: mlp1 22.8-28.3, mlp2 19.7-22.3)
 MLP1_TILE = (4, 1, 4, 1)
 MLP2_TILE = (2, 2, 4, 1)
-# moe_mlp_mma's (W, W_K2, STAGES): mlp1's tile, and mlp2's with two warps along K
-MLP_TILE = (4, 2, 4)
 
 VARIANTS = [
     Variant(name="moe_router_hilo", kernel=moe_router_hilo,
             signature={"x_ptr": "*fp32", "norm_w_ptr": "*bf16", "eps": "fp32", "w_ptr": "*bf16", "b_ptr": "*bf16",
-                       "logits_ptr": "*fp32", "xh_ptr": "*bf16", "E": "i32", "H": "i32", "sync_ptr": "*i32",
-                       "NSYNC": "i32"},
+                       "logits_ptr": "*fp32", "xh_ptr": "*bf16", "E": "i32", "H": "i32"},
             constexprs={"BLOCK_N": 2, "BLOCK_K": 1024, "STAGES": 3, "BLOCK_H": 256}, num_warps=2, num_stages=1,
             div16=("H",)),
 ] + [
@@ -721,15 +569,5 @@ VARIANTS = [
                         "BLOCK_E": be, "BLOCK_J": 4},
             num_warps=MLP2_TILE[0] * MLP2_TILE[1],
             num_stages=1, div16=("H", "I"))
-    for be in (32, 128)
-] + [
-    Variant(name=f"moe_mlp_mma_e{be}", kernel=moe_mlp_mma,
-            signature={"xh_ptr": "*bf16", "logits_ptr": "*fp32", "E": "i32", "blocks1_ptr": "*u8",
-                       "scales1_ptr": "*u8", "bias1_ptr": "*bf16", "acth_ptr": "*bf16", "blocks2_ptr": "*u8",
-                       "scales2_ptr": "*u8", "bias2_ptr": "*bf16", "part_ptr": "*fp32", "count_ptr": "*i32",
-                       "sync_ptr": "*i32", "x_ptr": "*fp32", "H": "i32", "I": "i32", "K_TOP": "i32", "limit": "fp32",
-                       "alpha": "fp32"},
-            constexprs={"W": MLP_TILE[0], "W_K2": MLP_TILE[1], "STAGES": MLP_TILE[2], "BLOCK_E": be, "BLOCK_J": 4},
-            num_warps=MLP_TILE[0], num_stages=1, div16=("H", "I"))
     for be in (32, 128)
 ]

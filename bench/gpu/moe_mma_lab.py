@@ -81,7 +81,6 @@ def main():
     act = torch.zeros(KT, I, device=dev)
     part = torch.zeros(KT * 4, H, device=dev)
     count = torch.zeros((H + 15) // 16, dtype=torch.int32, device=dev)
-    sync = torch.zeros(16, dtype=torch.int32, device=dev)  # moe_mlp_mma's counters (moe_router_hilo clears them)
     hb = lambda K: (K // 32 + 3) // 4 * 512  # noqa: E731
     xh = torch.zeros(hb(H) // 2 + 64, dtype=torch.bfloat16, device=dev)
     acth = torch.zeros(KT * hb(I) // 2 + 64, dtype=torch.bfloat16, device=dev)
@@ -134,7 +133,7 @@ def main():
     def new_path(t1=None, t2=None):
         xo.copy_(d["x"])
         launch("moe_router_hilo", (triton.cdiv(E, V["moe_router_hilo"].constexprs["BLOCK_N"]),), xo, d["nw"], eps,
-               d["wr"], d["br"], logits, xh, E, H, sync, 2 + KT)
+               d["wr"], d["br"], logits, xh, E, H)
         new_mlp1(t1)
         new_mlp2(t2)
 
@@ -173,29 +172,20 @@ def main():
             acth, logits, E, d["q2"], d["s2"], d["b2"], part, count, xo, H, I, KT, W_R=t[0], W_K=t[1], STAGES=t[2],
             BLOCK_E=be, num_warps=t[0] * t[1], num_stages=1)
 
-    def fused_path():
-        xo.copy_(d["x"])
-        launch("moe_router_hilo", (triton.cdiv(E, V["moe_router_hilo"].constexprs["BLOCK_N"]),), xo, d["nw"], eps,
-               d["wr"], d["br"], logits, xh, E, H, sync, 2 + KT)
-        c = V[f"moe_mlp_mma_e{be}"].constexprs
-        grid = KT * (triton.cdiv(2 * I // 16, c["W"]) + triton.cdiv(H // 16, c["W"] // c["W_K2"]))
-        launch(f"moe_mlp_mma_e{be}", (grid,), xh, logits, E, d["q1"],
-               d["s1"], d["b1"], acth, d["q2"], d["s2"], d["b2"], part, count, sync, xo, H, I, KT, limit, alpha)
-
-    for name, path in (("old", old_path), ("new", new_path), ("fused", fused_path)):
+    for name, path in (("old", old_path), ("new", new_path)):
         path()
         torch.cuda.synchronize()
         ref, scale = reference(logits)
         err = ((xo.double().cpu() - ref).abs() / scale).max().item()
         us = bench(path)
-        rows.append((f"{name} path (launches + copy of x)", err, us, (mb1 + mb2) / (us * 1e-6) / 1e9))
+        rows.append((f"{name} path (3 launches + copy of x)", err, us, (mb1 + mb2) / (us * 1e-6) / 1e9))
     # each launch alone
     new_path()
     rows.append(("  router gemv (old)", 0, bench(lambda: launch(
         "linear_gemv_m1_norm_bias", (triton.cdiv(E, 2),), xo, xo, d["nw"], d["wr"], d["br"], logits, 1, E, H, E,
         eps)), 0))
     rows.append(("  moe_router_hilo", 0, bench(lambda: launch(
-        "moe_router_hilo", (triton.cdiv(E, 2),), xo, d["nw"], eps, d["wr"], d["br"], logits, xh, E, H, sync, 2 + KT)), 0))
+        "moe_router_hilo", (triton.cdiv(E, 2),), xo, d["nw"], eps, d["wr"], d["br"], logits, xh, E, H)), 0))
     m1 = f"moe_mlp1_route_gemv1_e{be}"
     us = bench(lambda: launch(m1, (KT, triton.cdiv(2 * I, V[m1].constexprs["BLOCK_N"])), xo, d["nw"], eps, logits, E,
                               d["q1"], d["s1"], d["b1"], act, 1, H, I, KT, limit, alpha))
@@ -208,7 +198,7 @@ def main():
         for rep in range(2):
             xo.copy_(d["x"])
             launch("moe_router_hilo", (triton.cdiv(E, V["moe_router_hilo"].constexprs["BLOCK_N"]),), xo, d["nw"],
-                   eps, d["wr"], d["br"], logits, xh, E, H, sync, 2 + KT)
+                   eps, d["wr"], d["br"], logits, xh, E, H)
             base_mlp1()
             base_mlp2()
             torch.cuda.synchronize()

@@ -30,7 +30,6 @@ constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token
 constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x (and the
                                   // scale bytes of a warp's rows in moe_gemm_mma.py)
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
-constexpr int kMoeSyncWords = 16;    // moe_mlp_mma's counters: 2 + experts per token (moe_router_hilo clears 16)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 // The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
 // stop ids checked on the device (triton_kernels/loop.py MAX_STOPS, BLOCK_R = kMaxGraphTokens). Its state:
@@ -76,12 +75,6 @@ bool split_moe() {
 }
 bool mma_moe() {
   static const bool on = switch_on("GON_CUDA_MMA_MOE");
-  return on;
-}
-// The one-token expert products in one launch (moe_mlp_mma: the mlp2 programs wait on flags the mlp1 programs
-// raise) instead of two; GON_CUDA_MLP_FUSED=0 launches moe_mlp1_route_mma and moe_mlp2_route_mma.
-bool fused_mlp() {
-  static const bool on = switch_on("GON_CUDA_MLP_FUSED");
   return on;
 }
 bool gemm_mma() {
@@ -189,7 +182,6 @@ struct CudaExecutor::Scratch {
   float* sample_probs = nullptr; // [R, V]
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
-  int32_t* moe_sync = nullptr;   // [kMoeSyncWords] moe_mlp_mma's tickets and flags (moe_router_hilo clears them)
   int32_t* loop_state = nullptr; // [kLoopWords] the device loop's state (decode_loop)
   uint16_t* xh = nullptr;        // hilo form of the one-token expert input (moe_mma.py)
   uint16_t* act_h = nullptr;     // [k] hilo forms of its expert activations
@@ -253,13 +245,12 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
-  offsets[i++] = p.add(kMoeSyncWords * 4);
   offsets[i++] = p.add(kLoopWords * 4);
   offsets[i++] = p.add(hilo_bytes(H));
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * hilo_bytes(I));
   return p.bytes;
 }
-constexpr int kScratchParts = 20;
+constexpr int kScratchParts = 19;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -331,8 +322,6 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.moe_part = reinterpret_cast<float*>(base + offs[i++]);
   s.moe_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
-  s.moe_sync = reinterpret_cast<int32_t*>(base + offs[i++]);
-  GON_CU(d.cuMemsetD8(dptr(s.moe_sync), 0, kMoeSyncWords * 4));
   s.loop_state = reinterpret_cast<int32_t*>(base + offs[i++]);
   // The hilo buffers' padding blocks (past K, up to a multiple of 4 blocks) are never written: cleared once here.
   s.xh = reinterpret_cast<uint16_t*>(base + offs[i++]);
@@ -1021,21 +1010,7 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     const Kernel& r = k_.get("moe_router_hilo");
     const int64_t bn = r.constexpr_value("BLOCK_N");
     r.launch(stream_, {static_cast<unsigned>((E + bn - 1) / bn), 1, 1},
-             {buf_.x, L.mlp_norm, c.rms_norm_eps, L.router.data, L.router.bias, sc.router_logits, sc.xh, E, H,
-              sc.moe_sync, 2 + k});
-    const std::string fused = "moe_mlp_mma_e" + std::to_string(be);
-    if (fused_mlp() && 2 + k <= kMoeSyncWords && k_.has(fused)) {
-      // Both products in one launch: its mlp2 programs (the higher program ids) request their weights while mlp1
-      // runs and wait for their expert's activations on a flag.
-      const Kernel& f = k_.get(fused);
-      const int64_t w = f.constexpr_value("W"), t2 = w / f.constexpr_value("W_K2");  // 16-row tiles per program
-      const int64_t programs = k * ((2 * I / 16 + w - 1) / w + (H / 16 + t2 - 1) / t2);
-      f.launch(stream_, {static_cast<unsigned>(programs), 1, 1},
-               {sc.xh, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, sc.act_h, L.mlp2.blocks,
-                L.mlp2.scales, L.mlp2.bias, sc.moe_part, sc.moe_count, sc.moe_sync, buf_.x, H, I, k,
-                c.swiglu_limit, c.swiglu_alpha});
-      return;
-    }
+             {buf_.x, L.mlp_norm, c.rms_norm_eps, L.router.data, L.router.bias, sc.router_logits, sc.xh, E, H});
     const Kernel& k1 = k_.get(mma1);
     const int64_t tiles1 = k1.constexpr_value("W_R") * k1.constexpr_value("RT");  // 16-row tiles per program
     k1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I / 16 + tiles1 - 1) / tiles1), 1},
