@@ -402,12 +402,19 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     # tiles in groups of 4, or 5 groups of 2 tiles in pairs), warps whose share of the units is empty (K = 96: one
     # unit for two warps)
     c1 = dict(vs[f"moe_mlp1_route_mma_e{BE}"].constexprs)
-    c2 = dict(vs[f"moe_mlp2_route_mma_e{BE}"].constexprs)
+    c2 = dict(vs["moe_mlp2_route_mma"].constexprs)
     if tile:
         for c in (c1, c2):
             c.update(W_R=tile[0], W_K=tile[1], STAGES=tile[2], RT=tile[3])
     grid1 = (K_TOP, -(-2 * I // 16 // (c1["W_R"] * c1["RT"])))          # 16-row tiles per program: W_R x RT
-    mm.moe_mlp1_route_mma[grid1](xh, logits, E, b1, s1, bias1, acth, H, I, K_TOP, LIMIT, ALPHA, **c1)
+    route_ids = torch.full((K_TOP,), -1, dtype=torch.int32)
+    route_u = torch.full((K_TOP,), float("nan"))
+    mm.moe_mlp1_route_mma[grid1](xh, logits, E, b1, s1, bias1, acth, route_ids, route_u, H, I, K_TOP, LIMIT, ALPHA,
+                                 **c1)
+    # the routing mlp2 reads: the experts in order, the softmax numerators relative to the largest logit
+    assert (route_ids.numpy() == ids).all()
+    np.testing.assert_allclose(route_u.numpy(), np.exp(lg[ids] - lg.max()), rtol=1e-6)
+    np.testing.assert_allclose(route_u.numpy() / route_u.numpy().sum(), wts, rtol=1e-5)
     ah = acth.view(torch.int16).numpy().view(np.uint16)
     got_act = np.stack([hilo_decode(ah[j * hilo_bytes(I) // 2:], I) for j in range(K_TOP)])
     assert np.isfinite(got_act).all()
@@ -426,7 +433,7 @@ def test_moe_mma(rng, H, I, E, K_TOP, BE, tile):
     x2 = torch.from_numpy(x.copy())
     for launch in range(2):                              # twice: the counters go back to zero
         grid2 = (K_TOP, -(-H // 16 // (c2["W_R"] * c2["RT"])))
-        mm.moe_mlp2_route_mma[grid2](acth, logits, E, b2, s2, bias2, part, count, x2, H, I, K_TOP, **c2)
+        mm.moe_mlp2_route_mma[grid2](acth, route_ids, route_u, b2, s2, bias2, part, count, x2, H, I, K_TOP, **c2)
         assert (count.numpy() == 0).all()
         got = x2.numpy().astype(np.float64) - x64
         err = np.abs(got - (launch + 1) * out_ref)

@@ -46,18 +46,20 @@ How the products are laid out (per warp: 16 weight rows r0 + 0..15, every W_K-th
     is not zero load it.
 
 Contracts (one token; K_TOP experts from the router logits as moe.py's routed
-kernels choose them; R = 2I rows for mlp1, H for mlp2; hilo sizes in bytes:
+kernels choose them (mlp1 chooses, mlp2 reads its choice); R = 2I rows for mlp1, H for mlp2; hilo sizes in bytes:
 hilo_bytes(K) = cdiv(K / 32, 4) * 512):
   moe_router_hilo(x, norm_w, eps, w, b, logits, xh, E, H)           grid (cdiv(E, BLOCK_N),)
       logits[n] = w[n] . rmsnorm(x) + b[n] (linear_gemv's fused-norm product) and
       xh = hilo(rmsnorm(x)) (hilo_bytes(H) bytes; each program writes a share).
-  moe_mlp1_route_mma(xh, logits, E, blocks, scales, bias, acth, H, I, K_TOP, limit, alpha)
+  moe_mlp1_route_mma(xh, logits, E, blocks, scales, bias, acth, route_ids, route_u, H, I, K_TOP, limit, alpha)
                                                                     grid (K_TOP, cdiv(2I / 16, RT W_R))
       acth[j] = hilo(swiglu(mlp1_e(xn))) for the token's j-th expert e (acth: K_TOP
-      blocks of hilo_bytes(I) bytes).
-  moe_mlp2_route_mma(acth, logits, E, blocks, scales, bias, part, count, x, H, I, K_TOP)
+      blocks of hilo_bytes(I) bytes); programs (j, 0) also write route_ids[j] = e (int32) and
+      route_u[j] = exp(logit_e - max logit) (fp32), for mlp2.
+  moe_mlp2_route_mma(acth, route_ids, route_u, blocks, scales, bias, part, count, x, H, I, K_TOP)
                                                                     grid (K_TOP, cdiv(H / 16, RT W_R))
-      x += sum_j weight_j * mlp2_{e_j}(act_j) (j increasing): program (j, r) writes its
+      x += sum_j weight_j * mlp2_{e_j}(act_j) (j increasing; weight_j = route_u[j] / sum route_u, the
+      sum in order j: moe.py's top-k softmax): program (j, r) writes its
       rows (bias included) to part[j]; the last of a row group's K_TOP programs (count[r], acq_rel)
       adds them in order j and sets count[r] back to 0. part fp32 [K_TOP, H]; count
       int32 [cdiv(H / 16, RT W_R)], zero before the first launch.
@@ -460,23 +462,26 @@ def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E,
 
 @triton.jit
 def _route_expert(logits_ptr, j, E, BLOCK_E: tl.constexpr):
-    """The token's j-th expert (moe.py's routed selection)."""
+    """The token's j-th expert (moe.py's routed selection) and its softmax numerator exp(logit - max logit)."""
     e_lanes, vals, taken, first = _route_load(logits_ptr, j * 0, E, BLOCK_E)
     idx = 0
     best = first
     for _j in range(0, j + 1):
         taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
-    return idx.to(tl.int64)
+    return idx.to(tl.int64), tl.exp(best - first)
 
 
 @triton.jit
-def moe_mlp1_route_mma(xh_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, acth_ptr, H, I, K_TOP, limit, alpha,
-                       W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_E: tl.constexpr,
-                       RT: tl.constexpr = 1):
+def moe_mlp1_route_mma(xh_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, acth_ptr, route_ids_ptr, route_u_ptr,
+                       H, I, K_TOP, limit, alpha, W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr,
+                       BLOCK_E: tl.constexpr, RT: tl.constexpr = 1):
     pdl_begin()
     j = tl.program_id(0)
     grp0 = tl.program_id(1) * W_R
-    e = _route_expert(logits_ptr, j, E, BLOCK_E)
+    e, u = _route_expert(logits_ptr, j, E, BLOCK_E)
+    if tl.program_id(1) == 0:  # the routing, for mlp2 (which then derives nothing from the logits)
+        tl.store(route_ids_ptr + j, e.to(tl.int32))
+        tl.store(route_u_ptr + j, u)
     R = 2 * I
     KB = H // 32
     rows = grp0 * 16 * RT + tl.arange(0, 16 * RT * W_R)
@@ -491,14 +496,14 @@ def moe_mlp1_route_mma(xh_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, 
 
 
 @triton.jit
-def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr, part_ptr, count_ptr, x_ptr, H, I,
-                       K_TOP, W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_E: tl.constexpr,
+def moe_mlp2_route_mma(acth_ptr, route_ids_ptr, route_u_ptr, blocks_ptr, scales_ptr, bias_ptr, part_ptr, count_ptr,
+                       x_ptr, H, I, K_TOP, W_R: tl.constexpr, W_K: tl.constexpr, STAGES: tl.constexpr,
                        RT: tl.constexpr = 1, BLOCK_J: tl.constexpr = 4):  # BLOCK_J: partials loaded at once
     pdl_begin()
     j = tl.program_id(0)
     grp = tl.program_id(1)
     grp0 = grp * W_R
-    e = _route_expert(logits_ptr, j, E, BLOCK_E)
+    e = tl.load(route_ids_ptr + j).to(tl.int64)
     KB = I // 32
     act_h = acth_ptr + j.to(tl.int64) * (_hilo_bytes(I) // 2)
     rows = grp0 * 16 * RT + tl.arange(0, 16 * RT * W_R)
@@ -513,25 +518,28 @@ def moe_mlp2_route_mma(acth_ptr, logits_ptr, E, blocks_ptr, scales_ptr, bias_ptr
     tl.debug_barrier()                                  # every thread's partials are written before the count
     done = tl.atomic_add(count_ptr + grp, 1, sem="acq_rel", scope="gpu")
     if done == K_TOP - 1:
-        e_lanes, vals, taken0, first = _route_load(logits_ptr, j * 0, E, BLOCK_E)
+        # the softmax over the top-k from mlp1's numerators (the same operations in the same order as deriving it
+        # from the logits here: the same bits)
+        jv = tl.arange(0, BLOCK_J)
+        us = tl.load(route_u_ptr + jv, mask=jv < K_TOP, other=0.0)
         total = 0.0
-        taken = taken0
-        for _j in range(0, K_TOP):
-            taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
-            total += tl.exp(best - first)
+        for jj in range(0, K_TOP):
+            if jj < BLOCK_J:
+                total += tl.sum(tl.where(jv == jj, us, 0.0), axis=0)
+            else:
+                total += tl.load(route_u_ptr + jj)
         out = tl.zeros([16 * RT * W_R], tl.float32)
         # the first BLOCK_J experts' rows (bias included) in one load, not one L2 round trip after another
-        jv = tl.arange(0, BLOCK_J)
         parts = tl.load(part_ptr + jv.to(tl.int64)[:, None] * H + rows[None, :],
                         mask=(jv[:, None] < K_TOP) & rm[None, :], other=0.0, cache_modifier=".cg")
-        taken = taken0
         for jj in range(0, K_TOP):                       # experts in increasing j: deterministic
-            taken, idx, best = _route_next(e_lanes, vals, taken, BLOCK_E)
             if jj < BLOCK_J:
                 yj = tl.sum(tl.where(jv[:, None] == jj, parts, 0.0), axis=0)                # exact: one term
+                uj = tl.sum(tl.where(jv == jj, us, 0.0), axis=0)
             else:
                 yj = tl.load(part_ptr + jj * H + rows, mask=rm, other=0.0, cache_modifier=".cg")
-            out += (tl.exp(best - first) / total) * yj
+                uj = tl.load(route_u_ptr + jj)
+            out += (uj / total) * yj
         tl.store(x_ptr + rows, x_rows + out, mask=rm)
         tl.atomic_xchg(count_ptr + grp, 0, sem="relaxed", scope="gpu")
 
@@ -553,21 +561,20 @@ VARIANTS = [
 ] + [
     Variant(name=f"moe_mlp1_route_mma_e{be}", kernel=moe_mlp1_route_mma,
             signature={"xh_ptr": "*bf16", "logits_ptr": "*fp32", "E": "i32", "blocks_ptr": "*u8", "scales_ptr": "*u8",
-                       "bias_ptr": "*bf16", "acth_ptr": "*bf16", "H": "i32", "I": "i32", "K_TOP": "i32",
-                       "limit": "fp32", "alpha": "fp32"},
+                       "bias_ptr": "*bf16", "acth_ptr": "*bf16", "route_ids_ptr": "*i32", "route_u_ptr": "*fp32",
+                       "H": "i32", "I": "i32", "K_TOP": "i32", "limit": "fp32", "alpha": "fp32"},
             constexprs={"W_R": MLP1_TILE[0], "W_K": MLP1_TILE[1], "STAGES": MLP1_TILE[2], "RT": MLP1_TILE[3],
                         "BLOCK_E": be},
             num_warps=MLP1_TILE[0] * MLP1_TILE[1],
             num_stages=1, div16=("H", "I"))
     for be in (32, 128)
 ] + [
-    Variant(name=f"moe_mlp2_route_mma_e{be}", kernel=moe_mlp2_route_mma,
-            signature={"acth_ptr": "*bf16", "logits_ptr": "*fp32", "E": "i32", "blocks_ptr": "*u8",
+    Variant(name="moe_mlp2_route_mma", kernel=moe_mlp2_route_mma,
+            signature={"acth_ptr": "*bf16", "route_ids_ptr": "*i32", "route_u_ptr": "*fp32", "blocks_ptr": "*u8",
                        "scales_ptr": "*u8", "bias_ptr": "*bf16", "part_ptr": "*fp32", "count_ptr": "*i32",
                        "x_ptr": "*fp32", "H": "i32", "I": "i32", "K_TOP": "i32"},
             constexprs={"W_R": MLP2_TILE[0], "W_K": MLP2_TILE[1], "STAGES": MLP2_TILE[2], "RT": MLP2_TILE[3],
-                        "BLOCK_E": be, "BLOCK_J": 4},
+                        "BLOCK_J": 4},
             num_warps=MLP2_TILE[0] * MLP2_TILE[1],
             num_stages=1, div16=("H", "I"))
-    for be in (32, 128)
 ]

@@ -81,6 +81,8 @@ def main():
     act = torch.zeros(KT, I, device=dev)
     part = torch.zeros(KT * 4, H, device=dev)
     count = torch.zeros((H + 15) // 16, dtype=torch.int32, device=dev)
+    route_ids = torch.zeros(KT, dtype=torch.int32, device=dev)   # mlp1's routing, read by mlp2
+    route_u = torch.zeros(KT, device=dev)
     hb = lambda K: (K // 32 + 3) // 4 * 512  # noqa: E731
     xh = torch.zeros(hb(H) // 2 + 64, dtype=torch.bfloat16, device=dev)
     acth = torch.zeros(KT * hb(I) // 2 + 64, dtype=torch.bfloat16, device=dev)
@@ -146,11 +148,11 @@ def main():
     def new_mlp1(t1=None):
         tiles, o = tile_args(t1, "mlp1")
         launch(f"moe_mlp1_route_mma_e{be}", (KT, triton.cdiv(2 * I // 16, tiles)), xh, logits, E, d["q1"], d["s1"],
-               d["b1"], acth, H, I, KT, limit, alpha, **o)
+               d["b1"], acth, route_ids, route_u, H, I, KT, limit, alpha, **o)
 
     def new_mlp2(t2=None):
         tiles, o = tile_args(t2, "mlp2")
-        launch(f"moe_mlp2_route_mma_e{be}", (KT, triton.cdiv(H // 16, tiles)), acth, logits, E, d["q2"], d["s2"],
+        launch("moe_mlp2_route_mma", (KT, triton.cdiv(H // 16, tiles)), acth, route_ids, route_u, d["q2"], d["s2"],
                d["b2"], part, count, xo, H, I, KT, **o)
 
     base = None

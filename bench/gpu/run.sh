@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -11,6 +11,8 @@
 # bench20b:  writes the 20b preset into /dev/shm and runs `bench` on it.
 # bench120b: the same for the 120b preset.
 # bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences (bench20b-1: batch 1 only).
+# step:      bench/gpu/step_kernels.py under ncu (STEP_MODEL=20b|120b; STEP_KERNELS=regex adds full sections and
+#            per-instruction stall samples of those kernels, STEP_COUNT launches of them).
 # lab-gmma:  bench/gpu/kernel_lab.py --only gmma (GMMA_TILES="W,STAGES[,MAXNREG] ..." for other tiles).
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
 #            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
@@ -160,6 +162,27 @@ prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens
   done
 }
 
+step_ncu() {  # the step's kernels under ncu: durations of every node (step.csv), then full sections and
+  # per-instruction stall samples of the kernels matching STEP_KERNELS (step-src.txt, step-details.txt)
+  local model=/dev/shm/gon-${STEP_MODEL:-20b}
+  install || return 1
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset ${STEP_MODEL:-20b} --tokenizer none --quiet $model
+  log "ncu durations of one step ($model)"
+  timeout 240 ncu --graph-profiling node --clock-control none --metrics gpu__time_duration.sum --nvtx \
+    --nvtx-include "gon_step/" --csv --log-file "$OUT/step.csv" $PY bench/gpu/step_kernels.py $model > "$OUT/step.log" 2>&1
+  $PY bench/gpu/step_kernels.py --table "$OUT/step.csv" | tee -a "$OUT/summary.txt"
+  [ -n "${STEP_KERNELS:-}" ] || return 0
+  log "ncu sections and source of $STEP_KERNELS"
+  timeout 300 ncu --graph-profiling node --clock-control none --nvtx --nvtx-include "gon_step/" \
+    --kernel-name "regex:$STEP_KERNELS" --launch-count ${STEP_COUNT:-4} --set full -f -o "$OUT/step-src" \
+    $PY bench/gpu/step_kernels.py $model > "$OUT/step-src.log" 2>&1
+  echo "ncu rc=$?" | tee -a "$OUT/summary.txt"
+  ncu -i "$OUT/step-src.ncu-rep" --page details > "$OUT/step-details.txt" 2>&1
+  ncu -i "$OUT/step-src.ncu-rep" --page source --csv --print-source sass > "$OUT/step-src.csv" 2>&1
+  grep -E "^  [a-z_]+|Duration|Registers|Achieved Occupancy|Waves|Memory Throughput|Warp Cycles Per Issued" \
+    "$OUT/step-details.txt" | head -80 | tee -a "$OUT/summary.txt"
+}
+
 case "$WHAT" in
   check) check; sanitize ;;
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
@@ -172,6 +195,7 @@ case "$WHAT" in
   check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
   check+ab) check; sanitize; switch_ab ;;
   ab) switch_ab ;;
+  step) step_ncu ;;
   lab-gmma) lab_gmma ;;
   lab-gmma+check) lab_gmma; check; sanitize ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;

@@ -1000,12 +1000,13 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
   const std::string m1_name = "moe_mlp1_route_gemv1_e" + std::to_string(be);
   const std::string m2_name = "moe_mlp2_route_gemv1_e" + std::to_string(be);
   const std::string mma1 = "moe_mlp1_route_mma_e" + std::to_string(be);
-  const std::string mma2 = "moe_mlp2_route_mma_e" + std::to_string(be);
+  const std::string mma2 = "moe_mlp2_route_mma";
   if (T == 1 && E <= 128 && H <= kMaxMmaK && I <= kMaxMmaK && mma_moe() && L.router.bias &&
       k_.has("moe_router_hilo") && k_.has(mma1) && k_.has(mma2)) {
     // One token on the tensor cores (triton_kernels/moe_mma.py): the router product with the RMSNorm fused also
-    // writes the normalised x in hilo form; each expert product derives the top-k itself; mlp1 writes the
-    // activations in hilo form; the last mlp2 program of a 16-row tile adds the experts' rows into x in order.
+    // writes the normalised x in hilo form; mlp1's programs derive their expert from the logits, write the
+    // activations in hilo form and (the first of each expert) the expert and its softmax numerator, which mlp2
+    // reads; the last mlp2 program of a 16-row tile adds the experts' rows into x in order.
     Scratch& sc = *scratch_;
     const Kernel& r = k_.get("moe_router_hilo");
     const int64_t bn = r.constexpr_value("BLOCK_N");
@@ -1014,13 +1015,13 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
     const Kernel& k1 = k_.get(mma1);
     const int64_t tiles1 = k1.constexpr_value("W_R") * k1.constexpr_value("RT");  // 16-row tiles per program
     k1.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((2 * I / 16 + tiles1 - 1) / tiles1), 1},
-              {sc.xh, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, sc.act_h, H, I, k,
-               c.swiglu_limit, c.swiglu_alpha});
+              {sc.xh, sc.router_logits, E, L.mlp1.blocks, L.mlp1.scales, L.mlp1.bias, sc.act_h, buf_.expert_ids,
+               buf_.expert_weights, H, I, k, c.swiglu_limit, c.swiglu_alpha});
     const Kernel& k2 = k_.get(mma2);
     const int64_t tiles2 = k2.constexpr_value("W_R") * k2.constexpr_value("RT");
     k2.launch(stream_, {static_cast<unsigned>(k), static_cast<unsigned>((H / 16 + tiles2 - 1) / tiles2), 1},
-              {sc.act_h, sc.router_logits, E, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias, sc.moe_part, sc.moe_count,
-               buf_.x, H, I, k});
+              {sc.act_h, buf_.expert_ids, buf_.expert_weights, L.mlp2.blocks, L.mlp2.scales, L.mlp2.bias,
+               sc.moe_part, sc.moe_count, buf_.x, H, I, k});
     return;
   }
   if (T == 1 && E <= 128 && one_row_kernels() && routed_moe() && k_.has(m1_name) && k_.has(m2_name)) {
