@@ -554,6 +554,38 @@ def test_moe_gemm_mma_ptx(rng, stages, warps, warp, KB, count, smax):
     assert (np.abs(got - ref) <= 1e-6 * mag).all(), np.max(np.abs(got - ref) / mag)
 
 
+@pytest.mark.parametrize("E,BE,case", [(5, 32, "ties"), (9, 32, "nan"), (32, 32, "ties"), (40, 128, "ties"),
+                                         (128, 128, "random"), (7, 32, "inf")])
+def test_moe_mma_routing(rng, E, BE, case):
+    """moe_mlp1_route_mma's routing (the j-th expert and its softmax numerator, which mlp2 reads) on logits with
+    ties, NaN and -inf, against the rule of moe.py's routed kernels: larger logit first, lower index first among
+    equal ones, NaN as -inf."""
+    mm = kernels().moe_mma
+    K_TOP = min(E, 6)
+    lg = rng.standard_normal(E).astype(np.float32)
+    if case == "ties":                                   # runs of equal logits, the top ones included
+        lg = rng.integers(0, 3, E).astype(np.float32)
+    elif case == "nan":
+        lg[rng.choice(E, 3, replace=False)] = np.nan
+    elif case == "inf":
+        lg[rng.choice(E, 2, replace=False)] = -np.inf
+    key = np.where(np.isnan(lg), -np.inf, lg)
+    order = sorted(range(E), key=lambda e: (-key[e], e))[:K_TOP]
+    H, I = 64, 32
+    b1, s1, bias1 = random_expert_weights(rng, E, 2 * I, H)
+    xh = torch.zeros(hilo_bytes(H) // 2, dtype=torch.bfloat16)
+    acth = torch.zeros(K_TOP * hilo_bytes(I) // 2, dtype=torch.bfloat16)
+    ids = torch.full((K_TOP,), -1, dtype=torch.int32)
+    u = torch.full((K_TOP,), float("nan"))
+    c1 = dict({v.name: v for v in mm.VARIANTS}[f"moe_mlp1_route_mma_e{BE}"].constexprs)
+    mm.moe_mlp1_route_mma[(K_TOP, 1)](xh, torch.from_numpy(lg), E, b1, s1, bias1, acth, ids, u, H, I, K_TOP, LIMIT,
+                                      ALPHA, **c1)
+    assert ids.numpy().tolist() == order
+    with np.errstate(invalid="ignore"):
+        want = np.exp(key[order].astype(np.float64) - key.max())
+    np.testing.assert_allclose(u.numpy(), want, rtol=1e-6)
+
+
 # moe_mma.py's one-token loop, a CTA of W_R x W_K warps on the same emulator (the warps share x in shared memory
 # behind a bar.sync): each 16-row tile's sums over the lanes and the W_K warps of its group against float64.
 
