@@ -360,7 +360,7 @@ def _group_products(wrow, srow, x_ptr, order_ptr, g0, count, K, K_TOP, g, t, GAT
         args = [wrow.to(tl.int64), srow.to(tl.int64), x0.to(tl.int64), x1.to(tl.int64), KB + zero32,
                 (count > 8).to(tl.int32) + zero32]
         return tl.inline_asm_elementwise(_loop_asm(STAGES, W), "=f,=f,=f,=f,=f,=f,=f,=f,l,l,l,l,r,r", args,
-                                         dtype=(tl.float32,) * 8, is_pure=True, pack=1)
+                                         dtype=(tl.float32,) * 8, is_pure=False, pack=1)
 
 
 @triton.jit

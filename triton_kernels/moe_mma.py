@@ -338,14 +338,16 @@ def _loop_asm(stages, warps, rt):
 
 @triton.jit
 def _mma_loop(args, STAGES: tl.constexpr, W: tl.constexpr, RT: tl.constexpr):
+    # (not pure: the loop copies with cp.async and meets the CTA's other warps at bar.sync, so it must not be
+    # moved or merged; the cubins are the same bytes either way with Triton 3.6)
     if RT == 1:
         # (the last argument, the second tile's row offset, is unused: "r" binds it to a register nobody reads)
         acc0, acc1 = tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT), "=f,=f,l,l,l,l,r,r,r,r", args,
-                                               dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+                                               dtype=(tl.float32, tl.float32), is_pure=False, pack=1)
         return acc0, acc1, acc0, acc1
     else:
         return tl.inline_asm_elementwise(_loop_asm(STAGES, W, RT), "=f,=f,=f,=f,l,l,l,l,r,r,r,r", args,
-                                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True,
+                                         dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=False,
                                          pack=1)
 
 
