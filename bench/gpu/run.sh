@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -13,6 +13,7 @@
 # bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences (bench20b-1: batch 1 only).
 # step:      bench/gpu/step_kernels.py under ncu (STEP_MODEL=20b|120b; STEP_KERNELS=regex adds full sections and
 #            per-instruction stall samples of those kernels, STEP_COUNT launches of them).
+# bars:      bench20b-1 twice, then the 120b at batch 1 twice (issue 8's batch-1 bars, with their spread).
 # lab-gmma:  bench/gpu/kernel_lab.py --only gmma (GMMA_TILES="W,STAGES[,MAXNREG] ..." for other tiles).
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
 #            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
@@ -183,6 +184,19 @@ step_ncu() {  # the step's kernels under ncu: durations of every node (step.csv)
     "$OUT/step-details.txt" | head -80 | tee -a "$OUT/summary.txt"
 }
 
+bars() {  # issue 8's batch-1 bars: 20b and 120b after 1k prompts, batch 1, twice each (the 120b preset replaces the 20b)
+  for r in a b; do
+    bench 20b 1024 1 > /dev/null || return 1
+    cp "$OUT/bench-20b.txt" "$OUT/bench-20b-$r.txt"; cp "$OUT/bench-20b.json" "$OUT/bench-20b-$r.json"
+    grep -E "^ +1024 |^ +1 " "$OUT/bench-20b-$r.txt" | tee -a "$OUT/summary.txt"
+  done
+  for r in a b; do
+    bench 120b 1024 1 > /dev/null || return 1
+    cp "$OUT/bench-120b.txt" "$OUT/bench-120b-$r.txt"; cp "$OUT/bench-120b.json" "$OUT/bench-120b-$r.json"
+    grep -E "^ +1024 |^ +1 " "$OUT/bench-120b-$r.txt" | tee -a "$OUT/summary.txt"
+  done
+}
+
 case "$WHAT" in
   check) check; sanitize ;;
   bench20b) bench 20b 1024,8192 1,8,16,32,64 ;;
@@ -196,6 +210,7 @@ case "$WHAT" in
   check+ab) check; sanitize; switch_ab ;;
   ab) switch_ab ;;
   step) step_ncu ;;
+  bars) bars ;;
   lab-gmma) lab_gmma ;;
   lab-gmma+check) lab_gmma; check; sanitize ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;
