@@ -75,6 +75,20 @@ bool mma_moe() {
   static const bool on = switch_on("GON_CUDA_MMA_MOE");
   return on;
 }
+// GON_CUDA_GEMV_TILE=<suffix> ("_x0", "_w4", "_k512": triton_kernels/linear.py GEMV_TILE_ALTERNATIVES) launches
+// another tile of the batch-1 gemvs that have one (the out projection, the unembedding, qkv + rope), for A/Bs.
+const std::string& gemv_tile() {
+  static const std::string s = [] {
+    const char* v = std::getenv("GON_CUDA_GEMV_TILE");
+    return std::string(v ? v : "");
+  }();
+  return s;
+}
+// name + gemv_tile() where that variant exists (one-row launches), else name.
+std::string with_gemv_tile(const KernelSet& k, const std::string& name, int rows) {
+  if (rows == 1 && !gemv_tile().empty() && k.has(name + gemv_tile())) return name + gemv_tile();
+  return name;
+}
 bool gemm_mma() {
   static const bool on = switch_on("GON_CUDA_GEMM_MMA");
   return on;
@@ -666,7 +680,7 @@ void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16
   if (w.bias) flags += "_bias";
   if (accumulate) flags += "_acc";
   const void* dummy = w.data;
-  const Kernel& k = k_.get("linear_gemv_m" + std::to_string(bucket(count)) + flags);
+  const Kernel& k = k_.get(with_gemv_tile(k_, "linear_gemv_m" + std::to_string(bucket(count)) + flags, count));
   const int64_t bn = k.constexpr_value("BLOCK_N");
   const unsigned grid = static_cast<unsigned>((n_rows + bn - 1) / bn);
   k.launch(stream_, {grid, 1, 1},
@@ -949,8 +963,8 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
   const int T = s.num_tokens, H = c.hidden_size;
   const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
   const KVCacheLayer& cache = kv_layer(layer);
-  const std::string fused =
-      "qkv_rope_gemv_m" + std::to_string(bucket(T)) + (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32");
+  const std::string fused = with_gemv_tile(
+      k_, "qkv_rope_gemv_m" + std::to_string(bucket(T)) + (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32"), T);
   if (T <= 2 && T <= gemv_rows() && fused_rope() && k_.has(fused) &&
       c.head_dim % k_.get(fused).constexpr_value("BLOCK_N") == 0 && k_.get(fused).constexpr_value("BLOCK_N") % 2 == 0) {
     // One launch for the RMSNorm, the qkv product, rope and the KV-cache store (each program's rows are rope
