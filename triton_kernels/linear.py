@@ -34,12 +34,15 @@ read by the runtime from the manifest (BLOCK_N, BLOCK_M).
 
 What is compiled (the combinations the runtime uses):
   linear_gemv_m{1,2,4,8}_norm_bias (qkv), _bias_acc (out projection), _bias (router),
-  _norm_rows (unembedding). BLOCK_K = 1024 (4 warps, one 16-byte chunk of 8 weights
-  per lane and row); BLOCK_N = 8 for M_PAD 1 and 2, 4 for M_PAD 4 and 8, 2 for the
-  router (N = E is small); the weight tiles stream through shared memory with
+  _norm_rows (unembedding). BLOCK_K = 1024 (one 16-byte chunk of 8 weights per lane
+  and row); BLOCK_N = 4 with 2 warps for M_PAD 1 and 2, 4 with 4 warps for M_PAD 4 and
+  8, 2 for the router (N = E is small); the weight tiles stream through shared memory with
   asynchronous copies STAGES deep (3; 2 for M_PAD 8); with X_AHEAD (M_PAD <= 2) x
   and norm_w are plain loads issued one iteration ahead (served by L1: every
   program reads the same x) instead of going through the copies.
+  Tile alternatives of the batch-1 ones for A/Bs (GEMV_TILE_ALTERNATIVES, chosen with
+  GON_CUDA_GEMV_TILE): linear_gemv_m1_bias_acc{_x0,_w4,_k512}, linear_gemv_m1_norm_rows{...},
+  qkv_rope_gemv_m1_{f32,bf16}{...}.
   linear_gemm_bias (qkv, router), linear_gemm_bias_acc (out projection),
   linear_gemm (unembedding): BLOCK_M = 64, BLOCK_N = 128 (64 for _bias_acc),
   BLOCK_K = 64, 4 warps, 4 stages; HMMA (sm_80), wgmma (sm_90a), tcgen05 (sm_100a).
