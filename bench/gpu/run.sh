@@ -164,7 +164,7 @@ prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens
 }
 
 step_ncu() {  # the step's kernels under ncu: durations of every node (step.csv), then full sections and
-  # per-instruction stall samples of the kernels matching STEP_KERNELS (step-src.txt, step-details.txt)
+  # per-instruction stall samples of the kernels matching STEP_KERNELS (step-src.csv, step-details.txt)
   local model=/dev/shm/gon-${STEP_MODEL:-20b}
   install || return 1
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset ${STEP_MODEL:-20b} --tokenizer none --quiet $model
