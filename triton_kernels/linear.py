@@ -40,9 +40,6 @@ What is compiled (the combinations the runtime uses):
   asynchronous copies STAGES deep (3; 2 for M_PAD 8); with X_AHEAD (M_PAD <= 2) x
   and norm_w are plain loads issued one iteration ahead (served by L1: every
   program reads the same x) instead of going through the copies.
-  Tile alternatives of the batch-1 ones for A/Bs (GEMV_TILE_ALTERNATIVES, chosen with
-  GON_CUDA_GEMV_TILE): linear_gemv_m1_bias_acc{_x0,_w4,_k512}, linear_gemv_m1_norm_rows{...},
-  qkv_rope_gemv_m1_{f32,bf16}{...}.
   linear_gemm_bias (qkv, router), linear_gemm_bias_acc (out projection),
   linear_gemm (unembedding): BLOCK_M = 64, BLOCK_N = 128 (64 for _bias_acc),
   BLOCK_K = 64, 4 warps, 4 stages; HMMA (sm_80), wgmma (sm_90a), tcgen05 (sm_100a).
@@ -273,8 +270,8 @@ GEMV_SIG = {"x_ptr": "*fp32", "rows_ptr": "*i32", "norm_w_ptr": "*bf16", "w_ptr"
             "y_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32", "ldy": "i32", "eps": "fp32"}
 
 
-def _gemv_variant(m_pad, norm, rows, bias, acc, block_n, block_k, warps, stages=1, x_ahead=0, suffix=""):
-    name = f"linear_gemv_m{m_pad}" + "_norm" * norm + "_rows" * rows + "_bias" * bias + "_acc" * acc + suffix
+def _gemv_variant(m_pad, norm, rows, bias, acc, block_n, block_k, warps, stages=1, x_ahead=0):
+    name = f"linear_gemv_m{m_pad}" + "_norm" * norm + "_rows" * rows + "_bias" * bias + "_acc" * acc
     return Variant(name=name, kernel=linear_gemv, signature=GEMV_SIG,
                    constexprs={"M_PAD": m_pad, "NORM": norm, "HAS_ROWS": rows, "HAS_BIAS": bias, "ACCUMULATE": acc,
                                "BLOCK_N": block_n, "BLOCK_K": block_k, "STAGES": stages,
@@ -345,25 +342,6 @@ GEMV_VARIANTS = [_gemv_variant(m, *flags, _gemv_config(m, flags)[0], 1024, _gemv
                                *_gemv_config(m, flags)[2:])
                  for m in (1, 2, 4, 8) for flags in GEMV_FLAGS]
 
-# Other tiles of the batch-1 gemvs (the out projection, the unembedding and qkv + rope), chosen at run time with
-# GON_CUDA_GEMV_TILE=<suffix>, for A/Bs inside the captured graph (what tiles should be chosen from: the lab's
-# timings of lone launches were too noisy, bench/gpu/NOTES.md run 45). "_x0": x through the asynchronous copies
-# with the weights instead of plain loads one iteration ahead (ncu's stall samples, run 60: the out projection's
-# warps spend ~45% of their time waiting for those loads, the qkv product's ~25%); "_w4": 4 warps; "_k512":
-# BLOCK_K 512.
-GEMV_TILE_ALTERNATIVES = {"_x0": {"x_ahead": 0}, "_w4": {"warps": 4}, "_k512": {"block_k": 512}}
-
-
-def _alternative(suffix, m_pad, flags):
-    """(BLOCK_N, BLOCK_K, num_warps, STAGES, X_AHEAD) of a tile alternative."""
-    block_n, warps, stages, x_ahead = _gemv_config(m_pad, flags)
-    c = {"block_k": 1024, "warps": warps, "x_ahead": x_ahead, **GEMV_TILE_ALTERNATIVES[suffix]}
-    return block_n, c["block_k"], c["warps"], stages, c["x_ahead"]
-
-
-GEMV_VARIANTS += [_gemv_variant(1, *flags, *_alternative(sfx, 1, flags), suffix=sfx)
-                  for sfx in GEMV_TILE_ALTERNATIVES for flags in ((0, 0, 1, 1), (1, 1, 0, 0))]
-
 # The qkv product of one or two rows with the RMSNorm and rope_kv_store fused (the attention block's first launch):
 # the qkv gemv's tiles (BLOCK_N = 4 must divide head_dim).
 QKV_ROPE_VARIANTS = [
@@ -378,13 +356,6 @@ QKV_ROPE_VARIANTS = [
                         "KV_BF16": kv},
             num_warps=_gemv_config(m_pad, (1, 0, 1, 0))[1], num_stages=1, div16=("K",))
     for m_pad in (1, 2) for kv in (0, 1)
-]
-QKV_ROPE_VARIANTS += [
-    Variant(name=f"{v.name}{sfx}", kernel=qkv_rope_gemv, signature=v.signature,
-            constexprs={**v.constexprs, "BLOCK_K": _alternative(sfx, 1, (1, 0, 1, 0))[1],
-                        "X_AHEAD": _alternative(sfx, 1, (1, 0, 1, 0))[4]},
-            num_warps=_alternative(sfx, 1, (1, 0, 1, 0))[2], num_stages=1, div16=("K",))
-    for sfx in GEMV_TILE_ALTERNATIVES for v in list(QKV_ROPE_VARIANTS) if v.constexprs["M_PAD"] == 1
 ]
 
 VARIANTS = GEMV_VARIANTS + GEMM_VARIANTS + QKV_ROPE_VARIANTS

@@ -27,6 +27,8 @@ constexpr int kMaxSmallGemmTokens = 32; // up to this many bf16 rows use the 16x
 constexpr int kMaxMidGemmTokens = 64;   // up to this many bf16 rows the products with bias use linear_gemm_m
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
+constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x (and the
+                                  // scale bytes of a warp's rows in moe_gemm_mma.py)
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 // The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
@@ -74,20 +76,6 @@ bool split_moe() {
 bool mma_moe() {
   static const bool on = switch_on("GON_CUDA_MMA_MOE");
   return on;
-}
-// GON_CUDA_GEMV_TILE=<suffix> ("_x0", "_w4", "_k512": triton_kernels/linear.py GEMV_TILE_ALTERNATIVES) launches
-// another tile of the batch-1 gemvs that have one (the out projection, the unembedding, qkv + rope), for A/Bs.
-const std::string& gemv_tile() {
-  static const std::string s = [] {
-    const char* v = std::getenv("GON_CUDA_GEMV_TILE");
-    return std::string(v ? v : "");
-  }();
-  return s;
-}
-// name + gemv_tile() where that variant exists (one-row launches), else name.
-std::string with_gemv_tile(const KernelSet& k, const std::string& name, int rows) {
-  if (rows == 1 && !gemv_tile().empty() && k.has(name + gemv_tile())) return name + gemv_tile();
-  return name;
 }
 bool gemm_mma() {
   static const bool on = switch_on("GON_CUDA_GEMM_MMA");
@@ -680,7 +668,7 @@ void CudaExecutor::launch_gemv(const float* x, const int32_t* rows, const uint16
   if (w.bias) flags += "_bias";
   if (accumulate) flags += "_acc";
   const void* dummy = w.data;
-  const Kernel& k = k_.get(with_gemv_tile(k_, "linear_gemv_m" + std::to_string(bucket(count)) + flags, count));
+  const Kernel& k = k_.get("linear_gemv_m" + std::to_string(bucket(count)) + flags);
   const int64_t bn = k.constexpr_value("BLOCK_N");
   const unsigned grid = static_cast<unsigned>((n_rows + bn - 1) / bn);
   k.launch(stream_, {grid, 1, 1},
@@ -913,8 +901,7 @@ void CudaExecutor::moe_experts(const float* x, const uint16_t* xb, int count, co
 
 bool CudaExecutor::uses_gemm_mma(const std::string& family) const {
   const ModelConfig& c = config_;
-  return family == "_m16" && gemm_mma() && c.hidden_size <= kernels_mma_k_max() &&
-         c.intermediate_size <= kernels_mma_k_max() &&
+  return family == "_m16" && gemm_mma() && c.hidden_size <= kMaxMmaK && c.intermediate_size <= kMaxMmaK &&
          k_.has("moe_mlp1_gemm_mma") && k_.has("moe_mlp2_gemm_mma") && k_.has("cast_xg") &&
          k_.has("moe_route_e32_xg");
 }
@@ -963,8 +950,8 @@ void CudaExecutor::attention_block(int layer, const StepShape& s) {
   const int T = s.num_tokens, H = c.hidden_size;
   const BF16Matrix qkv{L.q.data, L.q.bias, c.qkv_rows(), H};
   const KVCacheLayer& cache = kv_layer(layer);
-  const std::string fused = with_gemv_tile(
-      k_, "qkv_rope_gemv_m" + std::to_string(bucket(T)) + (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32"), T);
+  const std::string fused =
+      "qkv_rope_gemv_m" + std::to_string(bucket(T)) + (cache.dtype == KVDType::kBF16 ? "_bf16" : "_f32");
   if (T <= 2 && T <= gemv_rows() && fused_rope() && k_.has(fused) &&
       c.head_dim % k_.get(fused).constexpr_value("BLOCK_N") == 0 && k_.get(fused).constexpr_value("BLOCK_N") % 2 == 0) {
     // One launch for the RMSNorm, the qkv product, rope and the KV-cache store (each program's rows are rope
@@ -1014,7 +1001,7 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
   const std::string m2_name = "moe_mlp2_route_gemv1_e" + std::to_string(be);
   const std::string mma1 = "moe_mlp1_route_mma_e" + std::to_string(be);
   const std::string mma2 = "moe_mlp2_route_mma";
-  if (T == 1 && E <= 128 && H <= kernels_mma_k_max() && I <= kernels_mma_k_max() && mma_moe() && L.router.bias &&
+  if (T == 1 && E <= 128 && H <= kMaxMmaK && I <= kMaxMmaK && mma_moe() && L.router.bias &&
       k_.has("moe_router_hilo") && k_.has(mma1) && k_.has(mma2)) {
     // One token on the tensor cores (triton_kernels/moe_mma.py): the router product with the RMSNorm fused also
     // writes the normalised x in hilo form; mlp1's programs derive their expert from the logits, write the
