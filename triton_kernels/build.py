@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     import aot
 
+    import moe_mma
+    mma_k_max = moe_mma.K_MAX  # the longest K of the tensor-core expert kernels, for the runtime's checks
     archs = tuple(int(a) for a in args.archs.split(",")) if args.archs else aot.ARCHS
     variants = aot.all_variants()
     jobs = [(v.name, a) for v in variants for a in archs if a in v.archs]
@@ -145,6 +147,7 @@ def main(argv=None) -> int:
             "const KernelImage* kernel_images() { return kImages; }",
             f"size_t num_kernel_images() {{ return {len(entries)}; }}",
             f"const char* kernels_triton_version() {{ return {c_string(manifest['triton'])}; }}",
+            f"int kernels_mma_k_max() {{ return {int(mma_k_max)}; }}",
             "", "}  // namespace gon::cuda", ""]
     write_if_changed(out / "gon_cuda_kernels.cpp", "\n".join(cpp))
     total = sum(len(r[2]) for r in results)

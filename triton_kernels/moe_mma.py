@@ -89,7 +89,8 @@ _INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 _X_PRESCALE = tl.constexpr(18446744073709551616.0)  # 2^64
 
 
-K_MAX = 3072  # the longest K (H or I) the shared-memory copy of x is sized for; the runtime checks it
+K_MAX = 3072  # the longest K (H or I) the shared-memory copy of x is sized for; the runtime checks it (build.py
+#             passes it to the C++ as kernels_mma_k_max())
 
 
 X_PITCH = 144  # bytes per 32-element block of x in shared memory (128 of data; the skew keeps B loads conflict-free)

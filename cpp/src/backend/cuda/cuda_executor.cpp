@@ -27,8 +27,6 @@ constexpr int kMaxSmallGemmTokens = 32; // up to this many bf16 rows use the 16x
 constexpr int kMaxMidGemmTokens = 64;   // up to this many bf16 rows the products with bias use linear_gemm_m
 constexpr int kMaxSplitGemmTokens = 8;  // up to this many rows use the split-fp32 gemm (linear_gemm_s_x32)
 constexpr int kMaxMoeGemvTokens = 4; // up to this many tokens use the per-token expert kernels
-constexpr int kMaxMmaK = 3072;    // triton_kernels/moe_mma.py K_MAX: its shared-memory copy of x (and the
-                                  // scale bytes of a warp's rows in moe_gemm_mma.py)
 constexpr int kMaxMoeSplit = 4;      // slices of the split one-token mlp2 (its partial-sum scratch)
 constexpr int kPrefillAttentionMin = 17;  // eager steps with more tokens use the tiled attention kernel
 // The device loop (decode_loop): at most this many steps per launch and tokens (steps x rows) per launch, and
@@ -901,7 +899,8 @@ void CudaExecutor::moe_experts(const float* x, const uint16_t* xb, int count, co
 
 bool CudaExecutor::uses_gemm_mma(const std::string& family) const {
   const ModelConfig& c = config_;
-  return family == "_m16" && gemm_mma() && c.hidden_size <= kMaxMmaK && c.intermediate_size <= kMaxMmaK &&
+  return family == "_m16" && gemm_mma() && c.hidden_size <= kernels_mma_k_max() &&
+         c.intermediate_size <= kernels_mma_k_max() &&
          k_.has("moe_mlp1_gemm_mma") && k_.has("moe_mlp2_gemm_mma") && k_.has("cast_xg") &&
          k_.has("moe_route_e32_xg");
 }
@@ -1001,7 +1000,7 @@ void CudaExecutor::moe_block(int layer, const StepShape& s) {
   const std::string m2_name = "moe_mlp2_route_gemv1_e" + std::to_string(be);
   const std::string mma1 = "moe_mlp1_route_mma_e" + std::to_string(be);
   const std::string mma2 = "moe_mlp2_route_mma";
-  if (T == 1 && E <= 128 && H <= kMaxMmaK && I <= kMaxMmaK && mma_moe() && L.router.bias &&
+  if (T == 1 && E <= 128 && H <= kernels_mma_k_max() && I <= kernels_mma_k_max() && mma_moe() && L.router.bias &&
       k_.has("moe_router_hilo") && k_.has(mma1) && k_.has(mma2)) {
     // One token on the tensor cores (triton_kernels/moe_mma.py): the router product with the RMSNorm fused also
     // writes the normalised x in hilo form; mlp1's programs derive their expert from the logits, write the

@@ -48,6 +48,9 @@ struct KernelImage {
 const KernelImage* kernel_images();
 size_t num_kernel_images();
 const char* kernels_triton_version();
+// The longest K (hidden or intermediate size) the tensor-core expert kernels take: triton_kernels/moe_mma.py K_MAX
+// (their shared-memory copy of x, and the scale bytes of a warp's rows in moe_gemm_mma.py).
+int kernels_mma_k_max();
 
 // A launch argument: a device pointer, an int32, int64 or float.
 struct Arg {
