@@ -70,7 +70,7 @@ sanitize() {
   timeout 150 compute-sanitizer --tool memcheck --leak-check full $PY -c "
 import gpt_oss_native as gon, numpy as np
 m = gon.Model('$model', device='cuda')
-ctx = gon.Context(m, context_length=256, max_batch_tokens=64)
+ctx = gon.Context(m, context_length=1024, max_batch_tokens=64)  # full layers split their keys
 ctx.append(np.arange(100) % 4000); ctx.process()
 for _ in range(8): ctx.sample(temperature=0.0)
 for _ in range(4): ctx.sample(temperature=1.0, top_p=0.9, seed=1)

@@ -326,11 +326,18 @@ bool ref_router(const BF16Matrix& r, const X* x, int k, int* ids, double* weight
   if (k >= E) return false;
   // The nearest logit below the k-th: those exactly equal to it are decided by id (and checked so), but one
   // that is only near it may come out above it (and above its exact twins) in another rounding.
+  const double v = logits[order[k - 1]];
   int j = k;
-  while (j < E && logits[order[j]] == logits[order[k - 1]]) ++j;
-  if (j >= E) return false;
-  const double gap = logits[order[k - 1]] - logits[order[j]];
-  return gap < near_tie * mx;
+  while (j < E && logits[order[j]] == v) ++j;
+  if (j < E && v - logits[order[j]] < near_tie * mx) return true;
+  // When exact twins straddle the k-th place (one chosen by id, one not), a chosen logit only near above them
+  // may come out below both in another rounding, and then both twins are chosen.
+  if (logits[order[k]] == v) {
+    int i = k - 1;
+    while (i >= 0 && logits[order[i]] == v) --i;
+    if (i >= 0 && logits[order[i]] - v < near_tie * mx) return true;
+  }
+  return false;
 }
 
 // One expert: mlp2(swiglu(mlp1(x))) with mlp1's rows interleaved (gate = even

@@ -713,6 +713,76 @@ TEST(op_rope_kv_store_and_attention_far_positions) {
       }
 }
 
+// Decode attention of a full layer over hundreds of keys: the backend splits the
+// keys (on CUDA attention_decode_fused, or attention_decode + attention_combine
+// where the cache is not 16-byte aligned or GON_CUDA_FUSED_ATTN=0), for steps of
+// 1, 2, 3 and 5 tokens of two sequences at different lengths.
+TEST(op_attention_split_keys) {
+  for (auto& m : models())
+    for (KVDType kv : {KVDType::kF32, KVDType::kBF16})
+      for (auto& b : backends()) {
+        Backend& be = *b.backend;
+        const ModelConfig& c = m->c;
+        ExecutorOptions o = exec_options(be, c, 2, kv);
+        o.context_length = 700;
+        Setup s = make_setup(b, *m, o);
+        ComposedExecutor* ce = s.composed();
+        if (!ce) continue;
+        int l = 0;
+        while (l < c.num_layers && c.layer_is_sliding[l]) ++l;
+        if (l == c.num_layers) continue;
+        const int width = c.qkv_rows(), nq = c.num_heads, hd = c.head_dim;
+        const bool bf16 = kv == KVDType::kBF16;
+        poison_kv(be, ce->kv_layer(l), 2);
+        RefKV ref_kv;
+        ref_kv.bf16 = bf16;
+        std::mt19937_64 rng(gon_test::seed() + 27);
+        int next[2] = {0, 0};
+        // (sequence of each token) per step: first the two prompts in steps of 24 tokens (not checked), then
+        // decode steps
+        std::vector<std::vector<int>> steps;
+        for (int seq : {0, 1})
+          for (int n = seq == 0 ? 600 : 290; n > 0; n -= 24) steps.push_back(std::vector<int>(std::min(n, 24), seq));
+        const size_t prompts = steps.size();
+        for (const auto& st : std::vector<std::vector<int>>{{0}, {1, 0}, {0, 1, 1}, {1, 0, 0, 1, 1}, {1}})
+          steps.push_back(st);
+        for (size_t si = 0; si < steps.size(); ++si) {
+          const int T = static_cast<int>(steps[si].size());
+          std::vector<int32_t> pos(T), seqs(steps[si].begin(), steps[si].end());
+          for (int t = 0; t < T; ++t) pos[t] = next[seqs[t]]++;
+          auto qkv = randn(rng, size_t(T) * width, 1.0f);
+          auto dq = to_device(be, qkv);
+          auto dp = to_device(be, pos);
+          auto ds = to_device(be, seqs);
+          auto dout = to_device(be, std::vector<float>(size_t(T) * nq * hd, kNaN));
+          ce->rope_kv_store(dq->as<float>(), dp->as<int32_t>(), ds->as<int32_t>(), T, ce->kv_layer(l));
+          std::vector<double> roped(size_t(T) * width), ref(size_t(nq) * hd);
+          for (int t = 0; t < T; ++t) {
+            ref_rope(*m, &qkv[size_t(t) * width], pos[t], &roped[size_t(t) * width]);
+            ref_kv.store(*m, seqs[t], pos[t], &roped[size_t(t) * width]);
+          }
+          if (si < prompts) {
+            ce->synchronize();  // before the step's device buffers go
+            continue;
+          }
+          ce->attention(dq->as<float>(), dp->as<int32_t>(), ds->as<int32_t>(), T, s.prepared.w->layers[l].sinks,
+                        ce->kv_layer(l), 0, dout->as<float>());
+          ce->synchronize();
+          auto out = dout->download<float>(size_t(T) * nq * hd);
+          ErrStat ea;
+          for (int t = 0; t < T; ++t) {
+            ref_attention(*m, &roped[size_t(t) * width], seqs[t], pos[t], ref_kv, m->layers[l].sinks.data(), 0,
+                          ref.data());
+            for (int i = 0; i < nq * hd; ++i) ea.add(out[size_t(t) * nq * hd + i], ref[i]);
+          }
+          check_err(bf16 ? "attention bf16KV" : "attention", b.name,
+                    fmt("%s, %s KV, layer %d, step of %d tokens at %d..%d keys", m->name.c_str(),
+                        gon::kv_dtype_name(kv), l, T, pos[0] + 1, pos[T - 1] + 1),
+                    ea, bf16 ? kTolBF16KV : kTolF32);
+        }
+      }
+}
+
 TEST(op_router) {
   for (auto& m : models())
     for (auto& b : backends()) {
