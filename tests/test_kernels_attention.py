@@ -177,59 +177,6 @@ def test_decode_direct(rng, kv_bf16, out_bf16, nq, nkv, hd, window, cap, S, T):
         np.testing.assert_allclose(got[t, :nq * hd], ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("kv_bf16", [0, 1])
-@pytest.mark.parametrize("out_bf16", [0, 1])
-@pytest.mark.parametrize("num_splits", [2, 4, 16])
-@pytest.mark.parametrize("nq,nkv,hd,window,cap,S,T", [
-    (4, 2, 16, 0, 70, 2, 3),      # full attention, two slots
-    (8, 2, 64, 0, 300, 2, 2),     # head_dim 64 (gpt-oss), more keys than a block per split
-    (20, 1, 16, 33, 40, 2, 3),    # a group larger than BLOCK_G, ring wrapped
-])
-def test_decode_fused(rng, kv_bf16, out_bf16, num_splits, nq, nkv, hd, window, cap, S, T):
-    """attention_decode_fused (the splits' partials and, in the last split program of each token and kv head,
-    their combination) against the float64 reference; the counters are zero again afterwards, and the result is
-    that of attention_decode followed by attention_combine (the same formula; sums in another order)."""
-    k = kernels().attention
-    queries = decode_case(rng, window, cap, S, T)
-    cache = Cache(rng, S, nkv, hd, cap, queries, window, kv_bf16)
-    qkv_w = (nq + 2 * nkv) * hd + 16
-    qkv_t = torch.from_numpy((rng.standard_normal((T, qkv_w)) * 2.0).astype(np.float32))
-    positions = torch.tensor([p for _, p in queries], dtype=torch.int32)
-    seqs = torch.tensor([s for s, _ in queries], dtype=torch.int32)
-    sinks = to_dev(rng.standard_normal(nq) * 2.0, True)
-    scale = 1.0 / np.sqrt(hd)
-    bd = 64 if hd <= 64 else 128
-    out_stride = nq * hd + 16
-    dtype = torch.bfloat16 if out_bf16 else torch.float32
-    out = torch.full((T, out_stride), float("nan"), dtype=dtype)
-    part_ml = torch.full((T, nq, num_splits, 2), float("nan"))
-    part_o = torch.full((T, nq, num_splits, hd), float("nan"))
-    count = torch.zeros((T, nkv), dtype=torch.int32)
-    k.attention_decode_fused[(T, nkv, num_splits)](
-        qkv_t, positions, seqs, cache.kc, cache.vc, sinks, part_ml, part_o, count, out, T, qkv_w, out_stride,
-        cache.seq_stride, cap, window, scale, nq, nkv, hd, NUM_SPLITS=num_splits, KV_BF16=kv_bf16, OUT_BF16=out_bf16,
-        BLOCK_G=16, BLOCK_N=64, BLOCK_D=bd, COMBINE_D=16)
-    assert (count == 0).all()
-    got = f64(out)
-    assert np.isnan(got[:, nq * hd:]).all()  # nothing written past the heads
-    got = got[:, :nq * hd]
-    q64 = f64(qkv_t)
-    for t, (s, p) in enumerate(queries):
-        ref = reference(q64[t, :nq * hd].reshape(nq, hd), f64(sinks), cache, s, p, window, nq, nkv, hd, scale)
-        tol = 8e-3 if out_bf16 else 2e-5
-        np.testing.assert_allclose(got[t], ref, rtol=tol, atol=tol * np.abs(ref).max())
-    ml2 = torch.full_like(part_ml, float("nan"))
-    o2 = torch.full_like(part_o, float("nan"))
-    k.attention_decode[(T, nkv, num_splits)](qkv_t, positions, seqs, cache.kc, cache.vc, ml2, o2, T, qkv_w,
-                                             cache.seq_stride, cap, window, scale, nq, nkv, hd,
-                                             NUM_SPLITS=num_splits, KV_BF16=kv_bf16, BLOCK_G=16, BLOCK_N=64,
-                                             BLOCK_D=bd)
-    two = torch.full((T, out_stride), float("nan"), dtype=dtype)
-    k.attention_combine[(T, nq)](ml2, o2, sinks, two, T, nq, hd, out_stride, NUM_SPLITS=num_splits,
-                                 OUT_BF16=out_bf16, BLOCK_D=64)
-    np.testing.assert_allclose(got, f64(two)[:, :nq * hd], rtol=1e-6 if not out_bf16 else 8e-3, atol=1e-7)
-
-
 def prefill_case(rng, S, lengths, starts, block_m):
     """Rows of S sequences (slot s: lengths[s] tokens from position starts[s]), shuffled
     slot order, cut into tiles of at most block_m rows (some shorter)."""

@@ -28,15 +28,6 @@ Contracts:
                                               grid (T, NQ)
       out[t, h * HD + d] = sum_s e^(m_s - M) o_s[d] / (e^(sink_h - M) + sum_s e^(m_s - M) l_s),
       M = max(sink_h, m_s); out fp32 or bf16 (OUT_BF16), row stride out_stride.
-  attention_decode_fused(qkv, positions, seqs, k_cache, v_cache, sinks, part_ml, part_o, count, out, T,
-                         qkv_stride, out_stride, seq_stride, capacity, window, scale, NQ, NKV, HD)
-                                              grid (T, NKV, NUM_SPLITS)
-      attention_decode and attention_combine in one launch (one graph node less per
-      layer): each program writes its partials as attention_decode does, then counts
-      itself in count[t, g] (int32 [T, NKV], zero before the launch; acq_rel); the
-      last of the NUM_SPLITS programs of (t, g) to arrive combines the group's query
-      heads as attention_combine does (the same formula, all heads of the group at
-      once: sums over the splits in another order) and sets the count back to 0.
   attention_prefill(qkv, tiles, k_cache, v_cache, sinks, out, num_tiles, qkv_stride, out_stride,
                     seq_stride, capacity, window, scale, NQ, NKV, HD)
                                               grid (num_tiles, NQ)
@@ -63,9 +54,6 @@ Variants (names, constexprs and grids):
       windows; T = 2: 16; T = 4: 8; T >= 32: 1.
   attention_decode_direct_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}[_a16]   grid (T, NKV)
       KV dtype, then out dtype; configs as attention_decode's.
-  attention_decode_fused_s{NUM_SPLITS}_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}_a16   grid (T, NKV, NUM_SPLITS)
-      NUM_SPLITS in 2 .. 32 (the runtime never takes more), aligned caches only
-      (elsewhere the runtime launches decode + combine); configs as attention_decode's.
   attention_combine_s{NUM_SPLITS}_{f32|bf16}                   grid (T, NQ)
       out dtype from the suffix (OUT_BF16); any HD (64 columns at a time).
   attention_prefill_d{BLOCK_D}_{f32|bf16}_o{f32|bf16}[_a16]    grid (num_tiles, NQ)
@@ -137,10 +125,14 @@ def _decode_heads(qkv_ptr, t, g, h0, start, end, k_base, v_base, d, dm, qkv_stri
 
 
 @triton.jit
-def _decode_split(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, t, g, sp, qkv_stride,
-                  seq_stride, capacity, window, scale, NQ, NKV, HD, NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr,
-                  BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """attention_decode's work for token t, kv head g and split sp: the partials of the group's query heads."""
+def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr,
+                     T, qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
+                     NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
+    t = tl.program_id(0)
+    g = tl.program_id(1)
+    sp = tl.program_id(2)
     G = NQ // NKV
     p = tl.load(positions_ptr + t)
     seq = tl.load(seqs_ptr + t).to(tl.int64)
@@ -161,17 +153,6 @@ def _decode_split(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, p
         tl.store(part_ml_ptr + row * 2, m, mask=hm)
         tl.store(part_ml_ptr + row * 2 + 1, l, mask=hm)
         tl.store(part_o_ptr + row[:, None] * HD + d[None, :], acc, mask=hm[:, None] & dm[None, :])
-
-
-@triton.jit
-def attention_decode(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr,
-                     T, qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
-                     NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, BLOCK_G: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pdl_begin()
-    _decode_split(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, tl.program_id(0),
-                  tl.program_id(1), tl.program_id(2), qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD,
-                  NUM_SPLITS, KV_BF16, BLOCK_G, BLOCK_N, BLOCK_D)
 
 
 @triton.jit
@@ -210,14 +191,15 @@ def attention_decode_direct(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, sink
 
 
 @triton.jit
-def _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, h, NQ, HD, out_stride,
-                  NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr):
-    """attention_combine's work for token t and query head h. The partials are read past L1 (.cg): in
-    attention_decode_fused other programs wrote them during the same launch."""
+def attention_combine(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, T, NQ, HD, out_stride,
+                      NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr):
+    pdl_begin()
+    t = tl.program_id(0)
+    h = tl.program_id(1)
     s = tl.arange(0, NUM_SPLITS)
     row = (t.to(tl.int64) * NQ + h) * NUM_SPLITS + s
-    m = tl.load(part_ml_ptr + row * 2, cache_modifier=".cg")
-    l = tl.load(part_ml_ptr + row * 2 + 1, cache_modifier=".cg")
+    m = tl.load(part_ml_ptr + row * 2)
+    l = tl.load(part_ml_ptr + row * 2 + 1)
     sink = tl.load(sinks_ptr + h).to(tl.float32)
     big = tl.maximum(tl.max(m, axis=0), sink)
     w = tl.exp(m - big)  # 0 for empty splits (m = -inf)
@@ -226,78 +208,13 @@ def _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, h, NQ, HD, out
     for d0 in tl.range(0, HD, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         dm = d < HD
-        o = tl.load(part_o_ptr + row[:, None] * HD + d[None, :], mask=dm[None, :], other=0.0, cache_modifier=".cg")
+        o = tl.load(part_o_ptr + row[:, None] * HD + d[None, :], mask=dm[None, :], other=0.0)
         res = tl.sum(w[:, None] * o, axis=0)
         dst = out_ptr + t.to(tl.int64) * out_stride + h * HD + d
         if OUT_BF16:
             tl.store(dst, res.to(tl.bfloat16), mask=dm)
         else:
             tl.store(dst, res, mask=dm)
-
-
-@triton.jit
-def attention_combine(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, T, NQ, HD, out_stride,
-                      NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_D: tl.constexpr):
-    pdl_begin()
-    _combine_head(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, tl.program_id(0), tl.program_id(1), NQ, HD,
-                  out_stride, NUM_SPLITS, OUT_BF16, BLOCK_D)
-
-
-@triton.jit
-def _combine_group(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, g, NQ, NKV, HD, out_stride,
-                   NUM_SPLITS: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-                   COMBINE_D: tl.constexpr):
-    """attention_combine's formula for all query heads of kv head g at once (BLOCK_G heads, COMBINE_D columns
-    at a time), so that the partials of the whole group are requested together: one program combining head
-    after head would wait one round trip per head. The partials are read past L1 (other programs of the same
-    launch wrote them)."""
-    G = NQ // NKV
-    s = tl.arange(0, NUM_SPLITS)
-    for h0 in tl.range(0, G, BLOCK_G):
-        j = h0 + tl.arange(0, BLOCK_G)
-        hm = j < G
-        h = g * G + j
-        row = (t.to(tl.int64) * NQ + h)[:, None] * NUM_SPLITS + s[None, :]        # [BLOCK_G, NUM_SPLITS]
-        m = tl.load(part_ml_ptr + row * 2, mask=hm[:, None], other=float("-inf"), cache_modifier=".cg")
-        l = tl.load(part_ml_ptr + row * 2 + 1, mask=hm[:, None], other=0.0, cache_modifier=".cg")
-        sink = tl.load(sinks_ptr + h, mask=hm, other=0.0).to(tl.float32)
-        big = tl.maximum(tl.max(m, axis=1), sink)
-        w = tl.exp(m - big[:, None])  # 0 for empty splits (m = -inf)
-        inv = 1.0 / (tl.exp(sink - big) + tl.sum(w * l, axis=1))
-        w = w * inv[:, None]
-        for d0 in tl.static_range(0, BLOCK_D, COMBINE_D):
-            d = d0 + tl.arange(0, COMBINE_D)
-            dm = d < HD
-            o = tl.load(part_o_ptr + row[:, :, None] * HD + d[None, None, :], mask=hm[:, None, None] &
-                        dm[None, None, :], other=0.0, cache_modifier=".cg")     # [BLOCK_G, NUM_SPLITS, COMBINE_D]
-            res = tl.sum(w[:, :, None] * o, axis=1)
-            dst = out_ptr + t.to(tl.int64) * out_stride + h[:, None] * HD + d[None, :]
-            om = hm[:, None] & dm[None, :]
-            if OUT_BF16:
-                tl.store(dst, res.to(tl.bfloat16), mask=om)
-            else:
-                tl.store(dst, res, mask=om)
-
-
-@triton.jit
-def attention_decode_fused(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, sinks_ptr, part_ml_ptr, part_o_ptr,
-                           count_ptr, out_ptr, T, qkv_stride, out_stride, seq_stride, capacity, window, scale, NQ,
-                           NKV, HD, NUM_SPLITS: tl.constexpr, KV_BF16: tl.constexpr, OUT_BF16: tl.constexpr,
-                           BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                           COMBINE_D: tl.constexpr):
-    pdl_begin()
-    t = tl.program_id(0)
-    g = tl.program_id(1)
-    _decode_split(qkv_ptr, positions_ptr, seqs_ptr, k_ptr, v_ptr, part_ml_ptr, part_o_ptr, t, g, tl.program_id(2),
-                  qkv_stride, seq_stride, capacity, window, scale, NQ, NKV, HD, NUM_SPLITS, KV_BF16, BLOCK_G, BLOCK_N,
-                  BLOCK_D)
-    tl.debug_barrier()                                  # every thread's partials are written before the count
-    c = count_ptr + t * NKV + g
-    done = tl.atomic_add(c, 1, sem="acq_rel", scope="gpu")
-    if done == NUM_SPLITS - 1:                          # the last split of (t, g) to finish combines the group
-        _combine_group(part_ml_ptr, part_o_ptr, sinks_ptr, out_ptr, t, g, NQ, NKV, HD, out_stride, NUM_SPLITS,
-                       OUT_BF16, BLOCK_G, BLOCK_D, COMBINE_D)
-        tl.atomic_xchg(c, 0, sem="relaxed", scope="gpu")  # zero again for the next launch
 
 
 @triton.jit
@@ -427,30 +344,6 @@ def _direct(bd, kv, ob, a16):
         num_warps=4, num_stages=stages, div16=("qkv_stride", "seq_stride", "HD") if a16 else ())
 
 
-FUSED_SPLITS = (2, 4, 8, 16, 32)
-
-
-def _combine_d(ns, bd):
-    """Columns per pass of the fused combination: BLOCK_G x NUM_SPLITS x COMBINE_D partials at most 8192 (64 fp32
-    registers a thread at 4 warps)."""
-    return max(8, min(bd, 8192 // (16 * ns)))
-
-
-def _fused(ns, bd, kv, ob):
-    t = "*bf16" if kv else "*fp32"
-    bn, stages = _decode_config(bd, kv, 1)
-    return Variant(
-        name=f"attention_decode_fused_s{ns}_d{bd}_{_kv(kv)}_o{_kv(ob)}_a16", kernel=attention_decode_fused,
-        signature={"qkv_ptr": "*fp32", "positions_ptr": "*i32", "seqs_ptr": "*i32", "k_ptr": t, "v_ptr": t,
-                   "sinks_ptr": "*bf16", "part_ml_ptr": "*fp32", "part_o_ptr": "*fp32", "count_ptr": "*i32",
-                   "out_ptr": "*bf16" if ob else "*fp32", "T": "i32", "qkv_stride": "i32", "out_stride": "i32",
-                   "seq_stride": "i64", "capacity": "i32", "window": "i32", "scale": "fp32", "NQ": "i32",
-                   "NKV": "i32", "HD": "i32"},
-        constexprs={"NUM_SPLITS": ns, "KV_BF16": kv, "OUT_BF16": ob, "BLOCK_G": 16, "BLOCK_N": bn, "BLOCK_D": bd,
-                    "COMBINE_D": _combine_d(ns, bd)},
-        num_warps=4, num_stages=stages, div16=("qkv_stride", "seq_stride", "HD"))
-
-
 def _combine(ns, ob):
     return Variant(
         name=f"attention_combine_s{ns}_{_kv(ob)}", kernel=attention_combine,
@@ -484,6 +377,5 @@ VARIANTS = (
     [_decode(ns, bd, kv, a16) for ns in DECODE_SPLITS for bd in (64, 128) for kv in (0, 1) for a16 in (0, 1)]
     + [_direct(bd, kv, ob, a16) for bd in (64, 128) for kv in (0, 1) for ob in (0, 1) for a16 in (0, 1)]
     + [_combine(ns, ob) for ns in DECODE_SPLITS for ob in (0, 1)]
-    + [_fused(ns, bd, kv, ob) for ns in FUSED_SPLITS for bd in (64, 128) for kv in (0, 1) for ob in (0, 1)]
     + [_prefill(bd, kv, ob, a16) for bd in (64, 128) for kv in (0, 1) for ob in (0, 1) for a16 in (0, 1)]
 )

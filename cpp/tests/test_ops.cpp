@@ -714,9 +714,9 @@ TEST(op_rope_kv_store_and_attention_far_positions) {
 }
 
 // Decode attention of a full layer over hundreds of keys: the backend splits the
-// keys (on CUDA attention_decode_fused, or attention_decode + attention_combine
-// where the cache is not 16-byte aligned or GON_CUDA_FUSED_ATTN=0), for steps of
-// 1, 2, 3 and 5 tokens of two sequences at different lengths.
+// keys (on CUDA attention_decode + attention_combine, 4 to 16 splits), for steps
+// of 1, 2, 3 and 5 tokens of two sequences at different lengths. The other
+// attention tests run at context 83, where CUDA takes the one-launch direct form.
 TEST(op_attention_split_keys) {
   for (auto& m : models())
     for (KVDType kv : {KVDType::kF32, KVDType::kBF16})

@@ -147,7 +147,6 @@ class CudaExecutor final : public ComposedExecutor {
   void build_attention_tiles(int count);
   std::string decode_variant(int splits, bool kv_bf16) const;
   std::string direct_variant(bool kv_bf16, bool out_bf16) const;
-  std::string fused_variant(int splits, bool kv_bf16, bool out_bf16) const;  // "" where none is built
   std::string prefill_variant(bool kv_bf16, bool out_bf16) const;
   // Sampling kernels to launch for these rows: 2 when all are greedy, 3 when
   // none needs a nucleus, else all 9.

@@ -101,13 +101,6 @@ int direct_attention_keys() {
   }();
   return n;
 }
-// Decode attention over more keys than that: the splits and their combination in one launch
-// (attention_decode_fused: the last split program of each token and kv head combines), instead of
-// attention_decode + attention_combine; GON_CUDA_FUSED_ATTN=0 launches the two.
-bool fused_attention() {
-  static const bool on = switch_on("GON_CUDA_FUSED_ATTN");
-  return on;
-}
 int loop_steps() {
   static const int n = [] {
     const char* v = std::getenv("GON_CUDA_LOOP_STEPS");
@@ -187,7 +180,6 @@ struct CudaExecutor::Scratch {
   float* sample_probs = nullptr; // [R, V]
   float* moe_part = nullptr;     // [k * kMaxMoeSplit, H] partial sums of the split one-token mlp2
   int32_t* moe_count = nullptr;  // [cdiv(H, 16)] its arrival counters (zero between launches)
-  int32_t* attn_count = nullptr; // [kMaxPartials / 2, NKV] attention_decode_fused's (zero between launches)
   int32_t* loop_state = nullptr; // [kLoopWords] the device loop's state (decode_loop)
   uint16_t* xh = nullptr;        // hilo form of the one-token expert input (moe_mma.py)
   uint16_t* act_h = nullptr;     // [k] hilo forms of its expert activations
@@ -251,13 +243,12 @@ size_t scratch_bytes(const ModelConfig& c, const ExecutorOptions& io, size_t* of
   offsets[i++] = p.add(static_cast<size_t>(io.max_outputs) * c.vocab_size * 4);
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * kMaxMoeSplit * H * 4);
   offsets[i++] = p.add((H + 15) / 16 * 4);
-  offsets[i++] = p.add(static_cast<size_t>(kMaxPartials / 2) * c.num_kv_heads * 4);
   offsets[i++] = p.add(kLoopWords * 4);
   offsets[i++] = p.add(hilo_bytes(H));
   offsets[i++] = p.add(static_cast<size_t>(c.experts_per_token) * hilo_bytes(I));
   return p.bytes;
 }
-constexpr int kScratchParts = 20;
+constexpr int kScratchParts = 19;
 
 // Splits of the cached keys for decode attention: enough (token, kv head,
 // split) programs to fill the GPU, few enough that each reads a useful run of
@@ -329,8 +320,6 @@ CudaExecutor::CudaExecutor(CudaBackend& backend, const ModelWeights& weights, co
   s.moe_part = reinterpret_cast<float*>(base + offs[i++]);
   s.moe_count = reinterpret_cast<int32_t*>(base + offs[i++]);
   GON_CU(d.cuMemsetD8(dptr(s.moe_count), 0, (c.hidden_size + 15) / 16 * 4));
-  s.attn_count = reinterpret_cast<int32_t*>(base + offs[i++]);
-  GON_CU(d.cuMemsetD8(dptr(s.attn_count), 0, static_cast<size_t>(kMaxPartials / 2) * c.num_kv_heads * 4));
   s.loop_state = reinterpret_cast<int32_t*>(base + offs[i++]);
   // The hilo buffers' padding blocks (past K, up to a multiple of 4 blocks) are never written: cleared once here.
   s.xh = reinterpret_cast<uint16_t*>(base + offs[i++]);
@@ -776,15 +765,6 @@ std::string CudaExecutor::direct_variant(bool kv_bf16, bool out_bf16) const {
          (out_bf16 ? "_obf16" : "_of32") + (a16 ? "_a16" : "");
 }
 
-std::string CudaExecutor::fused_variant(int splits, bool kv_bf16, bool out_bf16) const {
-  const ModelConfig& c = config_;
-  const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-  const bool a16 = c.head_dim % 16 == 0 && c.qkv_rows() % 16 == 0 && stride % 16 == 0;
-  if (!a16) return "";  // built for aligned caches only
-  return "attention_decode_fused_s" + std::to_string(splits) + (c.head_dim <= 64 ? "_d64_" : "_d128_") +
-         (kv_bf16 ? "bf16" : "f32") + (out_bf16 ? "_obf16" : "_of32") + "_a16";
-}
-
 std::string CudaExecutor::prefill_variant(bool kv_bf16, bool out_bf16) const {
   const ModelConfig& c = config_;
   const int64_t stride = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
@@ -813,15 +793,6 @@ void CudaExecutor::attention_decode(const float* qkv, const int32_t* positions, 
                             {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v,
                              sinks, dst, n, c.qkv_rows(), static_cast<int32_t>(width), cache.seq_stride,
                              cache.capacity, window, scale, c.num_heads, c.num_kv_heads, c.head_dim});
-      continue;
-    }
-    const std::string fused = fused_variant(S, bf16, out_bf16);
-    if (fused_attention() && k_.has(fused)) {
-      k_.get(fused).launch(stream_, {static_cast<unsigned>(n), static_cast<unsigned>(c.num_kv_heads), static_cast<unsigned>(S)},
-                           {qkv + static_cast<size_t>(t0) * c.qkv_rows(), positions + t0, seqs + t0, cache.k, cache.v,
-                            sinks, scratch_->part_ml, scratch_->part_o, scratch_->attn_count, dst, n, c.qkv_rows(),
-                            static_cast<int32_t>(width), cache.seq_stride, cache.capacity, window, scale, c.num_heads,
-                            c.num_kv_heads, c.head_dim});
       continue;
     }
     const Kernel& dec = k_.get(decode_variant(S, bf16));
