@@ -14,10 +14,10 @@
 // --file puts them in (unlinked) files mapped read-only, as the runtime maps a
 // checkpoint.
 //
-//   bench_matmul [--impl avx512|generic|both] [--quick] [--no-baseline]
+//   bench_matmul [--impl avx512|avx2|generic|all] [--quick] [--no-baseline]
 //                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
-//   (default: both implementations where the CPU has AVX-512, else generic;
-//    the gpt-oss shapes unless --case names others)
+//   (default: every implementation this CPU runs; the gpt-oss shapes unless
+//    --case names others)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -322,7 +322,7 @@ int main(int argc, char** argv) {
       cases.push_back(c);
       i += 4;
     } else {
-      std::fprintf(stderr, "usage: %s [--impl avx512|generic|both] [--quick] [--no-baseline] "
+      std::fprintf(stderr, "usage: %s [--impl avx512|avx2|generic|all] [--quick] [--no-baseline] "
                    "[--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
@@ -330,12 +330,16 @@ int main(int argc, char** argv) {
   static const Impl kGeneric{"generic", &generic::packed_activation_bytes, &generic::pack_activations,
                              &generic::matmul_bf16, &generic::matmul_mxfp4};
   std::vector<const Impl*> impls;
+  auto wanted = [&](const char* name) { return which == "both" || which == "all" || which == name; };
 #if GON_HAVE_AVX512_KERNELS
   static const Impl kAvx512{"avx512", &avx512::packed_activation_bytes, &avx512::pack_activations,
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
-  if (which != "generic" && avx512::cpu_supported()) impls.push_back(&kAvx512);
+  static const Impl kAvx2{"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
+                          &avx2::matmul_mxfp4};
+  if (wanted("avx512") && avx512::cpu_supported()) impls.push_back(&kAvx512);
+  if (wanted("avx2") && avx2::cpu_supported()) impls.push_back(&kAvx2);
 #endif
-  if (which != "avx512" || impls.empty()) impls.push_back(&kGeneric);
+  if (wanted("generic") || impls.empty()) impls.push_back(&kGeneric);
   std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best and median of many iterations\n",
               matmul_isa());
 

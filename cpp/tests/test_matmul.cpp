@@ -1,8 +1,8 @@
 // Tests of the CPU matrix products (backend/cpu/matmul.hpp).
 //
-// Both implementations are tested directly, each against a float64 reference
-// on fresh random inputs: the portable one always, the AVX-512 one when this
-// CPU can run it (otherwise it prints that it skipped). Besides accuracy
+// Every implementation is tested directly, each against a float64 reference
+// on fresh random inputs: the portable one always, the AVX-512 and AVX2 ones
+// when this CPU can run them (otherwise it prints that it skipped). Besides accuracy
 // (|y - ref| <= 1e-5 * (sum_k |w x| + |bias| + |old y|) + 1e-6) they check the
 // determinism contract bitwise (a row's result does not depend on M, on the
 // row range of a call or on how the rows were packed), bias and accumulate
@@ -44,12 +44,17 @@ const std::vector<Impl>& impls() {
                  &generic::matmul_mxfp4});
 #if GON_HAVE_AVX512_KERNELS
     if (avx512::cpu_supported())
-      v.push_back({"avx512", &avx512::packed_activation_bytes, &avx512::pack_activations, &avx512::matmul_bf16,
+      v.push_back({"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations, &avx512::matmul_bf16,
                    &avx512::matmul_mxfp4});
     else
       std::printf("  note: this CPU lacks AVX-512 BF16; skipping the avx512 implementation\n");
+    if (avx2::cpu_supported())
+      v.push_back({"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
+                   &avx2::matmul_mxfp4});
+    else
+      std::printf("  note: this CPU lacks AVX2/FMA; skipping the avx2 implementation\n");
 #else
-    std::printf("  note: not an x86-64 build; skipping the avx512 implementation\n");
+    std::printf("  note: not an x86-64 build; skipping the avx512 and avx2 implementations\n");
 #endif
     return v;
   }();
@@ -450,7 +455,7 @@ TEST(mxfp4_single_weight_decode) {
 TEST(public_entry_points) {
   const char* isa = matmul_isa();
   std::printf("  matmul_isa() = %s\n", isa);
-  CHECK(std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "generic") == 0);
+  CHECK(std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "avx2") == 0 || std::strcmp(isa, "generic") == 0);
   const int M = 3, N = 5, K = 64;
   const Weights w = random_weights(N, K, K);
   const std::vector<float> x = random_x(static_cast<size_t>(M) * K);
@@ -462,7 +467,7 @@ TEST(public_entry_points) {
   // Same answers as the implementation matmul_isa() names.
   const Impl* chosen = nullptr;
   for (const Impl& impl : impls())
-    if ((std::strcmp(isa, "generic") == 0) == (std::strcmp(impl.name, "generic") == 0)) chosen = &impl;
+    if (std::strcmp(isa, impl.name) == 0) chosen = &impl;
   CHECK(chosen != nullptr);
   if (chosen) {
     std::vector<float> r(M * N), r2(M * N);

@@ -6,7 +6,7 @@
 // formulas, not the runtime's code), in the manner of ggml's test-backend-ops.
 //
 // Backends: the CPU backend with each kernel set this machine runs ("generic"
-// always, "avx512bf16" where the CPU has it) and CUDA when it is built and a
+// always, "avx2" and "avx512bf16" where the CPU has them) and CUDA when it is built and a
 // usable GPU is present. Several small model configurations with odd shapes
 // (head_dim 40 and 16, 1 to 8 query heads per kv head, intermediate != hidden,
 // 4 to 8 experts, top-k 1 to 4, windows 3 to 8, vocabularies that are not a

@@ -2,11 +2,13 @@
 //
 // On x86-64 builds (GON_HAVE_AVX512_KERNELS) the AVX-512 kernels are used when
 // the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
-// avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for);
+// avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for), else the
+// AVX2 kernels when it reports avx2, fma, f16c and bmi2 (matmul_avx2.cpp);
 // everywhere else the portable kernels. The choice is made once, on first use,
 // and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
-// debugging and comparisons); attention.cpp follows the same choice. This file
-// is compiled without AVX-512 flags.
+// debugging and comparisons); attention.cpp and sampler.cpp use their AVX-512
+// kernels with the AVX-512 set and their portable ones otherwise. This file is
+// compiled without AVX flags.
 #include "backend/cpu/matmul.hpp"
 
 #include <cstdlib>
@@ -26,6 +28,13 @@ bool cpu_supported() {
          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
 }
 }  // namespace avx512
+namespace avx2 {
+bool cpu_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+         __builtin_cpu_supports("bmi2");
+}
+}  // namespace avx2
 #endif
 
 namespace {
@@ -35,6 +44,8 @@ const MatmulKernels kGeneric{"generic", &generic::packed_activation_bytes, &gene
 #if GON_HAVE_AVX512_KERNELS
 const MatmulKernels kAvx512{"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations,
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
+const MatmulKernels kAvx2{"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
+                          &avx2::matmul_mxfp4};
 #endif
 
 const MatmulKernels& impl() { return default_matmul_kernels(); }
@@ -55,6 +66,7 @@ const MatmulKernels* matmul_kernels(const char* isa) {
   if (std::strcmp(isa, "generic") == 0) return &kGeneric;
 #if GON_HAVE_AVX512_KERNELS
   if (std::strcmp(isa, "avx512bf16") == 0 && avx512::cpu_supported()) return &kAvx512;
+  if (std::strcmp(isa, "avx2") == 0 && avx2::cpu_supported()) return &kAvx2;
 #endif
   return nullptr;
 }
@@ -63,8 +75,10 @@ const MatmulKernels& default_matmul_kernels() {
   static const MatmulKernels* chosen = [] {
     const char* force = std::getenv("GON_MATMUL_ISA");
     if (force != nullptr && *force != '\0') {
-      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx512bf16") == 0, kInvalidArgument,
-                "GON_MATMUL_ISA='", force, "' is not a kernel set: use 'generic' or 'avx512bf16' (or leave it unset)");
+      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx2") == 0 ||
+                    std::strcmp(force, "avx512bf16") == 0,
+                kInvalidArgument, "GON_MATMUL_ISA='", force,
+                "' is not a kernel set: use 'generic', 'avx2' or 'avx512bf16' (or leave it unset)");
       const MatmulKernels* k = matmul_kernels(force);
       GON_CHECK(k != nullptr, kBackendUnavailable, "GON_MATMUL_ISA='", force,
                 "': this CPU or build cannot run those kernels (use 'generic' or leave it unset)");
@@ -72,6 +86,7 @@ const MatmulKernels& default_matmul_kernels() {
     }
 #if GON_HAVE_AVX512_KERNELS
     if (const MatmulKernels* k = matmul_kernels("avx512bf16")) return k;
+    if (const MatmulKernels* k = matmul_kernels("avx2")) return k;
 #endif
     return &kGeneric;
   }();

@@ -54,6 +54,7 @@
 #endif
 
 #include "backend/cpu/matmul_impl.hpp"
+#include "backend/cpu/matmul_tiles.hpp"
 
 #define GON_AVX512_INLINE inline __attribute__((always_inline))
 
@@ -77,20 +78,6 @@ alignas(64) constexpr uint16_t kPerm[32] = {perm(0),  perm(1),  perm(2),  perm(3
 // Right shift of word w that brings element kPerm[w]'s nibble to the bottom.
 alignas(64) constexpr uint16_t kNibbleShift[32] = {0, 0, 0, 0, 0, 0, 0, 0, 4,  4,  4,  4,  4,  4,  4,  4,
                                                   8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12};
-
-// bf16 bit pattern of FP4 nibble n times 2^(s - 127), exactly (these values
-// have two significant bits, so bf16 holds every one of them: subnormal down to
-// 2^-128 for small scales, +-infinity where the value reaches 2^128).
-constexpr uint16_t scaled_fp4_bf16(int n, int s) {
-  const uint16_t sign = (n & 8) ? 0x8000 : 0;
-  const int c = n & 7;  // magnitude code: 0, 0.5, 1, 1.5, 2, 3, 4, 6
-  if (c == 0) return sign;
-  const int e = (c == 1 ? -1 : (c >> 1) - 1) + s - 127;  // value = (1 + f/2) * 2^e
-  const int f = c >= 2 ? (c & 1) : 0;
-  if (e > 127) return sign | 0x7f80;                                              // infinity
-  if (e >= -126) return sign | static_cast<uint16_t>(((e + 127) << 7) | (f << 6));  // normal
-  return sign | static_cast<uint16_t>((2 + f) << (e + 132));                      // subnormal, e >= -128
-}
 
 // For each scale byte s, the 16 values FP4 * 2^(s - 127) as bf16, twice (so
 // that vpermw, which uses 5 index bits, can be given a word whose bit 4 belongs
@@ -303,47 +290,6 @@ constexpr Tables make_tables() {
 }
 constexpr Tables kTables = make_tables();
 
-// Walks the (m, n) tiles of [0, M) x [n0, n1), calling
-// call(mt, nt, m, n, pf) with the tile's prefetch fields pf (TileArgs).
-//
-// Weight rows go in groups small enough to stay in L2 while every m-tile uses
-// them (one tile of nt1 rows when M == 1). While a group is being computed,
-// a later group is prefetched: the tile at the same position in the group
-// `ahead` groups on (the next one when M > 1; pf_ahead1 when M == 1), spread
-// over the m-tiles (m-tile t fetches the t-th slice of the blocks), so that
-// memory traffic overlaps the arithmetic instead of stalling the first m-tile
-// of each group.
-template <class Call>
-GON_AVX512_INLINE void for_tiles(int M, int K, int n0, int n1, size_t row_bytes, int nt1, int pf_ahead1,
-                                 Call&& call) {
-  const int nb = K / 32;
-  const int nt_max = M == 1 ? nt1 : kMaxNT;
-  const int ahead = M == 1 ? pf_ahead1 : 1;
-  int group = nt_max;
-  if (M > 1) {
-    constexpr size_t kGroupBytes = 256 * 1024;
-    group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
-    group = std::max(nt_max, group / nt_max * nt_max);
-  }
-  // M is cut into ceil(M / kMaxMT) tiles of near-equal height (e.g. 8 = 4 + 4,
-  // 13 = 5 + 4 + 4) rather than full tiles plus a thin remainder.
-  const int m_tiles = (M + kMaxMT - 1) / kMaxMT;
-  for (int g0 = n0; g0 < n1; g0 += group) {
-    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + ahead * group);
-    for (int t = 0, m = 0; t < m_tiles; ++t) {
-      const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
-      const int b0 = static_cast<int>(int64_t{nb} * t / m_tiles), b1 = static_cast<int>(int64_t{nb} * (t + 1) / m_tiles);
-      for (int n = g0; n < g1; n += nt_max) {
-        const int nt = std::min(nt_max, g1 - n);
-        const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
-        const int pf_rows = std::clamp(h1 - r0, 0, nt_max);
-        call(mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1);
-      }
-      m += mt;
-    }
-  }
-}
-
 }  // namespace
 
 size_t packed_activation_bytes(int M, int K) { return static_cast<size_t>(M) * static_cast<size_t>(K) * sizeof(float); }
@@ -369,7 +315,7 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
+  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
@@ -381,7 +327,7 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
+  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};

@@ -12,7 +12,7 @@
 #include <cstdint>
 
 // CMake defines GON_HAVE_AVX512_KERNELS=1 for the library on x86-64 only (where
-// it compiles the *_avx512.cpp files); tests and benchmarks do not get the
+// it compiles the *_avx512.cpp and *_avx2.cpp files); tests and benchmarks do not get the
 // library's private definitions, so apply the same rule here.
 #if !defined(GON_HAVE_AVX512_KERNELS) && (defined(__x86_64__) || defined(_M_X64))
 #define GON_HAVE_AVX512_KERNELS 1
@@ -47,6 +47,20 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed,
                   int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
 }  // namespace avx512
+
+// AVX2 + FMA (matmul_avx2.cpp, compiled with -mavx2 -mfma). Call only when
+// avx2::cpu_supported() is true.
+namespace avx2 {
+// True when this CPU supports avx2 and fma (defined in matmul.cpp).
+bool cpu_supported();
+size_t packed_activation_bytes(int M, int K);
+void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1,
+                      void* packed);
+void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K,
+                 float* y, size_t ldy, int n0, int n1, bool accumulate);
+void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed,
+                  int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
+}  // namespace avx2
 #endif
 
 }  // namespace gon::cpu

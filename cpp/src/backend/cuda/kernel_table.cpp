@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "core/check.hpp"
@@ -48,12 +49,21 @@ bool profiling() {
   return on;
 }
 
-bool pdl_enabled() {
-  static const bool on = [] {
+bool pdl_for(const std::string& variant) {
+  // Read once: empty or "0" off, "1" every kernel, else a comma-separated list of variant-name prefixes.
+  static const std::string spec = [] {
     const char* v = std::getenv("GON_CUDA_PDL");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+    return std::string(v == nullptr || std::strcmp(v, "0") == 0 ? "" : v);
   }();
-  return on;
+  if (spec.empty()) return false;
+  if (spec == "1") return true;
+  for (size_t at = 0; at <= spec.size();) {
+    const size_t end = std::min(spec.find(',', at), spec.size());
+    const size_t n = end - at;
+    if (n > 0 && variant.compare(0, n, spec, at, n) == 0) return true;
+    at = end + 1;
+  }
+  return false;
 }
 
 int cubin_arch_for(int major, int minor) {
@@ -98,7 +108,7 @@ void Kernel::launch(CUstream stream, Grid grid, std::initializer_list<Arg> args)
   cfg.sharedMemBytes = static_cast<unsigned>(im.shared);
   cfg.hStream = stream;
   CUlaunchAttribute attr{};
-  if (im.launch_pdl && pdl_enabled()) {
+  if (pdl_) {
     attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
     attr.value.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = &attr;
@@ -140,6 +150,7 @@ KernelSet::KernelSet(int arch) : arch_(arch) {
     Kernel k;
     k.name_ = im.variant;
     k.image_ = &im;
+    k.pdl_ = im.launch_pdl && pdl_for(k.name_);
     GON_CU(d.cuModuleLoadData(&k.module_, im.cubin));
     GON_CU(d.cuModuleGetFunction(&k.function_, k.module_, im.function));
     if (im.shared > 48 * 1024) {

@@ -76,7 +76,7 @@ class Kernel {
   int64_t constexpr_value(const char* name) const;
   int num_warps() const { return image_->num_warps; }
   // Launches on `stream` (checked: argument count and sizes). With
-  // pdl_enabled(), a kernel compiled for programmatic dependent launch (sm_90+,
+  // pdl_for(name()), a kernel compiled for programmatic dependent launch (sm_90+,
   // every kernel there; see triton_kernels/aot.py pdl_begin) is launched with
   // the attribute that lets it start while the previous kernel is finishing.
   void launch(CUstream stream, Grid grid, std::initializer_list<Arg> args) const;
@@ -87,6 +87,7 @@ class Kernel {
   const KernelImage* image_ = nullptr;
   CUmodule module_ = nullptr;
   CUfunction function_ = nullptr;
+  bool pdl_ = false;  // launched with programmatic dependent launch (pdl_for)
 };
 
 // Every variant for one architecture, loaded into the current context.
@@ -114,10 +115,12 @@ class KernelSet {
 // to stderr at exit. For finding which kernel holds a step back; it removes the
 // launch overlap that graphs give, so compare its sum with a graph step's time.
 bool profiling();
-// Programmatic dependent launch for the kernels compiled with it (sm_90 and later): off unless GON_CUDA_PDL=1.
-// Measured on an H200 (bench/gpu/NOTES.md run 20): no change in decode step time with every kernel waiting at its
-// start, so it stays an experiment; the kernels are correct either way.
-bool pdl_enabled();
+// Programmatic dependent launch for the kernels compiled with it (sm_90 and later), per launched variant:
+// GON_CUDA_PDL unset or 0 none, 1 every kernel, else a comma-separated list of variant-name prefixes (e.g.
+// "moe_router,attention_combine": those kernels may start while the kernel before them finishes). Off by
+// default: with every kernel, decode steps were 6-8% slower on an H200 (bench/gpu/NOTES.md runs 20, 45, 53-54);
+// the kernels are correct either way.
+bool pdl_for(const std::string& variant);
 
 // The cubin architecture for a device of compute capability major.minor: 80
 // for 8.x (sm_80 code runs on 8.6 and 8.9), 90 for 9.0 (sm_90a), 100 for 10.0
