@@ -3,6 +3,10 @@
 
     GON_CUDA_PROFILE=1 python bench/gpu/profile.py MODEL [--batch 1] [--tokens 16] [--temperature 1 --top-p 0.9]
 
+Without GON_CUDA_PROFILE it times decode steps as the runtime runs them (A/B runs of run.sh): at batch 1 one
+sample() call per token, or with --loop one sample_many() call (the device-side loop that `bench` reports as
+"in device loops").
+
 Prompts of 1024 random tokens; the prefill runs before the profiled steps are
 counted (its kernels are in the table too, under their own names, unless
 --decode-only moves the table's start past it: the process restarts counting
@@ -26,14 +30,21 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=1024)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--loop", action="store_true", help="batch 1: time one sample_many() call instead")
     args = ap.parse_args()
     m = gon.Model(args.model, device="cuda", progress=False)
     if args.batch == 1:
-        ctx = gon.Context(m, context_length=args.prompt + args.tokens + 8, max_batch_tokens=512)
+        ctx = gon.Context(m, context_length=args.prompt + args.tokens + 40, max_batch_tokens=512)
         ctx.append(random_prompt(m, args.prompt))
         ctx.process(logits="none")
         ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=1)  # the step's graph is captured here
         ctx.synchronize()
+        if args.loop:
+            ctx.sample_many(16, temperature=args.temperature, top_p=args.top_p, seed=1)  # the loop's graph
+            t = time.perf_counter()
+            ctx.sample_many(args.tokens, temperature=args.temperature, top_p=args.top_p, seed=1)
+            print(f"batch 1 (device loop): {(time.perf_counter() - t) / args.tokens * 1e3:.4f} ms per token")
+            return
         t = time.perf_counter()
         for _ in range(args.tokens):
             ctx.sample(temperature=args.temperature, top_p=args.top_p, seed=1)
