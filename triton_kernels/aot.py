@@ -120,9 +120,9 @@ def assemble_ptx(v: Variant, arch: int):
     return cubin, meta
 
 
-# Programmatic dependent launch. The runtime can launch every kernel with the attribute that lets it start while
-# the kernel before it on the stream is finishing (GON_CUDA_PDL=1: off by default, since it changed nothing
-# measurable on an H200 with the wait at each kernel's start), so every kernel begins with
+# Programmatic dependent launch. The runtime can launch any kernel with the attribute that lets it start while
+# the kernel before it on the stream is finishing (which ones: cuda/kernel_table.hpp pdl_for), so every kernel begins
+# with
 # pdl_begin(): griddepcontrol.wait (the earlier grid has completed and its writes are visible: nothing of this
 # kernel reads or writes activations before it) and griddepcontrol.launch_dependents (the next kernel may be
 # scheduled now; its programs wait in their own pdl_begin). A kernel that skipped the wait could finish before its

@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|pdl|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|loop|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -14,7 +14,8 @@
 # step:      bench/gpu/step_kernels.py under ncu (STEP_MODEL=20b|120b; STEP_KERNELS=regex adds full sections and
 #            per-instruction stall samples of those kernels, STEP_COUNT launches of them).
 # bars:      bench20b-1 twice, then the 120b at batch 1 twice (issue 8's batch-1 bars, with their spread).
-# pdl:       batch-1 decode with programmatic dependent launch for subsets of the step's kernels (pdl_ab).
+# loop:      batch-1 decode in device loops under each word of LOOP_ENVS (LOOP_ROUNDS rounds), then LOOP_THEN
+#            (check sanitize bars bench20b-1) with the fastest word's settings (loop_ab).
 # lab-gmma:  bench/gpu/kernel_lab.py --only gmma (GMMA_TILES="W,STAGES[,MAXNREG] ..." for other tiles).
 # ab:        decode step times with the step's switches flipped in turn (GON_CUDA_MMA_MOE=0,
 #            GON_CUDA_QKV_ROPE=0, GON_CUDA_PDL=1; GON_CUDA_ROUTED and GON_CUDA_SPLIT_MLP2 change batch 1
@@ -145,38 +146,28 @@ switch_ab() {  # decode step time of the 20b preset with each switch of the step
   done
 }
 
-pdl_ab() {  # batch-1 decode in device loops with programmatic dependent launch for subsets of the step's kernels
-  # (GON_CUDA_PDL=prefix,...), two rounds; then the union of the subsets that beat none, and with the fastest set
-  # the checks and bench20b-1 (ms per token of every run in summary.txt)
+loop_ab() {  # batch-1 decode in device loops (profile.py --loop, 256 tokens) under each word of LOOP_ENVS (VAR=VALUE,
+  # several joined by "+"), LOOP_ROUNDS rounds in turn; then the checks and the bars with the fastest word's settings
   local model=/dev/shm/gon-20b
   install || return 1
   [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
-  local sets=${PDL_SETS:-"0 moe_router attention_combine attention_decode linear_gemv qkv_rope moe_mlp1 moe_mlp2"}
-  : > "$OUT/pdl.txt"
-  pdl_round() {
-    for s in "$@"; do
-      local v
-      v=$(GON_CUDA_PDL=$s timeout 120 $PY bench/gpu/profile.py $model --loop --tokens 256 2>&1 | tail -1)
-      echo "$s $v" | tee -a "$OUT/summary.txt" "$OUT/pdl.txt"
+  local words=${LOOP_ENVS:-"GON_CUDA_PDL=0 X=1"} r w v best
+  : > "$OUT/loop.txt"
+  log "loop A/B"
+  for r in $(seq ${LOOP_ROUNDS:-3}); do
+    for w in $words; do
+      v=$(env ${w//+/ } timeout 120 $PY bench/gpu/profile.py $model --loop --tokens 256 2>&1 | tail -1)
+      echo "$w $v" | tee -a "$OUT/summary.txt" "$OUT/loop.txt"
     done
-  }
-  log "pdl subsets"
-  pdl_round $sets; pdl_round $sets
-  local base union=""
-  base=$(awk '/ms per token$/ && $1 == "0" {s += $(NF - 3); n++} END {print s / n}' "$OUT/pdl.txt")
-  for s in $sets; do
-    [ "$s" = 0 ] || [ "$s" = 1 ] && continue
-    if awk -v s="$s" -v b="$base" '/ms per token$/ && $1 == s {t += $(NF - 3); n++} END {exit !(n > 0 && t / n < b * 0.997)}' "$OUT/pdl.txt"; then
-      union=${union:+$union,}$s
-    fi
   done
-  log "pdl: none $base ms; union of the faster subsets: ${union:-none}"
-  if [ -n "$union" ]; then pdl_round 0 "$union" 0 "$union"; fi
-  local best
-  best=$(awk '/ms per token$/ {t[$1] += $(NF - 3); n[$1]++} END {b = ""; for (s in t) if (b == "" || t[s] / n[s] < t[b] / n[b]) b = s; print b}' "$OUT/pdl.txt")
-  log "pdl: fastest set '$best'"
-  GON_CUDA_PDL=$best check; GON_CUDA_PDL=$best sanitize
-  GON_CUDA_PDL=$best bench 20b 1024 1
+  awk '/ms per token$/ {t[$1] += $(NF - 3); n[$1]++} END {for (s in t) printf "mean %.4f ms  %s\n", t[s] / n[s], s}' \
+    "$OUT/loop.txt" | sort | tee -a "$OUT/summary.txt"
+  best=$(awk '/ms per token$/ {t[$1] += $(NF - 3); n[$1]++} END {b = ""; for (s in t) if (b == "" || t[s] / n[s] < t[b] / n[b]) b = s; print b}' "$OUT/loop.txt")
+  log "fastest: $best"
+  [ -n "${LOOP_THEN:-}" ] || return 0
+  (export ${best//+/ }; for what in $LOOP_THEN; do
+     case $what in check) check ;; sanitize) sanitize ;; bars) bars ;; bench20b-1) bench 20b 1024 1 ;; esac
+   done)
 }
 
 lab_gmma() {  # the grouped tensor-core expert products (moe_gemm_mma.py) against moe.py's 16-row tiles
@@ -244,7 +235,7 @@ case "$WHAT" in
   check+bench20b) check; sanitize; gemv_ab; bench 20b 1024,8192 1,8,16,32,64 ;;
   check+ab) check; sanitize; switch_ab ;;
   ab) switch_ab ;;
-  pdl) pdl_ab ;;
+  loop) loop_ab ;;
   step) step_ncu ;;
   bars) bars ;;
   lab-gmma) lab_gmma ;;

@@ -50,10 +50,12 @@ bool profiling() {
 }
 
 bool pdl_for(const std::string& variant) {
-  // Read once: empty or "0" off, "1" every kernel, else a comma-separated list of variant-name prefixes.
+  // Read once: unset the default list, empty or "0" none, "1" every kernel, else a comma-separated list of
+  // variant-name prefixes.
   static const std::string spec = [] {
     const char* v = std::getenv("GON_CUDA_PDL");
-    return std::string(v == nullptr || std::strcmp(v, "0") == 0 ? "" : v);
+    if (v == nullptr) return std::string(kDefaultPdlKernels);
+    return std::string(std::strcmp(v, "0") == 0 ? "" : v);
   }();
   if (spec.empty()) return false;
   if (spec == "1") return true;

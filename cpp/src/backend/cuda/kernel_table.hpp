@@ -116,10 +116,12 @@ class KernelSet {
 // launch overlap that graphs give, so compare its sum with a graph step's time.
 bool profiling();
 // Programmatic dependent launch for the kernels compiled with it (sm_90 and later), per launched variant:
-// GON_CUDA_PDL unset or 0 none, 1 every kernel, else a comma-separated list of variant-name prefixes (e.g.
-// "moe_router,attention_combine": those kernels may start while the kernel before them finishes). Off by
-// default: with every kernel, decode steps were 6-8% slower on an H200 (bench/gpu/NOTES.md runs 20, 45, 53-54);
-// the kernels are correct either way.
+// GON_CUDA_PDL unset: the kernels of kDefaultPdlKernels; 0 (or empty) none; 1 every kernel; else a comma-separated
+// list of variant-name prefixes, e.g. "moe_router,attention_combine". With every kernel, decode steps were 6-8%
+// slower on an H200 (bench/gpu/NOTES.md runs 20, 45, 53-54): one-token mlp1 alone costs 4.6% (run 75; probably
+// its issue-bound programs, placed on SMs while the router runs, land unevenly), while the one-token router, qkv + rope
+// and mlp2 each gain a little (-1.4% together). The kernels are correct either way.
+inline constexpr const char* kDefaultPdlKernels = "moe_router_hilo,qkv_rope_gemv_m1,moe_mlp2_route_mma";
 bool pdl_for(const std::string& variant);
 
 // The cubin architecture for a device of compute capability major.minor: 80
