@@ -26,9 +26,9 @@
 //        vectors of elements (0..6 even, 1..7 odd), (8..14, 9..15), ... in the
 //        packed order. Per 32 weights and weight row: 3 loads, 10 vector
 //        operations (9 on the shuffle ports), then 4 FMAs per activation row.
-//  * Register tiles: MT <= 4 activation rows x NT = 2 weight rows when M > 1,
-//    1 x 8 (MXFP4) or 1 x 2 (bf16) when M = 1, one 8-lane accumulator per
-//    output. Every accumulator sees the same operations in the same order for
+//  * Register tiles: MT <= 4 activation rows x NT = 2 to 4 weight rows when
+//    M > 1 (about 8 accumulators, see tile_shape), 1 x 8 (MXFP4) or 1 x 2
+//    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator sees the same operations in the same order for
 //    any tile shape (per group of 8 elements of K, one FMA, in K order), and one
 //    fixed tree sums its lanes, so a result never depends on M, on [n0, n1) or
 //    on the tile that computed it (the determinism contract of matmul.hpp).
@@ -206,7 +206,7 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
 // ---- tile dispatch ---------------------------------------------------------
 
 constexpr int kMaxMT = 4;  // activation rows per tile (M > 1)
-constexpr int kMaxNT = 2;  // weight rows per tile (M > 1)
+constexpr int kMaxNT = 4;  // weight rows per tile (M > 1; see tile_shape)
 // M == 1: bf16 is bound by memory (two rows keep two FMA chains going while the
 // rows stream, prefetched kPfAhead1Bf16 tiles ahead); MXFP4 by the decode (8
 // rows: 8 independent FMA chains).
@@ -220,6 +220,18 @@ using Fp4Fn = void (*)(const uint8_t*, const uint8_t*, const TileArgs&);
 
 template <int MT, int NT>
 constexpr bool kUsedTile = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
+
+// Tile shape for M > 1: (activation rows, weight rows). Each accumulator takes 4 dependent FMAs per block (per
+// group of 8 elements for bf16), so a tile needs about 8 accumulators to cover the FMA latency; 2 x 2 tiles left
+// M = 2 at half the speed of M = 1 per row. Fewer than 4 rows per m-tile get more weight rows instead.
+struct TileShape {
+  int mt, nt;
+};
+TileShape tile_shape(int M) {
+  const int m_tiles = (M + kMaxMT - 1) / kMaxMT;
+  const int shortest = M / m_tiles;  // the m-tiles are M / m_tiles or one more rows high
+  return {kMaxMT, shortest >= 4 ? 2 : shortest == 3 ? 3 : 4};
+}
 
 template <int... I>
 struct Seq {};
@@ -276,7 +288,8 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
+  const TileShape ts = tile_shape(M);
+  for_tiles(ts.mt, ts.nt, M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
@@ -288,7 +301,8 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
+  const TileShape ts = tile_shape(M);
+  for_tiles(ts.mt, ts.nt, M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
             [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
               const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
                                bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
