@@ -139,6 +139,20 @@ def pdl_begin():
         tl.extra.cuda.gdc_launch_dependents()
 
 
+@triton.jit
+def pdl_wait():
+    """pdl_begin() without letting the next kernel be scheduled yet: for a short kernel whose dependents should be
+    placed on the SMs when it ends (pdl_trigger() at its end; without it, at its exit), not while it starts."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_trigger():
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
 # The kernel modules of this folder (imported by name: build.py and the tests put
 # this folder first on sys.path; it is a source folder, never an installed package).
 MODULES = ("elementwise", "linear", "moe", "moe_mma", "moe_gemm_mma", "attention", "sampling", "loop")

@@ -81,7 +81,7 @@ import os
 import triton
 import triton.language as tl
 
-from aot import Variant, pdl_begin
+from aot import Variant, pdl_begin, pdl_trigger, pdl_wait
 from linear import _gemv_tile
 from moe import _route_load, _route_next, _swiglu
 
@@ -445,7 +445,7 @@ def _hilo_bytes(K):
 @triton.jit
 def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E, H, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, STAGES: tl.constexpr, BLOCK_H: tl.constexpr):
-    pdl_begin()
+    pdl_wait()  # mlp1's programs are placed when this launch ends (pdl_trigger below), not beside its 16 programs
     out, offs_m, m_mask, offs_n, n_mask, inv = _gemv_tile(x_ptr, x_ptr, norm_w_ptr, w_ptr, b_ptr, 1, E, H, eps, 1,
                                                           1, 0, 1, BLOCK_N, BLOCK_K, STAGES, 1)
     tl.store(logits_ptr + offs_n[None, :], out, mask=m_mask[:, None] & n_mask[None, :])
@@ -461,6 +461,7 @@ def moe_router_hilo(x_ptr, norm_w_ptr, eps, w_ptr, b_ptr, logits_ptr, xh_ptr, E,
         v = tl.load(x_ptr + h0 + hh, mask=m, other=0.0) * inv1
         v = v * tl.load(norm_w_ptr + h0 + hh, mask=m, other=0.0).to(tl.float32)
         _store_hilo(xh_ptr, h0 + hh, v, m)
+    pdl_trigger()
 
 
 @triton.jit

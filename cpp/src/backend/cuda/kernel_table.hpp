@@ -117,11 +117,14 @@ class KernelSet {
 bool profiling();
 // Programmatic dependent launch for the kernels compiled with it (sm_90 and later), per launched variant:
 // GON_CUDA_PDL unset: the kernels of kDefaultPdlKernels; 0 (or empty) none; 1 every kernel; else a comma-separated
-// list of variant-name prefixes, e.g. "moe_router,attention_combine". With every kernel, decode steps were 6-8%
-// slower on an H200 (bench/gpu/NOTES.md runs 20, 45, 53-54): one-token mlp1 alone costs 4.6% (run 75; probably
-// its issue-bound programs, placed on SMs while the router runs, land unevenly), while the one-token router, qkv + rope
-// and mlp2 each gain a little (-1.4% together). The kernels are correct either way.
-inline constexpr const char* kDefaultPdlKernels = "moe_router_hilo,qkv_rope_gemv_m1,moe_mlp2_route_mma";
+// list of variant-name prefixes, e.g. "moe_router,attention_combine". Measured on an H200 (bench/gpu/NOTES.md runs
+// 75-78): with every kernel, decode steps were 6-8% slower (runs 20, 45, 53-54) because of the one-token mlp1 alone
+// (+4.6%): its issue-bound programs were placed on the SMs beside the router's 16 programs, unevenly. The router now
+// lets its dependents be scheduled only at its end (triton_kernels/aot.py pdl_wait / pdl_trigger), after which mlp1
+// gains like the others: the one-token router, qkv + rope, mlp1, mlp2 and the direct (one-split) attention together
+// take 1.7% off a 20b token. The kernels are correct either way.
+inline constexpr const char* kDefaultPdlKernels =
+    "moe_router_hilo,qkv_rope_gemv_m1,moe_mlp1_route_mma,moe_mlp2_route_mma,attention_decode_direct";
 bool pdl_for(const std::string& variant);
 
 // The cubin architecture for a device of compute capability major.minor: 80
