@@ -93,18 +93,6 @@ GON_AVX2_INLINE void finish_row(const __m256* acc, float* y, const uint16_t* bia
   }
 }
 
-// What a tile kernel needs besides its weights (fields as in matmul_avx512.cpp).
-struct TileArgs {
-  const float* x;        // MT packed activation rows (stride K)
-  int K;
-  float* y;              // y[i * ldy + j]: output of activation row i, weight row j
-  size_t ldy;
-  const uint16_t* bias;  // NT entries or null
-  bool accumulate;
-  int pf_rows;           // weight rows to prefetch: pf_rows rows from pf_offset rows on, blocks [pf_b0, pf_b1)
-  ptrdiff_t pf_offset;
-  int pf_b0, pf_b1;
-};
 
 constexpr auto kPrefetchHint = _MM_HINT_T1;
 
@@ -127,10 +115,10 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
   const __m256i mask = _mm256_setr_epi32(-1, -1, -1, -1, static_cast<int>(0xffff0000u),
                                          static_cast<int>(0xffff0000u), static_cast<int>(0xffff0000u),
                                          static_cast<int>(0xffff0000u));
-  const uint16_t* pf[NT];
-  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
-  for (int j = 0; j < NT; ++j) pf[j] = w + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(ldw);
-  const int pf_k0 = a.pf_rows > 0 ? a.pf_b0 * 32 : K, pf_k1 = a.pf_b1 * 32;
+  const uint16_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
+  int pf_b0, pf_b1;
+  prefetch_plan<NT>(w, static_cast<ptrdiff_t>(ldw), K / 32, a, pf, &pf_b0, &pf_b1);
+  const int pf_k0 = pf_b0 * 32, pf_k1 = pf_b1 * 32;
   for (int k = 0; k < K; k += 32) {
     if (k >= pf_k0 && k < pf_k1)  // one 64-byte line per row and block
       for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
@@ -174,14 +162,13 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
   __m256 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
-  const uint8_t* pf[NT];
-  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
-  for (int j = 0; j < NT; ++j)
-    pf[j] = blocks + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(nb * 16);
-  const size_t pf_b0 = a.pf_rows > 0 ? static_cast<size_t>(a.pf_b0) : nb, pf_b1 = static_cast<size_t>(a.pf_b1);
+  const uint8_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
+  int plan_b0, plan_b1;
+  prefetch_plan<NT>(blocks, static_cast<ptrdiff_t>(nb * 16), static_cast<int>(nb), a, pf, &plan_b0, &plan_b1);
+  const size_t pf_b0 = static_cast<size_t>(plan_b0), pf_b1 = static_cast<size_t>(plan_b1);
   if (pf_b0 == 0 && pf_b0 < pf_b1)  // the scales of the rows, contiguous, by whoever fetches block 0
     for (size_t off = 0; off < a.pf_rows * nb; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(scales + pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
+      _mm_prefetch(reinterpret_cast<const char*>(scales + a.pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
   const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   for (size_t b = 0; b < nb; ++b) {
@@ -215,11 +202,16 @@ constexpr int kNT1Fp4 = 8, kPfAhead1Fp4 = 1;
 constexpr int kNT1 = kNT1Bf16 > kNT1Fp4 ? kNT1Bf16 : kNT1Fp4;
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
 
-using Bf16Fn = void (*)(const uint16_t*, size_t, const TileArgs&);
-using Fp4Fn = void (*)(const uint8_t*, const uint8_t*, const TileArgs&);
-
+// The tile shapes this file uses, for TileTables (matmul_tiles.hpp).
 template <int MT, int NT>
-constexpr bool kUsedTile = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
+struct Tile {
+  static constexpr bool kUsed = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
+  static void bf16(const uint16_t* w, size_t ldw, const TileArgs& a) { bf16_tile<MT, NT>(w, ldw, a); }
+  static void fp4(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
+    fp4_tile<MT, NT>(blocks, scales, a);
+  }
+};
+constexpr TileTables<kMaxMT, kTabNT, Tile> kTables{};
 
 // Tile shape for M > 1: (activation rows, weight rows). Each accumulator takes 4 dependent FMAs per block (per
 // group of 8 elements for bf16), so a tile needs about 8 accumulators to cover the FMA latency; 2 x 2 tiles left
@@ -232,42 +224,6 @@ TileShape tile_shape(int M) {
   const int shortest = M / m_tiles;  // the m-tiles are M / m_tiles or one more rows high
   return {kMaxMT, shortest >= 4 ? 2 : shortest == 3 ? 3 : 4};
 }
-
-template <int... I>
-struct Seq {};
-template <int N, int... I>
-struct MakeSeq : MakeSeq<N - 1, N - 1, I...> {};
-template <int... I>
-struct MakeSeq<0, I...> {
-  using type = Seq<I...>;
-};
-
-struct Tables {
-  Bf16Fn bf16[kMaxMT + 1][kTabNT + 1] = {};
-  Fp4Fn fp4[kMaxMT + 1][kTabNT + 1] = {};
-};
-
-template <int MT, int NT>
-constexpr void fill_one(Tables& t) {
-  if constexpr (kUsedTile<MT, NT>) {
-    t.bf16[MT][NT] = &bf16_tile<MT, NT>;
-    t.fp4[MT][NT] = &fp4_tile<MT, NT>;
-  }
-}
-template <int MT, int... NT>
-constexpr void fill_row(Tables& t, Seq<NT...>) {
-  (fill_one<MT, NT + 1>(t), ...);
-}
-template <int... MT>
-constexpr void fill_all(Tables& t, Seq<MT...>) {
-  (fill_row<MT + 1>(t, typename MakeSeq<kTabNT>::type{}), ...);
-}
-constexpr Tables make_tables() {
-  Tables t;
-  fill_all(t, typename MakeSeq<kMaxMT>::type{});
-  return t;
-}
-constexpr Tables kTables = make_tables();
 
 }  // namespace
 
@@ -287,27 +243,15 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
-  const float* xp = static_cast<const float*>(packed);
   const TileShape ts = tile_shape(M);
-  for_tiles(ts.mt, ts.nt, M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
-            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
-              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
-              kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
-            });
+  tiled_bf16(kTables, ts.mt, ts.nt, kNT1Bf16, kPfAhead1Bf16, w, ldw, bias, packed, M, K, y, ldy, n0, n1, accumulate);
 }
 
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
-  const float* xp = static_cast<const float*>(packed);
-  const size_t nb = static_cast<size_t>(K / 32);
   const TileShape ts = tile_shape(M);
-  for_tiles(ts.mt, ts.nt, M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
-            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
-              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
-              kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
-            });
+  tiled_mxfp4(kTables, ts.mt, ts.nt, kNT1Fp4, kPfAhead1Fp4, blocks, scales, bias, packed, M, K, y, ldy, n0, n1,
+              accumulate);
 }
 
 }  // namespace gon::cpu::avx2

@@ -125,21 +125,6 @@ GON_AVX512_INLINE void finish_row(const __m512* acc, float* y, const uint16_t* b
   }
 }
 
-// What a tile kernel needs besides its weights.
-struct TileArgs {
-  const float* x;        // MT packed activation rows (stride K)
-  int K;
-  float* y;              // y[i * ldy + j]: output of activation row i, weight row j
-  size_t ldy;
-  const uint16_t* bias;  // NT entries or null
-  bool accumulate;
-  // Weight rows to prefetch while this tile runs (see for_tiles): pf_rows rows
-  // (0..NT) starting pf_offset rows after this tile's first row, blocks
-  // [pf_b0, pf_b1) of them.
-  int pf_rows;
-  ptrdiff_t pf_offset;
-  int pf_b0, pf_b1;
-};
 
 // Prefetch hint for the next tile's weights: into L2, where they wait for the
 // ~1 tile's worth of time until they are used.
@@ -157,11 +142,10 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   const __m512i order = _mm512_load_si512(kPerm);
-  // Rows to prefetch (the last one repeated when there are fewer than NT).
-  const uint16_t* pf[NT];
-  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
-  for (int j = 0; j < NT; ++j) pf[j] = w + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(ldw);
-  const int pf_k0 = a.pf_rows > 0 ? a.pf_b0 * 32 : K, pf_k1 = a.pf_b1 * 32;
+  const uint16_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
+  int pf_b0, pf_b1;
+  prefetch_plan<NT>(w, static_cast<ptrdiff_t>(ldw), K / 32, a, pf, &pf_b0, &pf_b1);
+  const int pf_k0 = pf_b0 * 32, pf_k1 = pf_b1 * 32;
   for (int k = 0; k < K; k += 32) {
     if (k >= pf_k0 && k < pf_k1)  // one 64-byte line per row and block
       for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
@@ -195,16 +179,13 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
   __m512 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-  // Rows to prefetch (the last one repeated when there are fewer than NT); the
-  // scales of those blocks (nb bytes per row) go with the first of them.
-  const uint8_t* pf[NT];
-  const ptrdiff_t pf_offset = a.pf_rows > 0 ? a.pf_offset : 0;
-  for (int j = 0; j < NT; ++j)
-    pf[j] = blocks + (pf_offset + std::min(j, std::max(a.pf_rows - 1, 0))) * ptrdiff_t(nb * 16);
-  const size_t pf_b0 = a.pf_rows > 0 ? static_cast<size_t>(a.pf_b0) : nb, pf_b1 = static_cast<size_t>(a.pf_b1);
+  const uint8_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
+  int plan_b0, plan_b1;
+  prefetch_plan<NT>(blocks, static_cast<ptrdiff_t>(nb * 16), static_cast<int>(nb), a, pf, &plan_b0, &plan_b1);
+  const size_t pf_b0 = static_cast<size_t>(plan_b0), pf_b1 = static_cast<size_t>(plan_b1);
   if (pf_b0 == 0 && pf_b0 < pf_b1)  // the scales of the rows, contiguous, by whoever fetches block 0
     for (size_t off = 0; off < a.pf_rows * nb; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(scales + pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
+      _mm_prefetch(reinterpret_cast<const char*>(scales + a.pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
   const __m512i shifts = _mm512_load_si512(kNibbleShift);
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   for (size_t b = 0; b < nb; ++b) {
@@ -248,47 +229,16 @@ constexpr int kNT1Fp4 = 8, kPfAhead1Fp4 = 1;
 constexpr int kNT1 = kNT1Bf16 > kNT1Fp4 ? kNT1Bf16 : kNT1Fp4;  // widest M == 1 tile
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
 
-using Bf16Fn = void (*)(const uint16_t*, size_t, const TileArgs&);
-using Fp4Fn = void (*)(const uint8_t*, const uint8_t*, const TileArgs&);
-
+// The tile shapes this file uses, for TileTables (matmul_tiles.hpp).
 template <int MT, int NT>
-constexpr bool kUsedTile = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
-
-template <int... I>
-struct Seq {};
-template <int N, int... I>
-struct MakeSeq : MakeSeq<N - 1, N - 1, I...> {};
-template <int... I>
-struct MakeSeq<0, I...> {
-  using type = Seq<I...>;
-};
-
-struct Tables {
-  Bf16Fn bf16[kMaxMT + 1][kTabNT + 1] = {};
-  Fp4Fn fp4[kMaxMT + 1][kTabNT + 1] = {};
-};
-
-template <int MT, int NT>
-constexpr void fill_one(Tables& t) {
-  if constexpr (kUsedTile<MT, NT>) {
-    t.bf16[MT][NT] = &bf16_tile<MT, NT>;
-    t.fp4[MT][NT] = &fp4_tile<MT, NT>;
+struct Tile {
+  static constexpr bool kUsed = (MT == 1 && NT <= kNT1) || (MT <= kMaxMT && NT <= kMaxNT);
+  static void bf16(const uint16_t* w, size_t ldw, const TileArgs& a) { bf16_tile<MT, NT>(w, ldw, a); }
+  static void fp4(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
+    fp4_tile<MT, NT>(blocks, scales, a);
   }
-}
-template <int MT, int... NT>
-constexpr void fill_row(Tables& t, Seq<NT...>) {
-  (fill_one<MT, NT + 1>(t), ...);
-}
-template <int... MT>
-constexpr void fill_all(Tables& t, Seq<MT...>) {
-  (fill_row<MT + 1>(t, typename MakeSeq<kTabNT>::type{}), ...);
-}
-constexpr Tables make_tables() {
-  Tables t;
-  fill_all(t, typename MakeSeq<kMaxMT>::type{});
-  return t;
-}
-constexpr Tables kTables = make_tables();
+};
+constexpr TileTables<kMaxMT, kTabNT, Tile> kTables{};
 
 }  // namespace
 
@@ -314,25 +264,13 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
-  const float* xp = static_cast<const float*>(packed);
-  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, static_cast<size_t>(K) * 2, kNT1Bf16, kPfAhead1Bf16,
-            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
-              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
-              kTables.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
-            });
+  tiled_bf16(kTables, kMaxMT, kMaxNT, kNT1Bf16, kPfAhead1Bf16, w, ldw, bias, packed, M, K, y, ldy, n0, n1, accumulate);
 }
 
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
-  const float* xp = static_cast<const float*>(packed);
-  const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(kMaxMT, kMaxNT, M, K, n0, n1, nb * 17, kNT1Fp4, kPfAhead1Fp4,
-            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
-              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
-                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
-              kTables.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
-            });
+  tiled_mxfp4(kTables, kMaxMT, kMaxNT, kNT1Fp4, kPfAhead1Fp4, blocks, scales, bias, packed, M, K, y, ldy, n0, n1,
+              accumulate);
 }
 
 }  // namespace gon::cpu::avx512

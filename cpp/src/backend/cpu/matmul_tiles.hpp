@@ -1,6 +1,7 @@
 // What the vector kernel sets of the CPU matrix products (matmul_avx512.cpp,
-// matmul_avx2.cpp) share: the exact FP4 * 2^(scale - 127) values and the walk
-// over register tiles with its prefetch plan. No intrinsics here.
+// matmul_avx2.cpp) share: the exact FP4 * 2^(scale - 127) values, the walk over
+// register tiles with its prefetch plan, the tables of tile functions and the
+// entry points' bodies. No intrinsics here: each file brings its tile kernels.
 //
 // Everything is in an unnamed namespace: each kernel file is compiled with its
 // own instruction-set flags, and an inline function shared by name between
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 namespace gon::cpu {
 namespace {
@@ -70,6 +72,93 @@ inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size
       m += mt;
     }
   }
+}
+
+// What a tile kernel needs besides its weights.
+struct TileArgs {
+  const float* x;        // MT packed activation rows (stride K)
+  int K;
+  float* y;              // y[i * ldy + j]: output of activation row i, weight row j
+  size_t ldy;
+  const uint16_t* bias;  // NT entries or null
+  bool accumulate;
+  // Weight rows to prefetch while this tile runs (see for_tiles): pf_rows rows
+  // (0..NT) starting pf_offset rows after this tile's first row, blocks
+  // [pf_b0, pf_b1) of them.
+  int pf_rows;
+  ptrdiff_t pf_offset;
+  int pf_b0, pf_b1;
+};
+
+// Which weight rows a tile prefetches (TileArgs' pf_* fields): one pointer per
+// row of the tile into rows of row_stride elements from w (the last prefetched
+// row repeated when there are fewer than NT), and the blocks [*b0, *b1) of each
+// row to fetch (*b0 = nb when the tile fetches nothing).
+template <int NT, class T>
+inline void prefetch_plan(const T* w, ptrdiff_t row_stride, int nb, const TileArgs& a, const T* (&rows)[NT], int* b0,
+                          int* b1) {
+  const ptrdiff_t offset = a.pf_rows > 0 ? a.pf_offset : 0;
+  for (int j = 0; j < NT; ++j) rows[j] = w + (offset + std::min(j, std::max(a.pf_rows - 1, 0))) * row_stride;
+  *b0 = a.pf_rows > 0 ? a.pf_b0 : nb;
+  *b1 = a.pf_b1;
+}
+
+// Function-pointer tables of a kernel file's register tiles, indexed [MT][NT]:
+// Tile<MT, NT> (a class template of that file) has `static constexpr bool
+// kUsed` and the static functions bf16(w, ldw, args) and fp4(blocks, scales,
+// args); only the used shapes are instantiated.
+template <int MaxMT, int TabNT, template <int, int> class Tile>
+struct TileTables {
+  void (*bf16[MaxMT + 1][TabNT + 1])(const uint16_t*, size_t, const TileArgs&) = {};
+  void (*fp4[MaxMT + 1][TabNT + 1])(const uint8_t*, const uint8_t*, const TileArgs&) = {};
+  constexpr TileTables() { fill_all(std::make_integer_sequence<int, MaxMT>{}); }
+
+ private:
+  template <int... MT>
+  constexpr void fill_all(std::integer_sequence<int, MT...>) {
+    (fill_row<MT + 1>(std::make_integer_sequence<int, TabNT>{}), ...);
+  }
+  template <int MT, int... NT>
+  constexpr void fill_row(std::integer_sequence<int, NT...>) {
+    (fill_one<MT, NT + 1>(), ...);
+  }
+  template <int MT, int NT>
+  constexpr void fill_one() {
+    if constexpr (Tile<MT, NT>::kUsed) {
+      bf16[MT][NT] = &Tile<MT, NT>::bf16;
+      fp4[MT][NT] = &Tile<MT, NT>::fp4;
+    }
+  }
+};
+
+// The bodies of matmul_bf16 and matmul_mxfp4 (matmul.hpp) for a kernel set whose
+// packed activations are fp32 rows [M][K]: tiles of at most max_mt x max_nt
+// (nt1 weight rows when M == 1, prefetching pf_ahead1 tiles ahead).
+template <class Tables>
+inline void tiled_bf16(const Tables& t, int max_mt, int max_nt, int nt1, int pf_ahead1, const uint16_t* w,
+                       size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y, size_t ldy, int n0,
+                       int n1, bool accumulate) {
+  const float* xp = static_cast<const float*>(packed);
+  for_tiles(max_mt, max_nt, M, K, n0, n1, static_cast<size_t>(K) * 2, nt1, pf_ahead1,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              t.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
+            });
+}
+
+template <class Tables>
+inline void tiled_mxfp4(const Tables& t, int max_mt, int max_nt, int nt1, int pf_ahead1, const uint8_t* blocks,
+                        const uint8_t* scales, const uint16_t* bias, const void* packed, int M, int K, float* y,
+                        size_t ldy, int n0, int n1, bool accumulate) {
+  const float* xp = static_cast<const float*>(packed);
+  const size_t nb = static_cast<size_t>(K / 32);
+  for_tiles(max_mt, max_nt, M, K, n0, n1, nb * 17, nt1, pf_ahead1,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              t.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
+            });
 }
 
 }  // namespace
