@@ -122,8 +122,9 @@ def assemble_ptx(v: Variant, arch: int):
 
 # Programmatic dependent launch. The runtime can launch any kernel with the attribute that lets it start while
 # the kernel before it on the stream is finishing (which ones: cuda/kernel_table.hpp pdl_for), so every kernel begins
-# with
-# pdl_begin(): griddepcontrol.wait (the earlier grid has completed and its writes are visible: nothing of this
+# with pdl_begin() (or pdl_wait(), with pdl_trigger() later, where its dependents should be placed on the SMs only
+# when it ends):
+# griddepcontrol.wait (the earlier grid has completed and its writes are visible: nothing of this
 # kernel reads or writes activations before it) and griddepcontrol.launch_dependents (the next kernel may be
 # scheduled now; its programs wait in their own pdl_begin). A kernel that skipped the wait could finish before its
 # predecessor and break the chain, so the compiled form of every kernel has both (compile_variant checks). PDL is
