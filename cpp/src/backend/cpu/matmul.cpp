@@ -3,7 +3,7 @@
 // On x86-64 builds (GON_HAVE_AVX512_KERNELS) the AVX-512 kernels are used when
 // the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
 // avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for), else the
-// AVX2 kernels when it reports avx2, fma, f16c and bmi2 (matmul_avx2.cpp);
+// AVX2 kernels when it reports avx2 and fma (matmul_avx2.cpp);
 // everywhere else the portable kernels. The choice is made once, on first use,
 // and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
 // debugging and comparisons); attention.cpp and sampler.cpp use their AVX-512
@@ -31,8 +31,7 @@ bool cpu_supported() {
 namespace avx2 {
 bool cpu_supported() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-         __builtin_cpu_supports("bmi2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 }  // namespace avx2
 #endif
