@@ -28,10 +28,11 @@
 //        operations (9 on the shuffle ports), then 4 FMAs per activation row.
 //  * Register tiles: MT <= 4 activation rows x NT = 2 to 4 weight rows when
 //    M > 1 (about 8 accumulators, see tile_shape), 1 x 8 (MXFP4) or 1 x 2
-//    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator sees the same operations in the same order for
-//    any tile shape (per group of 8 elements of K, one FMA, in K order), and one
-//    fixed tree sums its lanes, so a result never depends on M, on [n0, n1) or
-//    on the tile that computed it (the determinism contract of matmul.hpp).
+//    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator
+//    sees the same operations in the same order for any tile shape (per group
+//    of 8 elements of K, one FMA, in K order), and one fixed tree sums its
+//    lanes, so a result never depends on M, on [n0, n1) or on the tile that
+//    computed it (the determinism contract of matmul.hpp).
 //  * Weight rows go in L2-sized groups with the next group prefetched
 //    (matmul_tiles.hpp for_tiles), as in the AVX-512 kernels.
 #include <immintrin.h>
@@ -92,7 +93,6 @@ GON_AVX2_INLINE void finish_row(const __m256* acc, float* y, const uint16_t* bia
     y[j] = s;
   }
 }
-
 
 constexpr auto kPrefetchHint = _MM_HINT_T1;
 
