@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|loop|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|loop|cpu20b|cpu-ab|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -13,6 +13,10 @@
 # bench20b-short: bench20b after 1k-token prompts only, at 1, 8 and 64 sequences (bench20b-1: batch 1 only).
 # step:      bench/gpu/step_kernels.py under ncu (STEP_MODEL=20b|120b; STEP_KERNELS=regex adds full sections and
 #            per-instruction stall samples of those kernels, STEP_COUNT launches of them).
+# cpu20b:    issue 7's CPU decode figures on the host CPU (pytest decode benchmarks on all cores three times, then on
+#            2 cores; `bench --device cpu` at batch 1 and 8 sequences twice), 20b preset in /dev/shm.
+# cpu-ab:    bench/profile_cpu_decode.py at batch 1 and 8 on all host cores, then 8 sequences against batch 1 under
+#            each word of CPU_AB_ENVS (CPU_AB_ROUNDS rounds).
 # bars:      bench20b-1 twice, then the 120b at batch 1 twice (issue 8's batch-1 bars, with their spread).
 # loop:      batch-1 decode in device loops under each word of LOOP_ENVS (LOOP_ROUNDS rounds), then LOOP_THEN
 #            (check sanitize bars bench20b-1) with the fastest word's settings (loop_ab).
@@ -210,6 +214,54 @@ step_ncu() {  # the step's kernels under ncu: durations of every node (step.csv)
     "$OUT/step-details.txt" | head -80 | tee -a "$OUT/summary.txt"
 }
 
+cpu20b() {  # issue 7's CPU figures on this machine's host CPU: the pytest decode benchmarks and `bench`, all cores
+  # (three times; `bench` after the second and third) and 2 cores (taskset), on the 20b preset in /dev/shm
+  install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
+  local model=/dev/shm/gon-20b
+  lscpu > "$OUT/lscpu.txt"; grep -E "Model name|^CPU\(s\)|Thread|NUMA node\(s\)|L3" "$OUT/lscpu.txt" | tee -a "$OUT/summary.txt"
+  grep -o -E "avx512_bf16|amx_bf16|avx512f " "$OUT/lscpu.txt" | sort -u | tr '\n' ' ' | tee -a "$OUT/summary.txt"; echo
+  if [ ! -f $model/config.json ]; then
+    log "writing the 20b preset to $model"
+    $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  fi
+  for run in "all-a" "all-b" "all-c" "2cores"; do
+    local pre=""; [ $run = 2cores ] && pre="taskset -c 0,1"
+    log "pytest decode benchmarks ($run)"
+    GON_BENCH_MODEL=$model timeout 420 $pre $PY -m pytest bench/test_bench_cpu.py --benchmark-only -q -k decode \
+      --benchmark-json "$OUT/cpu-pytest-$run.json" > "$OUT/cpu-pytest-$run.log" 2>&1
+    echo "pytest rc=$?" | tee -a "$OUT/summary.txt"
+    grep -E "^decode_b" "$OUT/cpu-pytest-$run.log" | tee -a "$OUT/summary.txt"
+    [ $run = all-b ] || [ $run = all-c ] || continue
+    log "bench --device cpu ($run)"
+    timeout 420 $PY -m gpt_oss_native bench $model --device cpu --prompt-tokens 128 --gen-tokens 16 --batch-sizes 1,8 \
+      --no-progress --output "$OUT/cpu-20b-host-bench-$run.json" > "$OUT/cpu-bench-$run.txt" 2>&1
+    echo "bench rc=$?" | tee -a "$OUT/summary.txt"
+    cat "$OUT/cpu-bench-$run.txt" | tee -a "$OUT/summary.txt"
+  done
+  # what comes back from a lent machine is limited to a few files: keep the JSON and the bench tables (the rest is
+  # in the summary printed above)
+  rm -f "$OUT"/cpu-pytest-*.log "$OUT/install.log" "$OUT/lscpu.txt" "$OUT/summary.txt"
+}
+
+cpu_ab() {  # CPU decode: per-operation profile at batch 1 and 8 (all cores), then 8 sequences against batch 1 under
+  # each word of CPU_AB_ENVS (VAR=VALUE, + joining several; "X=1" for no change), CPU_AB_ROUNDS rounds
+  install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
+  local model=/dev/shm/gon-20b
+  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  log "profile"
+  $PY bench/profile_cpu_decode.py $model --batches 1,8 --steps 8 2>&1 | tee -a "$OUT/summary.txt"
+  for r in $(seq ${CPU_AB_ROUNDS:-2}); do
+    for w in ${CPU_AB_ENVS:-X=1}; do
+      env $(echo $w | tr + ' ') $PY -c "
+import sys, gpt_oss_native as gon
+from gpt_oss_native.bench import measure_batched_vs_batch1
+r = measure_batched_vs_batch1(gon.Model(sys.argv[1]), 8, 64, 32)
+print(f'{sys.argv[2]:40s} batch1 {r[\"batch1_tok_s\"]:.2f} tok/s  8 seq {r[\"tok_s\"]:.2f} tok/s  ratio {r[\"ratio\"]:.3f} ({r[\"ratio_min\"]:.2f}-{r[\"ratio_max\"]:.2f})')
+" $model "$w" 2>&1 | tail -1 | tee -a "$OUT/summary.txt"
+    done
+  done
+}
+
 bars() {  # issue 8's batch-1 bars: 20b and 120b after 1k prompts, batch 1, twice each (the 120b preset replaces the 20b)
   for r in a b; do
     bench 20b 1024 1 > /dev/null || return 1
@@ -238,6 +290,8 @@ case "$WHAT" in
   loop) loop_ab ;;
   step) step_ncu ;;
   bars) bars ;;
+  cpu20b) cpu20b ;;
+  cpu-ab) cpu_ab ;;
   lab-gmma) lab_gmma ;;
   lab-gmma+check) lab_gmma; check; sanitize ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;

@@ -12,7 +12,7 @@
 namespace gon::cpu {
 
 namespace {
-// Rows of output per work unit: about 192 KiB of weights, enough for the
+// Rows of output per work unit: about 1 MiB of weights, enough for the
 // kernels' prefetch to run ahead, and small enough that threads slowed by
 // other work on their cores hand the rest to the others (parallel_chunks).
 int64_t bf16_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (2 * int64_t{K}) / 8 * 8); }

@@ -19,7 +19,7 @@
 namespace gon::cpu {
 
 namespace {
-// Expert rows per work unit (about 192 KiB of MXFP4 weights; see linear.cpp).
+// Expert rows per work unit (about 1 MiB of MXFP4 weights; see linear.cpp).
 int64_t mxfp4_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (int64_t{K} / 32 * 17) / 8 * 8); }
 
 // Packed storage for `rows` activation rows split into at most `groups`
