@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|loop|cpu20b|cpu-ab|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|sanitize|loop|cpu20b|cpu-ab|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
