@@ -4,9 +4,10 @@
 
 For each batch size, two child processes run with GON_PROFILE=1 (the runtime's per-operation
 timer, printed at exit): one decodes 2 steps after the warm-up, the other 2 + --steps. The
-difference of their tables is the time of --steps decode steps alone (the prompt's prefill, the
-warm-up and the first touch of the mapped weights cancel out); printed per step, with the
-difference of the decode loops' wall times per step below. Batch 1 decodes one Context with
+difference of their tables is the time of --steps decode steps alone (the prompt's prefill and
+the warm-up cancel out; the model is loaded with its default prefetch, which reads the weights in
+when they fit in memory); printed per step, with the difference of the decode loops' wall times
+per step below. Batch 1 decodes one Context with
 ctx.sample; larger batches step an Engine of that many greedy sequences (the set-up of
 bench.measure_batched_decode). The timer rounds to milliseconds per operation and process:
 use enough steps that this does not matter.
