@@ -34,6 +34,15 @@ PY=${PYTHON:-python3}
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/gon-triton-cache}
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
 
+preset() {  # preset <20b|120b>: writes that preset to /dev/shm/gon-<name> unless it is there (one preset at a time:
+  # the machine's memory holds one comfortably)
+  local model=/dev/shm/gon-$1
+  [ -f $model/config.json ] && return 0
+  rm -rf /dev/shm/gon-20b /dev/shm/gon-120b
+  log "writing the $1 preset to $model"
+  $PY -m gpt_oss_native make-checkpoint --preset $1 --tokenizer none --quiet $model
+}
+
 install() {
   if $PY -c "import gpt_oss_native" 2>/dev/null; then return 0; fi
   local wheel
@@ -96,24 +105,20 @@ import gc; gc.collect()
 }
 
 bench() {  # bench <preset> <prompt-tokens> <batch-sizes>
-  local preset=$1 model=/dev/shm/gon-$1
+  local name=$1 model=/dev/shm/gon-$1
   install || return 1
-  if [ ! -f $model/config.json ]; then
-    rm -rf /dev/shm/gon-20b /dev/shm/gon-120b  # the machine's memory holds one preset at a time comfortably
-    log "writing the $preset preset to $model"
-    $PY -m gpt_oss_native make-checkpoint --preset $preset --tokenizer none --quiet $model
-  fi
-  log "bench $preset"
+  preset $name
+  log "bench $name"
   $PY -m gpt_oss_native bench $model --device cuda --prompt-tokens $2 --gen-tokens 64 --batch-sizes $3 \
-    --no-progress --output "$OUT/bench-$preset.json" > "$OUT/bench-$preset.txt" 2>&1
+    --no-progress --output "$OUT/bench-$name.json" > "$OUT/bench-$name.txt" 2>&1
   echo "bench rc=$?" | tee -a "$OUT/summary.txt"
-  cat "$OUT/bench-$preset.txt" | tee -a "$OUT/summary.txt"
+  cat "$OUT/bench-$name.txt" | tee -a "$OUT/summary.txt"
 }
 
 profile() {  # per-kernel time of decode steps (GON_CUDA_PROFILE), greedy at several batch sizes, then top-p
   local model=/dev/shm/gon-20b
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   for b in ${PROFILE_BATCHES:-1 8 16 64}; do
     log "profile 20b batch $b"
     GON_CUDA_PROFILE=1 timeout 120 $PY bench/gpu/profile.py $model --batch $b --tokens 16 > "$OUT/profile-b$b.txt" 2>&1
@@ -130,7 +135,7 @@ profile() {  # per-kernel time of decode steps (GON_CUDA_PROFILE), greedy at sev
 gemv_ab() {  # decode steps of 3..8 rows: split-fp32 gemm (default) against the fp32 gemv (GON_CUDA_GEMV_ROWS=8)
   local model=/dev/shm/gon-20b
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   for b in 4 8; do
     for rows in 2 8; do
       log "batch $b, GON_CUDA_GEMV_ROWS=$rows"
@@ -143,7 +148,7 @@ gemv_ab() {  # decode steps of 3..8 rows: split-fp32 gemm (default) against the 
 switch_ab() {  # decode step time of the 20b preset with each switch of the step flipped in turn (same run)
   local model=/dev/shm/gon-20b
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   for b in ${AB_BATCHES:-1 8 64}; do
     for env in ${AB_ENVS:-X=1 GON_CUDA_MMA_MOE=0 GON_CUDA_QKV_ROPE=0 GON_CUDA_PDL=1 X=1}; do
       log "batch $b, $env"
@@ -157,7 +162,7 @@ loop_ab() {  # batch-1 decode in device loops (profile.py --loop, 256 tokens) un
   # several joined by "+"), LOOP_ROUNDS rounds in turn; then the checks and the bars with the fastest word's settings
   local model=/dev/shm/gon-20b
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   local words=${LOOP_ENVS:-"GON_CUDA_PDL=0 X=1"} r w v best
   : > "$OUT/loop.txt"
   log "loop A/B"
@@ -187,7 +192,7 @@ lab_gmma() {  # the grouped tensor-core expert products (moe_gemm_mma.py) agains
 prefill_chunks() {  # prefill of the 20b preset in chunks of 512 and 2048 tokens, one run
   local model=/dev/shm/gon-20b
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   for chunk in 512 2048; do
     log "bench 20b prefill, chunks of $chunk"
     $PY -m gpt_oss_native bench $model --device cuda --prompt-tokens 1024,8192 --gen-tokens 16 --batch-sizes 1 \
@@ -200,7 +205,7 @@ step_ncu() {  # the step's kernels under ncu: durations of every node (step.csv)
   # per-instruction stall samples of the kernels matching STEP_KERNELS (step-src.csv, step-details.txt)
   local model=/dev/shm/gon-${STEP_MODEL:-20b}
   install || return 1
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset ${STEP_MODEL:-20b} --tokenizer none --quiet $model
+  preset ${STEP_MODEL:-20b}
   log "ncu durations of one step ($model)"
   timeout 240 ncu --graph-profiling node --clock-control none --metrics gpu__time_duration.sum --nvtx \
     --nvtx-include "gon_step/" --csv --log-file "$OUT/step.csv" $PY bench/gpu/step_kernels.py $model > "$OUT/step.log" 2>&1
@@ -223,10 +228,7 @@ cpu20b() {  # issue 7's CPU figures on this machine's host CPU: the pytest decod
   local model=/dev/shm/gon-20b
   lscpu > "$OUT/lscpu.txt"; grep -E "Model name|^CPU\(s\)|Thread|NUMA node\(s\)|L3" "$OUT/lscpu.txt" | tee -a "$OUT/summary.txt"
   grep -o -E "avx512_bf16|amx_bf16|avx512f " "$OUT/lscpu.txt" | sort -u | tr '\n' ' ' | tee -a "$OUT/summary.txt"; echo
-  if [ ! -f $model/config.json ]; then
-    log "writing the 20b preset to $model"
-    $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
-  fi
+  preset 20b
   for run in "all-a" "all-b" "all-c" "2cores"; do
     local pre=""; [ $run = 2cores ] && pre="taskset -c 0,1"
     log "pytest decode benchmarks ($run)"
@@ -250,7 +252,7 @@ cpu_ab() {  # CPU decode: per-operation profile at batch 1 and 8 (all cores), th
   # each word of CPU_AB_ENVS (VAR=VALUE, + joining several; "X=1" for no change), CPU_AB_ROUNDS rounds
   install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
   local model=/dev/shm/gon-20b
-  [ -f $model/config.json ] || $PY -m gpt_oss_native make-checkpoint --preset 20b --tokenizer none --quiet $model
+  preset 20b
   log "profile"
   $PY bench/profile_cpu_decode.py $model --batches 1,8 --steps 8 2>&1 | tee -a "$OUT/summary.txt"
   for r in $(seq ${CPU_AB_ROUNDS:-2}); do
