@@ -58,6 +58,27 @@ def c_string(s: str) -> str:
     return json.dumps(s)
 
 
+def fixed_address_layout() -> bool:
+    """Turns off address-space randomization for the processes this one starts (Linux; the flag is inherited
+    across fork and exec). Triton's ptxas for sm_100a orders something by address: under randomization the same
+    PTX gave different (equivalent: registers renamed) cubins from one run to the next, and so did the wheel;
+    with a fixed layout it gives the same bytes every time. Returns whether the flag is set; where it cannot be
+    (not Linux, or a sandbox that refuses personality()), the build is as correct, only not byte-reproducible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    addr_no_randomize = 0x0040000
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(0xFFFFFFFF)  # a query: returns the flags, changes nothing
+        if current == -1:
+            return False
+        return current & addr_no_randomize != 0 or libc.personality(current | addr_no_randomize) != -1
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -69,6 +90,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRITON_CACHE_DIR", str(out / "triton-cache"))
     os.environ.setdefault("TRITON_DISABLE_LINE_INFO", "1")
     os.environ.pop("TRITON_INTERPRET", None)
+    fixed_address_layout()
     sys.path.insert(0, str(HERE))
     import aot
 
