@@ -74,6 +74,15 @@ def main() -> None:
         print(f"  {op:<16}" + "".join(f"{tables[b][0].get(op, 0.0):12.2f}" for b in batches))
     print(f"  {'sum of ops':<16}" + "".join(f"{sum(tables[b][0].values()):12.2f}" for b in batches))
     print(f"  {'wall per step':<16}" + "".join(f"{tables[b][1]:12.2f}" for b in batches))
+    # The operations run one after another inside the decode loop, so their sum cannot exceed its wall time by
+    # more than the timer's rounding (1 ms per operation and process) unless the two processes saw different
+    # machines (a page cache being refilled, another load, a clock change): then the table is not to be trusted.
+    slack = 2.0 * len(ops) / a.steps
+    for b in batches:
+        total, wall = sum(tables[b][0].values()), tables[b][1]
+        if total > wall * 1.02 + slack:
+            print(f"warning: at batch {b} the operations sum to {total:.1f} ms per step, more than the wall time "
+                  f"{wall:.1f} ms: the short and long runs did not see the same machine; run again", file=sys.stderr)
 
 
 if __name__ == "__main__":
