@@ -128,3 +128,44 @@ def test_random_schedules_equal_alone(model, rng):
     assert not failures, f"{len(failures)} requests differ from alone:\n" + "\n".join(failures[:10])
     # The schedules reach every way a request can end.
     assert {"length", "stop_token", "context_full", "cancelled"} <= set(counts), counts
+
+
+WORDS = ["Hello", " world", "é", "日本", "😀", "\n", "\n\n", " ", "1", " 2", "<|start|>", "<|message|>", "abc",
+         "Bonjour", "ß", "🙂x"]
+
+
+def test_random_text_requests_equal_generate(tmp_path, rng):
+    """Text streaming with stop strings: random prompts (multi-byte characters, special tokens), stop strings cut
+    from the text each request makes alone (so they end it, in the middle of a token or across several), several
+    requests per engine: each streams the (text, token) pieces of Model.generate and ends for the same reason."""
+    path = write_checkpoint(tmp_path / "text", dict(preset="tiny", hidden_size=64, intermediate_size=32),
+                            progress=False, tokenizer="real", seed=int(rng.integers(0, 2**31)))
+    model = gon.Model(path)
+    counts = {}
+    for _ in range(12):
+        ctx_len = int(rng.integers(32, 96))  # above the longest prompt (7 pieces of 1-2 tokens each)
+        engine = gon.Engine(model, max_sequences=int(rng.integers(1, 5)), context_length=ctx_len,
+                            max_batch_tokens=int(rng.integers(1, 24)))
+        jobs = []
+        for _ in range(int(rng.integers(1, 6))):
+            prompt = "".join(rng.choice(WORDS, size=int(rng.integers(1, 8))))
+            args = dict(max_tokens=int(rng.integers(0, 24)), temperature=float(rng.choice([0.0, 1.0, 1.5])),
+                        seed=int(rng.integers(0, 2**30)), return_tokens=True)
+            text = "".join(c.text for c in model.generate(prompt, context_length=ctx_len, **args))
+            if text and rng.random() < 0.5:
+                start = int(rng.integers(0, len(text)))
+                args["stop"] = [text[start:start + int(rng.integers(1, 4))]]
+            ref = model.generate(prompt, context_length=ctx_len, **args)
+            expected = [(c.text, c.token) for c in ref]
+            jobs.append((engine.submit(prompt, **args), expected, ref.finish_reason, prompt, args))
+        engine.run()
+        for h, expected, reason, prompt, args in jobs:
+            got = []
+            try:
+                for c in h:
+                    got.append((c.text, c.token))
+            except gon.ContextOverflowError:  # the Engine's way to end a full context (Model.generate just stops)
+                assert h.finish_reason == "context_full"
+            assert (got, h.finish_reason) == (expected, reason), f"prompt {prompt!r}, {args}, context {ctx_len}"
+            counts[reason] = counts.get(reason, 0) + 1
+    assert {"length", "stop_string"} <= set(counts), counts
