@@ -173,9 +173,10 @@ void Context::Impl::process(LogitsMode mode, const SampleParams* sample) {
     }
     if (mode == LogitsMode::kNone || s.last_logits_valid || s.seq.num_tokens() == 0) return;
     // The last token's logits were not kept: run it again (its cache entries
-    // are rewritten with the same values).
+    // are rewritten with the same values), or every token when the ring no
+    // longer holds the window it reads (Sequence::unprocess_last).
     s.seq.unprocess_last();
-    pending = 1;
+    pending = s.seq.pending();
   }
 
   Executor& ex = *s.executor;

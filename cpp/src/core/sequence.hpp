@@ -52,8 +52,22 @@ class Sequence {
   // The cache was written at `position` (past the tokens kept: a device loop
   // that went on after the sequence ended), so a later rewind accounts for it.
   void wrote(int position) { high_water_ = std::max(high_water_, position); }
-  // The last processed token is processed again (to recompute its logits).
-  void unprocess_last() { num_processed_ -= 1; }
+  // Makes the last processed token pending again, so that the next step
+  // recomputes its logits and rewrites its cache entries with the same values.
+  // That step reads the window before that token, which the ring may no longer
+  // hold: rewind() keeps the cache when the ring holds what the next new token
+  // reads, one position less than this, so after a rewind by exactly
+  // rewind_window() the oldest position needed is gone. Then the cache is
+  // dropped and every token becomes pending. Returns whether the cache was kept.
+  bool unprocess_last() {
+    if (has_ring() && high_water_ - (num_processed_ - 1) > ring_capacity_ - sliding_window_) {
+      num_processed_ = 0;
+      high_water_ = -1;
+      return false;
+    }
+    num_processed_ -= 1;
+    return true;
+  }
 
   // Keeps the first n tokens (0 <= n <= num_tokens). Returns true when the
   // cache of the kept tokens stays usable: always without a ring; with one,
