@@ -38,6 +38,21 @@ def small_model(small_model_path):
     return gon.Model(small_model_path)
 
 
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory):
+    """random_model(config, name): a Model of `config` (a write_checkpoint config, HF layout) whose weights come
+    from fresh entropy, written to a new temporary directory."""
+    import gpt_oss_native as gon
+    from gpt_oss_native.checkpoint import write_checkpoint
+
+    def make(config, name="model"):
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+        return gon.Model(write_checkpoint(tmp_path_factory.mktemp(name) / "ckpt", config, format="hf", seed=seed,
+                                          progress=False))
+
+    return make
+
+
 @pytest.fixture
 def rng(request):
     """A generator with fresh entropy, printed when the test fails."""

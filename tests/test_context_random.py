@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import gpt_oss_native as gon
-from gpt_oss_native.checkpoint import write_checkpoint
 
 V = 1000
 CONFIG = dict(preset="tiny", num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, hidden_size=64,
@@ -23,11 +22,8 @@ CONFIG = dict(preset="tiny", num_hidden_layers=2, num_local_experts=4, num_exper
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    path = write_checkpoint(tmp_path_factory.mktemp("context_random") / "ckpt", CONFIG, format="hf", seed=seed,
-                            progress=False)
-    return gon.Model(path)
+def model(random_model):
+    return random_model(CONFIG, "context_random")
 
 
 def fresh_logits(model, tokens, kv_dtype, rows=1):

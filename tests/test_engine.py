@@ -23,11 +23,8 @@ CONFIG = dict(preset="tiny", num_hidden_layers=2, num_local_experts=4, num_exper
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    path = write_checkpoint(tmp_path_factory.mktemp("engine") / "ckpt", CONFIG, format="hf", seed=seed,
-                            progress=False)
-    return gon.Model(path)
+def model(random_model):
+    return random_model(CONFIG, "engine")
 
 
 def alone(model, prompt, n, temperature, top_p, seed, context_length, kv_dtype="auto", rewind=0):

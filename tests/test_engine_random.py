@@ -13,7 +13,6 @@ imply, and no engine may allocate after creation.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import gpt_oss_native as gon
@@ -32,11 +31,8 @@ SCHEDULES = 30  # per model
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def model(request, tmp_path_factory):
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    path = write_checkpoint(tmp_path_factory.mktemp("engine_random") / "ckpt", CONFIGS[request.param], format="hf",
-                            seed=seed, progress=False)
-    return gon.Model(path)
+def model(request, random_model):
+    return random_model(CONFIGS[request.param], "engine_random")
 
 
 def alone(model, prompt, max_tokens, temperature, top_p, seed, context_length, kv_dtype):
