@@ -31,7 +31,12 @@ from .runtime import DEFAULT_TEMPERATURE, GenerationChunk, Model, _as_token_arra
 class Request:
     """One submitted request: iterate for its text pieces (or :class:`GenerationChunk` with
     ``return_tokens=True``); :meth:`result` waits for the whole text. Iterating or waiting
-    runs engine steps, which advance every request of the engine."""
+    runs engine steps, which advance every request of the engine.
+
+    A request that fills its context (``finish_reason == "context_full"``) or is cancelled
+    (``"cancelled"``) delivers the pieces it made, then iterating on or :meth:`result` raises
+    :class:`ContextOverflowError` or :class:`CancelledError` for it alone; the engine's other
+    requests go on. (:meth:`Model.generate` ends a full context without raising.)"""
 
     def __init__(self, engine: "Engine", rid: int, return_tokens: bool) -> None:
         self._engine = engine
