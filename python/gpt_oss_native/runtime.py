@@ -481,7 +481,10 @@ class Context:
 
         The KV cache is kept when the rewind is within :attr:`rewind_window` of
         the furthest processed token; otherwise the next :meth:`process`
-        recomputes it (the result is the same either way).
+        recomputes it (the result is the same either way). A :meth:`process`
+        or :meth:`sample` with nothing appended after the rewind recomputes the
+        last kept token, which reads one position further back: at exactly
+        :attr:`rewind_window` that rebuilds the cache too.
         """
         self._core.rewind(_check_int("num_tokens", num_tokens, 0))
 

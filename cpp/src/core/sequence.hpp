@@ -58,15 +58,14 @@ class Sequence {
   // hold: rewind() keeps the cache when the ring holds what the next new token
   // reads, one position less than this, so after a rewind by exactly
   // rewind_window() the oldest position needed is gone. Then the cache is
-  // dropped and every token becomes pending. Returns whether the cache was kept.
-  bool unprocess_last() {
+  // dropped and every token becomes pending.
+  void unprocess_last() {
     if (has_ring() && high_water_ - (num_processed_ - 1) > ring_capacity_ - sliding_window_) {
       num_processed_ = 0;
       high_water_ = -1;
-      return false;
+      return;
     }
     num_processed_ -= 1;
-    return true;
   }
 
   // Keeps the first n tokens (0 <= n <= num_tokens). Returns true when the
