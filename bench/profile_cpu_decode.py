@@ -1,88 +1,96 @@
 """Where a CPU decode step's time goes, per operation, at batch 1 and at several sequences.
 
-    python bench/profile_cpu_decode.py MODEL [--batches 1,8] [--steps 8] [--prompt-tokens 64]
+    python bench/profile_cpu_decode.py MODEL [--batches 1,8] [--steps 8] [--rounds 3] [--prompt-tokens 64]
 
-For each batch size, two child processes run with GON_PROFILE=1 (the runtime's per-operation
-timer, printed at exit): one decodes 2 steps after the warm-up, the other 2 + --steps. The
-difference of their tables is the time of --steps decode steps alone (the prompt's prefill and
-the warm-up cancel out; the model is loaded with its default prefetch, which reads the weights in
-when they fit in memory); printed per step, with the difference of the decode loops' wall times
-per step below. Batch 1 decodes one Context with
-ctx.sample; larger batches step an Engine of that many greedy sequences (the set-up of
-bench.measure_batched_decode). The timer rounds to milliseconds per operation and process:
-use enough steps that this does not matter.
+One process (GON_PROFILE=1: the runtime times every operation) loads the model once and sets up,
+warm, a Context for batch 1 (decoded with ctx.sample, as the pytest benchmark does) and one Engine
+of greedy sequences per larger batch (the set-up of bench.measure_batched_decode). Then, --rounds
+times, each batch size decodes --steps steps in turn (the order reversed every other round, as in
+bench.measure_batched_vs_batch1), and the operations' running sums (gon._core.profile_totals) are
+read before and after each slice. So every batch size sees the same machine at nearly the same time:
+a shared VM's speed drifts by tens of percent within minutes, which made the difference of two
+processes' tables (how this tool worked before) add up to more than the wall time.
+
+Printed: per operation, the median over the rounds of its ms per step; the sum of the operations,
+the wall time per step and what the wall time holds besides the operations (the Engine's
+scheduling, Python); and per larger batch its aggregate tok/s over batch 1's, median and range over
+the rounds (the ratio of issue 7, measured the way `measure_batched_vs_batch1` does).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
+import statistics
 import sys
-
-CHILD = r"""
-import sys, time
-import gpt_oss_native as gon
-from gpt_oss_native.bench import _warm_engine, _engine_decode, decode_tokens, random_prompt
-path, batch, steps, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-model = gon.Model(path)
-if batch == 1:
-    ctx = gon.Context(model, context_length=prompt + steps + 16, max_batch_tokens=prompt)
-    ctx.append(random_prompt(model, prompt, seed=99))
-    ctx.process(logits="none")
-    decode_tokens(ctx, 2)
-    t = time.perf_counter()
-    decode_tokens(ctx, steps)
-    n = steps
-else:
-    engine = _warm_engine(model, batch, prompt, steps, "auto")
-    t = time.perf_counter()
-    n = _engine_decode(engine, batch * steps) // batch
-print(f"WALL {(time.perf_counter() - t) * 1e3:.3f}", flush=True)
-"""
-
-ROW = re.compile(r"^\s+(\S+)\s+([0-9.]+) s")
-
-
-def run(model: str, batch: int, steps: int, prompt: int) -> tuple[dict, float]:
-    env = dict(os.environ, GON_PROFILE="1")
-    p = subprocess.run([sys.executable, "-c", CHILD, model, str(batch), str(steps), str(prompt)], env=env,
-                       capture_output=True, text=True, check=True)
-    ops = {m.group(1): float(m.group(2)) for line in p.stderr.splitlines() if (m := ROW.match(line))}
-    wall = float(next(line.split()[1] for line in p.stdout.splitlines() if line.startswith("WALL")))
-    return ops, wall
+import time
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=8, help="decode steps per slice")
+    ap.add_argument("--rounds", type=int, default=3, help="slices per batch size")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     a = ap.parse_args()
-    batches = [int(b) for b in a.batches.split(",")]
-    tables = {}
+    batches = sorted({int(b) for b in a.batches.split(",")})
+    if batches[0] < 1 or a.steps < 1 or a.rounds < 1 or a.prompt_tokens < 1:
+        ap.error("batches, --steps, --rounds and --prompt-tokens must be positive")
+    if os.environ.get("GON_PROFILE", "0") in ("", "0"):
+        # The runtime reads GON_PROFILE once, at its first timed operation: start again with it set.
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, GON_PROFILE="1"))
+
+    import gpt_oss_native as gon
+    from gpt_oss_native.bench import _engine_decode, _warm_engine, decode_tokens, random_prompt
+
+    if not gon._core.profile_enabled():
+        sys.exit("GON_PROFILE is set but the runtime's profiler is off")
+    model = gon.Model(a.model)
+    total = a.steps * a.rounds
+    runners = {}
     for b in batches:
-        short, wall_short = run(a.model, b, 2, a.prompt_tokens)
-        long, wall_long = run(a.model, b, 2 + a.steps, a.prompt_tokens)
-        tables[b] = ({op: (long[op] - short.get(op, 0.0)) / a.steps * 1e3 for op in long},
-                     (wall_long - wall_short) / a.steps)
-    ops = list(next(iter(tables.values()))[0])
-    print("ms per decode step" + "".join(f"{'batch ' + str(b):>12}" for b in batches))
+        if b == 1:
+            ctx = gon.Context(model, context_length=a.prompt_tokens + total + 16, max_batch_tokens=a.prompt_tokens)
+            ctx.append(random_prompt(model, a.prompt_tokens, seed=99))
+            ctx.process(logits="none")
+            decode_tokens(ctx, 2)
+            runners[b] = (lambda ctx=ctx: decode_tokens(ctx, a.steps) or a.steps)
+        else:
+            engine = _warm_engine(model, b, a.prompt_tokens, total, "auto")
+            runners[b] = (lambda engine=engine, b=b: _engine_decode(engine, b * a.steps) // b)
+
+    per_op = {b: [] for b in batches}  # per round: {op: ms per step}
+    walls = {b: [] for b in batches}   # per round: ms per step
+    for r in range(a.rounds):
+        for b in (batches if r % 2 == 0 else batches[::-1]):
+            before = gon._core.profile_totals()
+            t = time.perf_counter()
+            steps = runners[b]()
+            wall = (time.perf_counter() - t) * 1e3
+            after = gon._core.profile_totals()
+            per_op[b].append({op: (after[op][0] - before[op][0]) * 1e3 / steps for op in after})
+            walls[b].append(wall / steps)
+
+    ops = list(per_op[batches[0]][0])
+    med = {b: {op: statistics.median(d[op] for d in per_op[b]) for op in ops} for b in batches}
+    print(f"ms per decode step, median of {a.rounds} slices of {a.steps} steps (threads: {model.threads})")
+    print(f"  {'operation':<16}" + "".join(f"{'batch ' + str(b):>12}" for b in batches))
     for op in ops:
-        print(f"  {op:<16}" + "".join(f"{tables[b][0].get(op, 0.0):12.2f}" for b in batches))
-    print(f"  {'sum of ops':<16}" + "".join(f"{sum(tables[b][0].values()):12.2f}" for b in batches))
-    print(f"  {'wall per step':<16}" + "".join(f"{tables[b][1]:12.2f}" for b in batches))
-    # The operations run one after another inside the decode loop, so their sum cannot exceed its wall time by
-    # more than the timer's rounding (1 ms per operation and process) unless the two processes saw different
-    # machines (a page cache being refilled, another load, a clock change): then the table is not to be trusted.
-    slack = 2.0 * len(ops) / a.steps
-    for b in batches:
-        total, wall = sum(tables[b][0].values()), tables[b][1]
-        if total > wall * 1.02 + slack:
-            print(f"warning: at batch {b} the operations sum to {total:.1f} ms per step, more than the wall time "
-                  f"{wall:.1f} ms: the short and long runs did not see the same machine; run again", file=sys.stderr)
+        print(f"  {op:<16}" + "".join(f"{med[b][op]:12.2f}" for b in batches))
+    sums = {b: statistics.median(sum(d.values()) for d in per_op[b]) for b in batches}
+    wall_med = {b: statistics.median(walls[b]) for b in batches}
+    print(f"  {'sum of ops':<16}" + "".join(f"{sums[b]:12.2f}" for b in batches))
+    print(f"  {'wall per step':<16}" + "".join(f"{wall_med[b]:12.2f}" for b in batches))
+    print(f"  {'wall - ops':<16}" + "".join(
+        f"{statistics.median(w - sum(d.values()) for w, d in zip(walls[b], per_op[b])):12.2f}" for b in batches))
+    print(f"  {'wall range':<16}" + "".join(f"{min(walls[b]):>5.1f}-{max(walls[b]):<6.1f}" for b in batches))
+    if batches[0] == 1:
+        for b in batches[1:]:
+            ratios = [b * w1 / wb for w1, wb in zip(walls[1], walls[b])]
+            print(f"aggregate decode at {b} sequences / batch 1: {statistics.median(ratios):.2f}x "
+                  f"({min(ratios):.2f}-{max(ratios):.2f} over {a.rounds} slice pairs)")
+    sys.stdout.flush()  # before the runtime's own table, printed to stderr at exit
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|sanitize|loop|cpu20b|cpu-ab|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|sanitize|loop|cpu20b|cpu-ab|cpu-profile|check+cpu-profile|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -15,6 +15,9 @@
 #            per-instruction stall samples of those kernels, STEP_COUNT launches of them).
 # cpu20b:    issue 7's CPU decode figures on the host CPU (pytest decode benchmarks on all cores three times, then on
 #            2 cores; `bench --device cpu` at batch 1 and 8 sequences twice), 20b preset in /dev/shm.
+# cpu-profile: the host CPU's topology, bench/profile_cpu_decode.py at batch 1 and 8 sequences (one process, slices
+#            interleaved; CPU_PROFILE_ROUNDS rounds) and bench_matmul's AVX-512 kernels on two vCPUs of one core and
+#            of two cores (built here without CUDA).
 # cpu-ab:    bench/profile_cpu_decode.py at batch 1 and 8 on all host cores, then 8 sequences against batch 1 under
 #            each word of CPU_AB_ENVS (CPU_AB_ROUNDS rounds).
 # bars:      bench20b-1 twice, then the 120b at batch 1 twice (issue 8's batch-1 bars, with their spread).
@@ -267,6 +270,35 @@ print(f'{sys.argv[2]:40s} batch1 {r[\"batch1_tok_s\"]:.2f} tok/s  8 seq {r[\"tok
   done
 }
 
+cpu_profile() {  # where the host CPU's decode time goes (see the header), and its kernels on one core and on two
+  install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
+  local model=/dev/shm/gon-20b
+  lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|L1d|L2|L3|MHz" | tee -a "$OUT/summary.txt"
+  local sibs other
+  sibs=$(cat /sys/devices/system/cpu/cpu0/topology/thread_siblings_list 2>/dev/null || echo 0)
+  log "cpu0's hardware threads: $sibs"
+  preset 20b
+  log "profile_cpu_decode"
+  timeout 300 $PY bench/profile_cpu_decode.py $model --batches 1,8 --steps 8 --rounds ${CPU_PROFILE_ROUNDS:-6} 2>&1 \
+    | tee -a "$OUT/summary.txt"
+  log "building bench_matmul (CPU only)"
+  cmake -S . -B build/host-bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DGON_BUILD_BENCH=ON -DGON_CUDA=OFF \
+    -DGON_BUILD_PYTHON=OFF -DGON_BUILD_EXAMPLES=OFF -DGON_LTO=OFF > "$OUT/host-bench-build.log" 2>&1 &&
+    cmake --build build/host-bench -j 16 --target bench_matmul >> "$OUT/host-bench-build.log" 2>&1 ||
+    { log "bench_matmul build failed"; tail -20 "$OUT/host-bench-build.log"; return 1; }
+  # two vCPUs of one core (cpu0 and its sibling, where it has one) and of two cores (cpu0 and the first vCPU that is
+  # not its sibling)
+  other=$(for c in $(seq 1 $(($(nproc) - 1))); do
+            case ",$(echo $sibs | tr '-' ',')," in (*",$c,"*) ;; (*) echo $c; break ;; esac; done)
+  local pairs="0,$other"
+  case $sibs in *[,-]*) pairs="0,$(echo $sibs | tr '-' ',' | cut -d, -f2) $pairs" ;; esac
+  for p in $pairs; do
+    log "bench_matmul on vCPUs $p"
+    timeout 120 taskset -c $p build/host-bench/bench_matmul --impl avx512 --quick --case bf16 5120 2880 1,8 \
+      --case bf16 2880 4096 1,8 --case mxfp4 5760 2880 1,2,8 2>&1 | tee -a "$OUT/summary.txt"
+  done
+}
+
 bars() {  # issue 8's batch-1 bars: 20b and 120b after 1k prompts, batch 1, twice each (the 120b preset replaces the 20b)
   for r in a b; do
     bench 20b 1024 1 > /dev/null || return 1
@@ -298,6 +330,8 @@ case "$WHAT" in
   bars) bars ;;
   cpu20b) cpu20b ;;
   cpu-ab) cpu_ab ;;
+  cpu-profile) cpu_profile ;;
+  check+cpu-profile) check; sanitize; cpu_profile ;;
   lab-gmma) lab_gmma ;;
   lab-gmma+check) lab_gmma; check; sanitize ;;
   all) check; sanitize; bench 20b 1024,8192 1,8,16,32,64; bench 120b 1024 1,8,64 ;;

@@ -15,17 +15,15 @@ const char* const kNames[kNumOps] = {"embed", "rmsnorm", "linear(qkv)", "rope_kv
 
 struct Table {
   std::mutex mutex;
-  double seconds[kNumOps] = {};
-  long calls[kNumOps] = {};
-  long tokens[kNumOps] = {};
+  Totals sums;
   ~Table() {
     double total = 0;
-    for (double s : seconds) total += s;
+    for (double s : sums.seconds) total += s;
     if (total <= 0) return;
     std::fprintf(stderr, "GON_PROFILE: time per operation (all batches)\n");
     for (int i = 0; i < kNumOps; ++i) {
-      std::fprintf(stderr, "  %-14s %9.3f s %5.1f%%  %8ld calls  %10ld token-calls\n", kNames[i], seconds[i],
-                   100 * seconds[i] / total, calls[i], tokens[i]);
+      std::fprintf(stderr, "  %-14s %12.6f s %5.1f%%  %8ld calls  %10ld token-calls\n", kNames[i], sums.seconds[i],
+                   100 * sums.seconds[i] / total, sums.calls[i], sums.tokens[i]);
     }
   }
 };
@@ -47,9 +45,17 @@ bool enabled() {
 void add(Op op, double seconds, int tokens) {
   Table& t = table();
   std::lock_guard<std::mutex> lock(t.mutex);
-  t.seconds[op] += seconds;
-  t.calls[op] += 1;
-  t.tokens[op] += tokens;
+  t.sums.seconds[op] += seconds;
+  t.sums.calls[op] += 1;
+  t.sums.tokens[op] += tokens;
+}
+
+const char* op_name(int op) { return op >= 0 && op < kNumOps ? kNames[op] : "?"; }
+
+Totals totals() {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  return t.sums;
 }
 
 }  // namespace gon::profile
