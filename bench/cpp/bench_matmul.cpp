@@ -12,9 +12,10 @@
 // Weights are cycled through several copies totalling >= 512 MiB so every
 // product reads them from memory, as in a model whose other layers evict them.
 // --file puts them in (unlinked) files mapped read-only, as the runtime maps a
-// checkpoint.
+// checkpoint. --peak first measures one core's fp32 FMA throughput and latency
+// (zmm and ymm), the compute floor the GFLOP/s figures are to be read against.
 //
-//   bench_matmul [--impl avx512|avx2|generic|all] [--quick] [--no-baseline]
+//   bench_matmul [--impl avx512|avx2|generic|all] [--quick] [--no-baseline] [--peak]
 //                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: every implementation this CPU runs; the gpt-oss shapes unless
 //    --case names others)
@@ -38,6 +39,10 @@
 
 #include "backend/cpu/matmul.hpp"
 #include "backend/cpu/matmul_impl.hpp"
+
+#if GON_HAVE_AVX512_KERNELS
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -285,11 +290,81 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
   }
 }
 
+// ---- the core's FMA peak ------------------------------------------------------
+
+// n FMAs in `chains` independent accumulators of `Vec`, timed on this thread
+// (seconds); the sum of the lanes is returned through *sink so nothing is
+// optimised away.
+#if GON_HAVE_AVX512_KERNELS
+__attribute__((target("avx512f"))) double fma_run_zmm(int chains, int64_t n, float* sink) {
+  __m512 acc[16];
+  for (int c = 0; c < 16; ++c) acc[c] = _mm512_set1_ps(1.0f + c * 1e-3f);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  const auto t0 = Clock::now();
+  if (chains == 1) {
+    for (int64_t i = 0; i < n; ++i) acc[0] = _mm512_fmadd_ps(acc[0], a, b);
+  } else {
+    for (int64_t i = 0; i < n; i += 16)
+      for (int c = 0; c < 16; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  __m512 t = acc[0];
+  for (int c = 1; c < 16; ++c) t = _mm512_add_ps(t, acc[c]);
+  *sink += _mm512_reduce_add_ps(t);
+  return s;
+}
+__attribute__((target("avx2,fma"))) double fma_run_ymm(int chains, int64_t n, float* sink) {
+  __m256 acc[12];
+  for (int c = 0; c < 12; ++c) acc[c] = _mm256_set1_ps(1.0f + c * 1e-3f);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  const auto t0 = Clock::now();
+  if (chains == 1) {
+    for (int64_t i = 0; i < n; ++i) acc[0] = _mm256_fmadd_ps(acc[0], a, b);
+  } else {
+    for (int64_t i = 0; i < n; i += 12)
+      for (int c = 0; c < 12; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  __m256 t = acc[0];
+  for (int c = 1; c < 12; ++c) t = _mm256_add_ps(t, acc[c]);
+  alignas(32) float l[8];
+  _mm256_store_ps(l, t);
+  for (float v : l) *sink += v;
+  return s;
+}
+
+// One core's FMA throughput (many chains) and latency (one chain): best of 5.
+// The latency is 4 cycles on the cores this was written for (Zen 3/4, Intel
+// since Skylake), so 4 / latency estimates the clock under that load.
+void fma_peak() {
+  float sink = 0;
+  const int64_t n = int64_t{1} << 27;
+  struct W {
+    const char* name;
+    double (*run)(int, int64_t, float*);
+    int lanes;
+    bool ok;
+  } ws[] = {{"zmm", fma_run_zmm, 16, avx512::cpu_supported()}, {"ymm", fma_run_ymm, 8, avx2::cpu_supported()}};
+  for (const W& w : ws) {
+    if (!w.ok) continue;
+    double thr = 1e9, lat = 1e9;
+    for (int r = 0; r < 5; ++r) {
+      thr = std::min(thr, w.run(16, n, &sink));
+      lat = std::min(lat, w.run(1, n / 8, &sink));
+    }
+    const double per_ns = n / thr / 1e9, lat_ns = lat / (n / 8) * 1e9, ghz = 4.0 / lat_ns;
+    std::printf("FMA %s, one core: %.2f per ns = %.1f GFLOP/s; latency %.3f ns (%.2f GHz if 4 cycles), "
+                "%.2f per cycle\n", w.name, per_ns, per_ns * w.lanes * 2, lat_ns, ghz, per_ns / ghz);
+  }
+  if (sink == 12345.f) std::printf("%g\n", sink);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string which = "both";
-  bool quick = false, baseline = true;
+  bool quick = false, baseline = true, peak = false;
   struct Case {
     Format f;
     int N, K;
@@ -301,6 +376,8 @@ int main(int argc, char** argv) {
       which = argv[++i];
     } else if (!std::strcmp(argv[i], "--quick")) {
       quick = true;
+    } else if (!std::strcmp(argv[i], "--peak")) {
+      peak = true;
     } else if (!std::strcmp(argv[i], "--no-baseline")) {
       baseline = false;
     } else if (!std::strcmp(argv[i], "--hugepages")) {
@@ -323,7 +400,7 @@ int main(int argc, char** argv) {
       i += 4;
     } else {
       std::fprintf(stderr, "usage: %s [--impl avx512|avx2|generic|all] [--quick] [--no-baseline] "
-                   "[--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+                   "[--hugepages] [--file] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }
@@ -343,6 +420,10 @@ int main(int argc, char** argv) {
   std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best and median of many iterations\n",
               matmul_isa());
 
+#if GON_HAVE_AVX512_KERNELS
+  if (peak) fma_peak();
+#endif
+  (void)peak;
   Pair pair;
   double read_gbs = 32.0;
   if (baseline) {

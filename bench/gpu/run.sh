@@ -3,7 +3,7 @@
 # machine (the lent H200 has no network: its image has torch, triton,
 # nanobind, scikit-build-core, cmake, ninja, pytest-benchmark, transformers).
 #
-#   bash bench/gpu/run.sh [check|sanitize|loop|cpu20b|cpu-ab|cpu-profile|check+cpu-profile|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
+#   bash bench/gpu/run.sh [check|sanitize|loop|cpu20b|cpu-ab|cpu-profile|check+cpu-profile|cpu-kernel-ab|bench20b|bench20b-short|bench20b-1|bench120b|profile|lab-gmma|lab-gmma+check|prefill-chunks|ab|step|bars|check+profile|check+bench20b|check+ab|all]     # logs under $OUT (default build/gpu-out)
 #
 # check:     installs the package (a wheel under dist/gpu/ when one matches this
 #            Python, else builds here), runs the C++ op harness with CUDA, the GPU
@@ -18,6 +18,8 @@
 # cpu-profile: the host CPU's topology, bench/profile_cpu_decode.py at batch 1 and 8 sequences (one process, slices
 #            interleaved; CPU_PROFILE_ROUNDS rounds) and bench_matmul's AVX-512 kernels on two vCPUs of one core and
 #            of two cores (built here without CUDA).
+# cpu-kernel-ab: bench_matmul (2 vCPUs, --peak) under each word of KERNEL_AB_ENVS, then
+#            bench/profile_cpu_decode.py (all vCPUs) under each word of PROFILE_AB_ENVS (VAR=VALUE, + joining several).
 # cpu-ab:    bench/profile_cpu_decode.py at batch 1 and 8 on all host cores, then 8 sequences against batch 1 under
 #            each word of CPU_AB_ENVS (CPU_AB_ROUNDS rounds).
 # bars:      bench20b-1 twice, then the 120b at batch 1 twice (issue 8's batch-1 bars, with their spread).
@@ -281,11 +283,7 @@ cpu_profile() {  # where the host CPU's decode time goes (see the header), and i
   log "profile_cpu_decode"
   timeout 300 $PY bench/profile_cpu_decode.py $model --batches 1,8 --steps 8 --rounds ${CPU_PROFILE_ROUNDS:-6} 2>&1 \
     | tee -a "$OUT/summary.txt"
-  log "building bench_matmul (CPU only)"
-  cmake -S . -B build/host-bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DGON_BUILD_BENCH=ON -DGON_CUDA=OFF \
-    -DGON_BUILD_PYTHON=OFF -DGON_BUILD_EXAMPLES=OFF -DGON_LTO=OFF > "$OUT/host-bench-build.log" 2>&1 &&
-    cmake --build build/host-bench -j 16 --target bench_matmul >> "$OUT/host-bench-build.log" 2>&1 ||
-    { log "bench_matmul build failed"; tail -20 "$OUT/host-bench-build.log"; return 1; }
+  build_bench_matmul || return 1
   # two vCPUs of one core (cpu0 and its sibling, where it has one) and of two cores (cpu0 and the first vCPU that is
   # not its sibling)
   other=$(for c in $(seq 1 $(($(nproc) - 1))); do
@@ -296,6 +294,35 @@ cpu_profile() {  # where the host CPU's decode time goes (see the header), and i
     log "bench_matmul on vCPUs $p"
     timeout 120 taskset -c $p build/host-bench/bench_matmul --impl avx512 --quick --case bf16 5120 2880 1,8 \
       --case bf16 2880 4096 1,8 --case mxfp4 5760 2880 1,2,8 2>&1 | tee -a "$OUT/summary.txt"
+  done
+}
+
+build_bench_matmul() {
+  [ -x build/host-bench/bench_matmul ] && return 0
+  log "building bench_matmul (CPU only)"
+  cmake -S . -B build/host-bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DGON_BUILD_BENCH=ON -DGON_CUDA=OFF \
+    -DGON_BUILD_PYTHON=OFF -DGON_BUILD_EXAMPLES=OFF -DGON_LTO=OFF > "$OUT/host-bench-build.log" 2>&1 &&
+    cmake --build build/host-bench -j 16 --target bench_matmul >> "$OUT/host-bench-build.log" 2>&1 ||
+    { log "bench_matmul build failed"; tail -20 "$OUT/host-bench-build.log"; return 1; }
+}
+
+cpu_kernel_ab() {  # see the header
+  install || { log "install failed"; tail -30 "$OUT/install.log"; return 1; }
+  build_bench_matmul || return 1
+  local w first=1
+  for w in ${KERNEL_AB_ENVS:-X=1}; do
+    log "bench_matmul, $w"
+    env $(echo $w | tr + ' ') timeout 120 taskset -c 0,1 build/host-bench/bench_matmul --impl ${KERNEL_AB_IMPL:-avx512} \
+      --quick $([ $first = 1 ] && echo --peak) ${KERNEL_AB_CASES:---case bf16 5120 2880 1,8 --case mxfp4 5760 2880 1,2,8} \
+      2>&1 | grep -v "^matmul_isa" | tee -a "$OUT/summary.txt"
+    first=0
+  done
+  [ -n "${PROFILE_AB_ENVS:-}" ] || return 0
+  preset 20b
+  for w in $PROFILE_AB_ENVS; do
+    log "profile_cpu_decode, $w"
+    env $(echo $w | tr + ' ') timeout 200 $PY bench/profile_cpu_decode.py /dev/shm/gon-20b --batches 1,8 --steps 8 \
+      --rounds ${CPU_PROFILE_ROUNDS:-4} 2>&1 | grep -v -E "^  [a-z()_]+ +[0-9.]+ s |^GON_PROFILE" | tee -a "$OUT/summary.txt"
   done
 }
 
@@ -331,6 +358,7 @@ case "$WHAT" in
   cpu20b) cpu20b ;;
   cpu-ab) cpu_ab ;;
   cpu-profile) cpu_profile ;;
+  cpu-kernel-ab) cpu_kernel_ab ;;
   check+cpu-profile) check; sanitize; cpu_profile ;;
   lab-gmma) lab_gmma ;;
   lab-gmma+check) lab_gmma; check; sanitize ;;
