@@ -172,10 +172,12 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
   int pf_b0, pf_b1;
   prefetch_plan<NT>(w, static_cast<ptrdiff_t>(ldw), K / 32, a, pf, &pf_b0, &pf_b1);
   PrefetchSteps pfs(a, pf_b0, pf_b1);
+  SeqLines seq(w + a.pf_seq_offset * static_cast<ptrdiff_t>(ldw), a.pf_l0, a.pf_l1, a.kb1 - a.kb0);
   for (int k = a.kb0 * 32; k < a.kb1 * 32; k += 32) {
     pfs.step(k / 32, [&](int q) {  // one 64-byte line per row and block
       for (int j = 0; j < NT; ++j) pf_line(pf[j] + q * 32);
     });
+    seq.step([](const char* line) { pf_line(line); });
     __m512i raw[NT];
     __m512 wv[NT];
     // Word w of raw[j] becomes element kPerm[w] of the block (the packed order).
@@ -215,12 +217,16 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
   const __m512i shifts = _mm512_load_si512(kNibbleShift);
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   PrefetchSteps pfs(a, plan_b0, plan_b1);
+  if (a.pf_scales)
+    for (size_t off = 0; off < a.pf_seq_rows * nb; off += 64) pf_line(scales + a.pf_seq_offset * ptrdiff_t(nb) + off);
+  SeqLines seq(blocks + a.pf_seq_offset * ptrdiff_t(nb * 16), a.pf_l0, a.pf_l1, a.kb1 - a.kb0);
   for (size_t b = static_cast<size_t>(a.kb0); b < static_cast<size_t>(a.kb1); ++b) {
     const int k = static_cast<int>(b) * 32;
     pfs.step(static_cast<int>(b), [&](int q) {
       if ((q & 3) == 0)  // one 64-byte line holds 4 blocks
         for (int j = 0; j < NT; ++j) pf_line(pf[j] + static_cast<size_t>(q) * 16);
     });
+    seq.step([](const char* line) { pf_line(line); });
     __m512i v[NT];
     __m512 wv[NT];
     for (int j = 0; j < NT; ++j) {

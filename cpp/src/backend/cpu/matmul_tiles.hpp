@@ -43,6 +43,12 @@ struct TilePass {
   float* acc;                     // where the accumulators wait between passes (null: one pass)
   bool first, last;               // the first pass over K (accumulators start at 0), the last (outputs written)
   bool spread;                    // XEXP: prefetch spread over the steps of the pass
+  // XEXP sequential prefetch (GON_X_PFSEQ=1; pf_rows is then 0): lines [pf_l0, pf_l1) of the pf_seq_rows rows
+  // starting pf_seq_offset rows after n, read as one contiguous region; pf_scales: also that region's scales.
+  int pf_seq_rows;
+  ptrdiff_t pf_seq_offset;
+  int pf_l0, pf_l1;
+  bool pf_scales;
 };
 
 // Floats a tile may keep between passes per output: one 16-lane vector.
@@ -74,13 +80,13 @@ inline int x_env(const char* name, int dflt) {
   return v && *v ? std::atoi(v) : dflt;
 }
 template <class Call>
-inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size_t row_bytes, int nt1,
-                      int pf_ahead1, Call&& call) {
+inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size_t row_bytes, size_t pf_row_bytes,
+                      int nt1, int pf_ahead1, Call&& call) {
   // XEXP: temporary experiment switches (GON_X_PF: 0 no software prefetch, 1 as
   // before, 2 only when M == 1, 3 two groups ahead when M > 1; GON_X_GROUP: KiB
   // per row group when M > 1; GON_X_KCHUNK: KiB of activations per pass, 0 = one pass).
   static const int x_pf = x_env("GON_X_PF", 1), x_group = x_env("GON_X_GROUP", 256),
-                   x_kchunk = x_env("GON_X_KCHUNK", 0);
+                   x_kchunk = x_env("GON_X_KCHUNK", 0), x_pfseq = x_env("GON_X_PFSEQ", 0);
   const int nb = K / 32;
   const int nt_max = M == 1 ? nt1 : max_nt;
   const int ahead = M == 1 ? pf_ahead1 : (x_pf == 3 ? 2 : 1);
@@ -101,6 +107,10 @@ inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size
   const int slices = m_tiles * (passes > 1 ? passes : 1);
   for (int g0 = n0; g0 < n1; g0 += group) {
     const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + ahead * group);
+    const int rs = g1 + (ahead - 1) * group, seq_rows = x_pfseq && !no_pf ? std::max(0, h1 - rs) : 0;
+    const int64_t seq_lines = (static_cast<int64_t>(seq_rows) * static_cast<int64_t>(pf_row_bytes) + 127) / 64;
+    const int64_t calls = static_cast<int64_t>(m_tiles) * passes * ((g1 - g0 + nt_max - 1) / nt_max);
+    int64_t c = 0;
     for (int t = 0, m = 0; t < m_tiles; ++t) {
       const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
       for (int p = 0; p < passes; ++p) {
@@ -111,11 +121,14 @@ inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size
         for (int n = g0; n < g1; n += nt_max) {
           const int nt = std::min(nt_max, g1 - n);
           const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
-          const int pf_rows = no_pf ? 0 : std::clamp(h1 - r0, 0, nt_max);
+          const int pf_rows = no_pf || x_pfseq ? 0 : std::clamp(h1 - r0, 0, nt_max);
           float* acc = passes > 1 ? acc_buf + static_cast<size_t>((n - g0) / nt_max) * max_mt * nt_max * kAccFloats
                                   : nullptr;
+          const int l0 = static_cast<int>(seq_lines * c / calls), l1 = static_cast<int>(seq_lines * (c + 1) / calls);
           call(TilePass{mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1, kb0, kb1, acc, p == 0,
-                        p == passes - 1, x_kchunk > 0 && M > 1});
+                        p == passes - 1, x_kchunk > 0 && M > 1, seq_rows, static_cast<ptrdiff_t>(rs - n), l0, l1,
+                        seq_rows > 0 && c == 0});
+          ++c;
         }
       }
       m += mt;
@@ -142,6 +155,29 @@ struct TileArgs {
   float* acc;
   bool first, last;
   bool spread;  // XEXP: prefetch spread over the pass's steps (else block b at step b)
+  int pf_seq_rows;  // XEXP: see TilePass
+  ptrdiff_t pf_seq_offset;
+  int pf_l0, pf_l1;
+  bool pf_scales;
+};
+
+// XEXP: lines [l0, l1) from base, spread evenly over `steps` steps.
+struct SeqLines {
+  const char* base;
+  int next, end;
+  int64_t rem, span, len;
+  SeqLines(const void* b, int l0, int l1, int steps)
+      : base(static_cast<const char*>(b)), next(l0), end(l1), rem(0), span(l1 > l0 ? l1 - l0 : 0),
+        len(steps > 0 ? steps : 1) {}
+  template <class F>
+  inline void step(F&& f) {
+    rem += span;
+    while (rem >= len && next < end) {
+      f(base + static_cast<size_t>(next) * 64);
+      ++next;
+      rem -= len;
+    }
+  }
 };
 
 // The blocks a tile prefetches, step by step: step(b, f) calls f(block) for
@@ -213,7 +249,7 @@ inline TileArgs tile_args(const TilePass& p, const float* xp, int K, float* y, s
                           bool accumulate) {
   return TileArgs{xp + static_cast<size_t>(p.m) * K, K, y + static_cast<size_t>(p.m) * ldy + p.n, ldy,
                   bias ? bias + p.n : nullptr, accumulate, p.pf_rows, p.pf_offset, p.pf_b0, p.pf_b1, p.kb0, p.kb1,
-                  p.acc, p.first, p.last, p.spread};
+                  p.acc, p.first, p.last, p.spread, p.pf_seq_rows, p.pf_seq_offset, p.pf_l0, p.pf_l1, p.pf_scales};
 }
 
 // The bodies of matmul_bf16 and matmul_mxfp4 (matmul.hpp) for a kernel set whose
@@ -224,7 +260,7 @@ inline void tiled_bf16(const Tables& t, int max_mt, int max_nt, int nt1, int pf_
                        size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y, size_t ldy, int n0,
                        int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(max_mt, max_nt, M, K, n0, n1, static_cast<size_t>(K) * 2, nt1, pf_ahead1, [&](const TilePass& p) {
+  for_tiles(max_mt, max_nt, M, K, n0, n1, static_cast<size_t>(K) * 2, ldw * 2, nt1, pf_ahead1, [&](const TilePass& p) {
     t.bf16[p.mt][p.nt](w + static_cast<size_t>(p.n) * ldw, ldw, tile_args(p, xp, K, y, ldy, bias, accumulate));
   });
 }
@@ -235,7 +271,7 @@ inline void tiled_mxfp4(const Tables& t, int max_mt, int max_nt, int nt1, int pf
                         size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(max_mt, max_nt, M, K, n0, n1, nb * 17, nt1, pf_ahead1, [&](const TilePass& p) {
+  for_tiles(max_mt, max_nt, M, K, n0, n1, nb * 17, nb * 16, nt1, pf_ahead1, [&](const TilePass& p) {
     t.fp4[p.mt][p.nt](blocks + static_cast<size_t>(p.n) * nb * 16, scales + static_cast<size_t>(p.n) * nb,
                       tile_args(p, xp, K, y, ldy, bias, accumulate));
   });
