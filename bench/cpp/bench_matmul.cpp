@@ -15,7 +15,7 @@
 // checkpoint. --peak first measures one core's fp32 FMA throughput and latency
 // (zmm and ymm), the compute floor the GFLOP/s figures are to be read against.
 //
-//   bench_matmul [--impl avx512|avx2|generic|all] [--quick] [--no-baseline] [--peak]
+//   bench_matmul [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] [--peak]
 //                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: every implementation this CPU runs; the gpt-oss shapes unless
 //    --case names others)
@@ -399,7 +399,7 @@ int main(int argc, char** argv) {
       cases.push_back(c);
       i += 4;
     } else {
-      std::fprintf(stderr, "usage: %s [--impl avx512|avx2|generic|all] [--quick] [--no-baseline] "
+      std::fprintf(stderr, "usage: %s [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] "
                    "[--hugepages] [--file] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
@@ -413,7 +413,10 @@ int main(int argc, char** argv) {
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
   static const Impl kAvx2{"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
                           &avx2::matmul_mxfp4};
+  static const Impl kAmx{"amx", &amx::packed_activation_bytes, &amx::pack_activations, &amx::matmul_bf16,
+                         &avx512::matmul_mxfp4};
   if (wanted("avx512") && avx512::cpu_supported()) impls.push_back(&kAvx512);
+  if (wanted("amx") && amx::cpu_supported()) impls.push_back(&kAmx);
   if (wanted("avx2") && avx2::cpu_supported()) impls.push_back(&kAvx2);
 #endif
   if (wanted("generic") || impls.empty()) impls.push_back(&kGeneric);

@@ -34,7 +34,7 @@ inline std::string fmt(const char* f, ...) {
 
 // ---- the backends under test ------------------------------------------------
 struct BackendUnderTest {
-  std::string name;  // "cpu/generic", "cpu/avx2", "cpu/avx512bf16", "cuda"
+  std::string name;  // "cpu/generic", "cpu/avx2", "cpu/avx512bf16", "cpu/avx512amx", "cuda"
   std::unique_ptr<Backend> backend;
 };
 
@@ -44,7 +44,7 @@ struct BackendUnderTest {
 // cannot be created counts as a test failure.
 inline std::vector<BackendUnderTest> usable_backends(int threads) {
   std::vector<BackendUnderTest> v;
-  for (const char* isa : {"generic", "avx2", "avx512bf16"}) {
+  for (const char* isa : {"generic", "avx2", "avx512bf16", "avx512amx"}) {
     const gon::cpu::MatmulKernels* k = gon::cpu::matmul_kernels(isa);
     if (k == nullptr) {
       std::printf("  backend cpu/%s: this CPU or build cannot run it\n", isa);

@@ -48,6 +48,11 @@ const std::vector<Impl>& impls() {
                    &avx512::matmul_mxfp4});
     else
       std::printf("  note: this CPU lacks AVX-512 BF16; skipping the avx512 implementation\n");
+    if (amx::cpu_supported())
+      v.push_back({"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &amx::matmul_bf16,
+                   &avx512::matmul_mxfp4});
+    else
+      std::printf("  note: this CPU (or OS) lacks AMX-BF16; skipping the avx512amx implementation\n");
     if (avx2::cpu_supported())
       v.push_back({"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
                    &avx2::matmul_mxfp4});
@@ -262,36 +267,41 @@ TEST(mxfp4_model_scales) {
   }
 }
 
-// Activation rows far from 1 (2^62 and 2^-70) and weight rows with a block at
-// an extreme scale, mixed with ordinary rows in one product: every output
-// matches the float64 reference, and the same row computed alone bit for bit.
-TEST(mxfp4_mixed_ranges) {
+// Activation rows far from 1 (2^62 and 2^-70: the AMX kernel's fallback) and
+// weight rows with a block at an extreme scale (MXFP4) or an extreme or
+// subnormal weight (bf16), mixed with ordinary rows in one product: every
+// output matches the float64 reference, and the same row computed alone bit
+// for bit.
+TEST(mixed_ranges) {
   const int N = 40, K = 96, M = 7;
-  for (const Impl& impl : impls()) {
+  for (const Impl& impl : impls())
+  for (Format f : {Format::kMxfp4, Format::kBf16}) {
     Weights w = random_weights(N, K, K, false);
     w.scales[3 * (K / 32) + 1] = 2;     // row 3: a block of subnormal-range weights
     w.scales[21 * (K / 32) + 2] = 180;  // row 21: a block of weights ~2^53
+    w.bf16[3 * K + 5] = 0x0001;         // the same for bf16: a subnormal weight (2^-133)
+    w.bf16[21 * K + 9] = to_bf16(std::ldexp(1.f, 50));
     std::vector<float> x = random_x(static_cast<size_t>(M) * K);
     for (int k = 0; k < K; ++k) x[2 * K + k] = std::ldexp(x[2 * K + k], 62), x[5 * K + k] = std::ldexp(x[5 * K + k], -70);
     x[6 * K + 7] = std::ldexp(1.f, -130);  // a subnormal activation in an ordinary row
     const std::vector<uint8_t> packed = pack(impl, x.data(), K, nullptr, M, K, 2);
     std::vector<float> y(static_cast<size_t>(M) * N);
-    run(impl, Format::kMxfp4, w, true, packed.data(), M, y.data(), N, 0, N, false);
+    run(impl, f, w, true, packed.data(), M, y.data(), N, 0, N, false);
     int bad = 0, mismatches = 0;
     for (int m = 0; m < M; ++m) {
       const std::vector<uint8_t> one = pack(impl, x.data() + static_cast<size_t>(m) * K, K, nullptr, 1, K);
       std::vector<float> y1(N);
-      run(impl, Format::kMxfp4, w, true, one.data(), 1, y1.data(), N, 0, N, false);
+      run(impl, f, w, true, one.data(), 1, y1.data(), N, 0, N, false);
       for (int n = 0; n < N; ++n) {
         double ref = bf16_value(w.bias[n]), scale = std::fabs(ref);
         for (int k = 0; k < K; ++k) {
-          const double p = weight(w, Format::kMxfp4, n, k) * static_cast<double>(x[m * K + k]);
+          const double p = weight(w, f, n, k) * static_cast<double>(x[m * K + k]);
           ref += p;
           scale += std::fabs(p);
         }
         const float got = y[m * N + n];
         if (!(std::fabs(got - ref) <= 1e-5 * scale + 1e-30)) {
-          if (bad < 3) std::printf("  %s m=%d n=%d: got %.9g want %.9g\n", impl.name, m, n, got, ref);
+          if (bad < 3) std::printf("  %s %s m=%d n=%d: got %.9g want %.9g\n", impl.name, format_name(f), m, n, got, ref);
           ++bad;
         }
         mismatches += !same_bits(got, y1[n]);
@@ -455,7 +465,8 @@ TEST(mxfp4_single_weight_decode) {
 TEST(public_entry_points) {
   const char* isa = matmul_isa();
   std::printf("  matmul_isa() = %s\n", isa);
-  CHECK(std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "avx2") == 0 || std::strcmp(isa, "generic") == 0);
+  CHECK(std::strcmp(isa, "avx512amx") == 0 || std::strcmp(isa, "avx512bf16") == 0 || std::strcmp(isa, "avx2") == 0 ||
+        std::strcmp(isa, "generic") == 0);
   const int M = 3, N = 5, K = 64;
   const Weights w = random_weights(N, K, K);
   const std::vector<float> x = random_x(static_cast<size_t>(M) * K);

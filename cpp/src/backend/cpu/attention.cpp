@@ -100,7 +100,7 @@ void attention_units(const MatmulKernels& mm, ThreadPool& pool, const ModelConfi
   const int64_t tiles = (count + tokens_per_unit - 1) / tokens_per_unit;
   const int64_t units = tiles * nkv;
   const size_t per_thread = attend_scratch_floats(hd) * sizeof(float) + 64;
-  auto kernel = std::strcmp(mm.name, "avx512bf16") != 0 ? &generic::attend_rows<KV> :
+  auto kernel = std::strncmp(mm.name, "avx512", 6) != 0 ? &generic::attend_rows<KV> :  // avx512bf16, avx512amx
 #if GON_HAVE_AVX512_KERNELS
                                                             &avx512::attend_rows<KV>;
 #else

@@ -3,14 +3,20 @@
 // On x86-64 builds (GON_HAVE_AVX512_KERNELS) the AVX-512 kernels are used when
 // the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
 // avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for), else the
-// AVX2 kernels when it reports avx2 and fma (matmul_avx2.cpp);
+// AVX2 kernels when it reports avx2 and fma (matmul_avx2.cpp); where the CPU
+// also has AMX-BF16 tiles and Linux grants the process their state, the bf16
+// products run on them ("avx512amx", matmul_amx.cpp; the MXFP4 ones as in
+// "avx512bf16");
 // everywhere else the portable kernels. The choice is made once, on first use,
-// and can be forced to the portable kernels with GON_MATMUL_ISA=generic (for
+// and can be forced with GON_MATMUL_ISA=generic|avx2|avx512bf16|avx512amx (for
 // debugging and comparisons); attention.cpp and sampler.cpp use their AVX-512
 // kernels with the AVX-512 set and their portable ones otherwise. This file is
 // compiled without AVX flags.
 #include "backend/cpu/matmul.hpp"
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 
@@ -28,6 +34,16 @@ bool cpu_supported() {
          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
 }
 }  // namespace avx512
+namespace amx {
+bool cpu_supported() {
+  // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16 (read directly: not
+  // every compiler's __builtin_cpu_supports knows them).
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool tiles = (edx >> 24 & 1u) && (edx >> 22 & 1u);
+  return tiles && avx512::cpu_supported() && os_permits_amx();
+}
+}  // namespace amx
 namespace avx2 {
 bool cpu_supported() {
   __builtin_cpu_init();
@@ -43,6 +59,8 @@ const MatmulKernels kGeneric{"generic", &generic::packed_activation_bytes, &gene
 #if GON_HAVE_AVX512_KERNELS
 const MatmulKernels kAvx512{"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations,
                             &avx512::matmul_bf16, &avx512::matmul_mxfp4};
+const MatmulKernels kAmx{"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &amx::matmul_bf16,
+                         &avx512::matmul_mxfp4};
 const MatmulKernels kAvx2{"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
                           &avx2::matmul_mxfp4};
 #endif
@@ -65,6 +83,7 @@ const MatmulKernels* matmul_kernels(const char* isa) {
   if (std::strcmp(isa, "generic") == 0) return &kGeneric;
 #if GON_HAVE_AVX512_KERNELS
   if (std::strcmp(isa, "avx512bf16") == 0 && avx512::cpu_supported()) return &kAvx512;
+  if (std::strcmp(isa, "avx512amx") == 0 && amx::cpu_supported()) return &kAmx;
   if (std::strcmp(isa, "avx2") == 0 && avx2::cpu_supported()) return &kAvx2;
 #endif
   return nullptr;
@@ -75,15 +94,16 @@ const MatmulKernels& default_matmul_kernels() {
     const char* force = std::getenv("GON_MATMUL_ISA");
     if (force != nullptr && *force != '\0') {
       GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx2") == 0 ||
-                    std::strcmp(force, "avx512bf16") == 0,
+                    std::strcmp(force, "avx512bf16") == 0 || std::strcmp(force, "avx512amx") == 0,
                 kInvalidArgument, "GON_MATMUL_ISA='", force,
-                "' is not a kernel set: use 'generic', 'avx2' or 'avx512bf16' (or leave it unset)");
+                "' is not a kernel set: use 'generic', 'avx2', 'avx512bf16' or 'avx512amx' (or leave it unset)");
       const MatmulKernels* k = matmul_kernels(force);
       GON_CHECK(k != nullptr, kBackendUnavailable, "GON_MATMUL_ISA='", force,
                 "': this CPU or build cannot run those kernels (use 'generic' or leave it unset)");
       return k;
     }
 #if GON_HAVE_AVX512_KERNELS
+    if (const MatmulKernels* k = matmul_kernels("avx512amx")) return k;
     if (const MatmulKernels* k = matmul_kernels("avx512bf16")) return k;
     if (const MatmulKernels* k = matmul_kernels("avx2")) return k;
 #endif

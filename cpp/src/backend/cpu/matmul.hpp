@@ -14,8 +14,9 @@
 // how rows are split, so a token gives bit-identical results whether it is
 // processed alone or in a batch (rewinding and re-processing relies on this).
 //
-// The implementation is chosen once at run time: AVX-512 (with BF16) where the
-// CPU has it, portable C++ otherwise. Both follow this contract.
+// The implementation is chosen once at run time: AMX tiles for the bf16
+// products where the CPU has AMX-BF16 (with AVX-512 for the rest), AVX-512
+// (with BF16), AVX2, portable C++ otherwise. All follow this contract.
 #pragma once
 
 #include <cstddef>
@@ -44,14 +45,14 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed,
                   int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
 
-// Which implementation is in use ("avx512bf16" or "generic").
+// Which implementation is in use ("avx512amx", "avx512bf16", "avx2" or "generic").
 const char* matmul_isa();
 
 // One implementation of the above, without argument checks (callers pass
 // valid shapes). The CPU backend holds one, so two backends of one process can
 // use different instruction sets (the op harness runs both).
 struct MatmulKernels {
-  const char* name;  // "avx512bf16" or "generic"
+  const char* name;  // "avx512amx", "avx512bf16", "avx2" or "generic"
   size_t (*packed_bytes)(int M, int K);
   void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
   void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
@@ -61,7 +62,7 @@ struct MatmulKernels {
 // The implementation for an instruction set name, or nullptr when this build
 // or this CPU does not have it.
 const MatmulKernels* matmul_kernels(const char* isa);
-// The default: GON_MATMUL_ISA when set ("generic", "avx512bf16"), else the best
+// The default: GON_MATMUL_ISA when set ("generic", "avx2", "avx512bf16", "avx512amx"), else the best
 // this CPU runs. Throws kInvalidArgument for an unknown GON_MATMUL_ISA and
 // kBackendUnavailable when it names a set this CPU or build lacks.
 const MatmulKernels& default_matmul_kernels();

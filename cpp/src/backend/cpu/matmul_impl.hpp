@@ -48,6 +48,22 @@ void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* 
                   int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
 }  // namespace avx512
 
+// AVX-512 plus AMX-BF16 tiles for the bf16 products (matmul_amx.cpp): its own
+// packed layout, which starts with the AVX-512 one, so avx512::matmul_mxfp4
+// serves its MXFP4 products. Call only when amx::cpu_supported() is true.
+namespace amx {
+// avx512::cpu_supported(), the CPU's amx-tile and amx-bf16, and the OS's
+// permission to use tile state (asked for once). Defined in matmul.cpp.
+bool cpu_supported();
+// Asks Linux for AMX tile state for this process (once); true when granted.
+bool os_permits_amx();
+size_t packed_activation_bytes(int M, int K);
+void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, int K, int m0, int m1,
+                      void* packed);
+void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K,
+                 float* y, size_t ldy, int n0, int n1, bool accumulate);
+}  // namespace amx
+
 // AVX2 + FMA (matmul_avx2.cpp, compiled with -mavx2 -mfma). Call only when
 // avx2::cpu_supported() is true.
 namespace avx2 {

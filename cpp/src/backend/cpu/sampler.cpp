@@ -48,7 +48,7 @@ const SamplerKernels& sampler_kernels(const char* isa) {
   static const SamplerKernels portable{&generic::max_allowed, &generic::first_equal, &generic::exp_sum};
 #if GON_HAVE_AVX512_KERNELS
   static const SamplerKernels vector{&avx512::max_allowed, &avx512::first_equal, &avx512::exp_sum};
-  if (std::strcmp(isa, "avx512bf16") == 0) return vector;
+  if (std::strncmp(isa, "avx512", 6) == 0) return vector;  // avx512bf16 and avx512amx
 #endif
   (void)isa;
   return portable;

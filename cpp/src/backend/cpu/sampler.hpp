@@ -42,7 +42,7 @@ struct SamplerKernels {
   // p non-null also p[i] = float(that) (0 for NaN or excluded tokens).
   double (*exp_sum)(const float* l, int n, const uint8_t* mask, double shift, double inv_t, float* p);
 };
-// The passes for a kernel set name ("avx512bf16": AVX-512 where built; any other: portable).
+// The passes for a kernel set name ("avx512bf16" or "avx512amx": AVX-512 where built; any other: portable).
 const SamplerKernels& sampler_kernels(const char* isa);
 
 // Samples one row: returns the token, *logprob its log-probability.
