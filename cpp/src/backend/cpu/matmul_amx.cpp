@@ -44,6 +44,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -52,11 +53,15 @@
 #endif
 
 #include "backend/cpu/matmul_impl.hpp"
-#include "backend/cpu/matmul_tiles.hpp"  // XEXP: x_env
 
 namespace gon::cpu::amx {
 
 namespace {
+
+inline int x_env(const char* name, int dflt) {  // XEXP
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : dflt;
+}
 
 constexpr int kRowsPerGroup = 5;    // activation rows per B tile (3 columns each)
 constexpr int kTileBytes = 1024;    // 16 rows x 64 bytes

@@ -96,24 +96,6 @@ GON_AVX2_INLINE void finish_row(const __m256* acc, float* y, const uint16_t* bia
 
 constexpr auto kPrefetchHint = _MM_HINT_T1;
 
-// Accumulators at the start of a pass: zero on the first, else where the last one left them.
-template <int MT, int NT>
-GON_AVX2_INLINE void start_acc(__m256 (&acc)[MT][NT], const TileArgs& a) {
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j)
-      acc[i][j] = a.first ? _mm256_setzero_ps() : _mm256_load_ps(a.acc + (i * NT + j) * kAccFloats);
-}
-// At the end of a pass: the outputs after the last, else the accumulators kept for the next.
-template <int MT, int NT>
-GON_AVX2_INLINE void end_acc(const __m256 (&acc)[MT][NT], const TileArgs& a) {
-  if (a.last) {
-    for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
-  } else {
-    for (int i = 0; i < MT; ++i)
-      for (int j = 0; j < NT; ++j) _mm256_store_ps(a.acc + (i * NT + j) * kAccFloats, acc[i][j]);
-  }
-}
-
 // ---- bf16 weights ----------------------------------------------------------
 
 // The 8 weights w[0..8) as fp32 in the packed order (see the file comment).
@@ -127,7 +109,8 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
   const float* x = a.x;
   const int K = a.K;
   __m256 acc[MT][NT];
-  start_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
   const __m256i shift = _mm256_setr_epi32(16, 16, 16, 16, 0, 0, 0, 0);
   const __m256i mask = _mm256_setr_epi32(-1, -1, -1, -1, static_cast<int>(0xffff0000u),
                                          static_cast<int>(0xffff0000u), static_cast<int>(0xffff0000u),
@@ -135,11 +118,10 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
   const uint16_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
   int pf_b0, pf_b1;
   prefetch_plan<NT>(w, static_cast<ptrdiff_t>(ldw), K / 32, a, pf, &pf_b0, &pf_b1);
-  PrefetchSteps pfs(a, pf_b0, pf_b1);
-  for (int k = a.kb0 * 32; k < a.kb1 * 32; k += 32) {
-    pfs.step(k / 32, [&](int q) {  // one 64-byte line per row and block
-      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + q * 32), kPrefetchHint);
-    });
+  const int pf_k0 = pf_b0 * 32, pf_k1 = pf_b1 * 32;
+  for (int k = 0; k < K; k += 32) {
+    if (k >= pf_k0 && k < pf_k1)  // one 64-byte line per row and block
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
     for (int g = 0; g < 32; g += 8) {
       __m256 wv[NT];
       for (int j = 0; j < NT; ++j) wv[j] = bf16_group(w + j * ldw + k + g, shift, mask);
@@ -149,7 +131,7 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
       }
     }
   }
-  end_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- MXFP4 weights ---------------------------------------------------------
@@ -178,7 +160,8 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
   const int K = a.K;
   const size_t nb = static_cast<size_t>(K / 32);
   __m256 acc[MT][NT];
-  start_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
   const uint8_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
   int plan_b0, plan_b1;
   prefetch_plan<NT>(blocks, static_cast<ptrdiff_t>(nb * 16), static_cast<int>(nb), a, pf, &plan_b0, &plan_b1);
@@ -188,14 +171,10 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
       _mm_prefetch(reinterpret_cast<const char*>(scales + a.pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
   const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  PrefetchSteps pfs(a, plan_b0, plan_b1);
-  for (size_t b = static_cast<size_t>(a.kb0); b < static_cast<size_t>(a.kb1); ++b) {
+  for (size_t b = 0; b < nb; ++b) {
     const int k = static_cast<int>(b) * 32;
-    pfs.step(static_cast<int>(b), [&](int q) {
-      if ((q & 3) == 0)  // one 64-byte line holds 4 blocks
-        for (int j = 0; j < NT; ++j)
-          _mm_prefetch(reinterpret_cast<const char*>(pf[j] + static_cast<size_t>(q) * 16), kPrefetchHint);
-    });
+    if ((b & 3) == 0 && b >= pf_b0 && b < pf_b1)  // one 64-byte line holds 4 blocks
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + b * 16), kPrefetchHint);
     for (int j = 0; j < NT; ++j) {
       __m256 w[4];
       fp4_block(blocks + (j * nb + b) * 16, scales[j * nb + b], shift, low4, w);
@@ -208,7 +187,7 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
       }
     }
   }
-  end_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- tile dispatch ---------------------------------------------------------

@@ -125,37 +125,10 @@ GON_AVX512_INLINE void finish_row(const __m512* acc, float* y, const uint16_t* b
   }
 }
 
-// Accumulators at the start of a pass: zero on the first, else where the last one left them.
-template <int MT, int NT>
-GON_AVX512_INLINE void start_acc(__m512 (&acc)[MT][NT], const TileArgs& a) {
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j)
-      acc[i][j] = a.first ? _mm512_setzero_ps() : _mm512_load_ps(a.acc + (i * NT + j) * kAccFloats);
-}
-// At the end of a pass: the outputs after the last, else the accumulators kept for the next.
-template <int MT, int NT>
-GON_AVX512_INLINE void end_acc(const __m512 (&acc)[MT][NT], const TileArgs& a) {
-  if (a.last) {
-    for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
-  } else {
-    for (int i = 0; i < MT; ++i)
-      for (int j = 0; j < NT; ++j) _mm512_store_ps(a.acc + (i * NT + j) * kAccFloats, acc[i][j]);
-  }
-}
 
 // Prefetch hint for the next tile's weights: into L2, where they wait for the
 // ~1 tile's worth of time until they are used.
 constexpr auto kPrefetchHint = _MM_HINT_T1;
-// XEXP: GON_X_HINT 0 = T0, 1 = T1 (default), 2 = T2, 3 = NTA.
-GON_AVX512_INLINE void pf_line(const void* p) {
-  static const int h = x_env("GON_X_HINT", 1);
-  switch (h) {
-    case 0: _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); break;
-    case 2: _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T2); break;
-    case 3: _mm_prefetch(static_cast<const char*>(p), _MM_HINT_NTA); break;
-    default: _mm_prefetch(static_cast<const char*>(p), kPrefetchHint);
-  }
-}
 
 // ---- bf16 weights ----------------------------------------------------------
 
@@ -165,19 +138,17 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
   const float* x = a.x;
   const int K = a.K;
   __m512 acc[MT][NT];
-  start_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   const __m512i order = _mm512_load_si512(kPerm);
   const uint16_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
   int pf_b0, pf_b1;
   prefetch_plan<NT>(w, static_cast<ptrdiff_t>(ldw), K / 32, a, pf, &pf_b0, &pf_b1);
-  PrefetchSteps pfs(a, pf_b0, pf_b1);
-  SeqLines seq(w + a.pf_seq_offset * static_cast<ptrdiff_t>(ldw), a.pf_l0, a.pf_l1, a.kb1 - a.kb0);
-  for (int k = a.kb0 * 32; k < a.kb1 * 32; k += 32) {
-    pfs.step(k / 32, [&](int q) {  // one 64-byte line per row and block
-      for (int j = 0; j < NT; ++j) pf_line(pf[j] + q * 32);
-    });
-    seq.step([](const char* line) { pf_line(line); });
+  const int pf_k0 = pf_b0 * 32, pf_k1 = pf_b1 * 32;
+  for (int k = 0; k < K; k += 32) {
+    if (k >= pf_k0 && k < pf_k1)  // one 64-byte line per row and block
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), kPrefetchHint);
     __m512i raw[NT];
     __m512 wv[NT];
     // Word w of raw[j] becomes element kPerm[w] of the block (the packed order).
@@ -193,7 +164,7 @@ void bf16_tile(const uint16_t* w, size_t ldw, const TileArgs& a) {
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
     }
   }
-  end_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- MXFP4 weights ---------------------------------------------------------
@@ -206,27 +177,21 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
   const int K = a.K;
   const size_t nb = static_cast<size_t>(K / 32);
   __m512 acc[MT][NT];
-  start_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const uint8_t* pf[NT];  // the rows to prefetch, blocks [pf_b0, pf_b1) of them
   int plan_b0, plan_b1;
   prefetch_plan<NT>(blocks, static_cast<ptrdiff_t>(nb * 16), static_cast<int>(nb), a, pf, &plan_b0, &plan_b1);
   const size_t pf_b0 = static_cast<size_t>(plan_b0), pf_b1 = static_cast<size_t>(plan_b1);
   if (pf_b0 == 0 && pf_b0 < pf_b1)  // the scales of the rows, contiguous, by whoever fetches block 0
     for (size_t off = 0; off < a.pf_rows * nb; off += 64)
-      pf_line(scales + a.pf_offset * ptrdiff_t(nb) + off);
+      _mm_prefetch(reinterpret_cast<const char*>(scales + a.pf_offset * ptrdiff_t(nb) + off), kPrefetchHint);
   const __m512i shifts = _mm512_load_si512(kNibbleShift);
   const __m512i hi_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  PrefetchSteps pfs(a, plan_b0, plan_b1);
-  if (a.pf_scales)
-    for (size_t off = 0; off < a.pf_seq_rows * nb; off += 64) pf_line(scales + a.pf_seq_offset * ptrdiff_t(nb) + off);
-  SeqLines seq(blocks + a.pf_seq_offset * ptrdiff_t(nb * 16), a.pf_l0, a.pf_l1, a.kb1 - a.kb0);
-  for (size_t b = static_cast<size_t>(a.kb0); b < static_cast<size_t>(a.kb1); ++b) {
+  for (size_t b = 0; b < nb; ++b) {
     const int k = static_cast<int>(b) * 32;
-    pfs.step(static_cast<int>(b), [&](int q) {
-      if ((q & 3) == 0)  // one 64-byte line holds 4 blocks
-        for (int j = 0; j < NT; ++j) pf_line(pf[j] + static_cast<size_t>(q) * 16);
-    });
-    seq.step([](const char* line) { pf_line(line); });
+    if ((b & 3) == 0 && b >= pf_b0 && b < pf_b1)  // one 64-byte line holds 4 blocks
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + b * 16), kPrefetchHint);
     __m512i v[NT];
     __m512 wv[NT];
     for (int j = 0; j < NT; ++j) {
@@ -247,7 +212,7 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(wv[j], xv, acc[i][j]);
     }
   }
-  end_acc<MT, NT>(acc, a);
+  for (int i = 0; i < MT; ++i) finish_row<NT>(acc[i], a.y + i * a.ldy, a.bias, a.accumulate);
 }
 
 // ---- tile dispatch ---------------------------------------------------------
@@ -299,14 +264,12 @@ void pack_activations(const float* x, size_t ldx, const int32_t* rows, int M, in
 
 void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y,
                  size_t ldy, int n0, int n1, bool accumulate) {
-  static const int x_mt = std::clamp(x_env("GON_X_MT", kMaxMT), 1, kMaxMT);  // XEXP
-  tiled_bf16(kTables, x_mt, kMaxNT, kNT1Bf16, kPfAhead1Bf16, w, ldw, bias, packed, M, K, y, ldy, n0, n1, accumulate);
+  tiled_bf16(kTables, kMaxMT, kMaxNT, kNT1Bf16, kPfAhead1Bf16, w, ldw, bias, packed, M, K, y, ldy, n0, n1, accumulate);
 }
 
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
-  static const int x_mt = std::clamp(x_env("GON_X_MT", kMaxMT), 1, kMaxMT);  // XEXP
-  tiled_mxfp4(kTables, x_mt, kMaxNT, kNT1Fp4, kPfAhead1Fp4, blocks, scales, bias, packed, M, K, y, ldy, n0, n1,
+  tiled_mxfp4(kTables, kMaxMT, kMaxNT, kNT1Fp4, kPfAhead1Fp4, blocks, scales, bias, packed, M, K, y, ldy, n0, n1,
               accumulate);
 }
 

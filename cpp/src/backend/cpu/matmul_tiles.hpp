@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <utility>
 
 namespace gon::cpu {
@@ -32,31 +31,9 @@ constexpr uint16_t scaled_fp4_bf16(int n, int s) {
   return sign | static_cast<uint16_t>((2 + f) << (e + 132));                      // subnormal, e >= -128
 }
 
-// One call of a tile kernel (see for_tiles).
-struct TilePass {
-  int mt, nt;                     // activation rows, weight rows
-  int m, n;                       // first activation row, first weight row
-  int pf_rows;                    // weight rows to prefetch (0..nt) ...
-  ptrdiff_t pf_offset;            // ... starting this many rows after n ...
-  int pf_b0, pf_b1;               // ... blocks [pf_b0, pf_b1) of them
-  int kb0, kb1;                   // the blocks of K this pass computes
-  float* acc;                     // where the accumulators wait between passes (null: one pass)
-  bool first, last;               // the first pass over K (accumulators start at 0), the last (outputs written)
-  bool spread;                    // XEXP: prefetch spread over the steps of the pass
-  // XEXP sequential prefetch (GON_X_PFSEQ=1; pf_rows is then 0): lines [pf_l0, pf_l1) of the pf_seq_rows rows
-  // starting pf_seq_offset rows after n, read as one contiguous region; pf_scales: also that region's scales.
-  int pf_seq_rows;
-  ptrdiff_t pf_seq_offset;
-  int pf_l0, pf_l1;
-  bool pf_scales;
-};
-
-// Floats a tile may keep between passes per output: one 16-lane vector.
-constexpr int kAccFloats = 16;
-// The accumulators of one row group, kept on the stack while K is split into passes.
-constexpr int kAccBufFloats = 16384;
-
-// Walks the (m, n) tiles of [0, M) x [n0, n1), calling call(const TilePass&).
+// Walks the (m, n) tiles of [0, M) x [n0, n1), calling
+// call(mt, nt, m, n, pf_rows, pf_offset, pf_b0, pf_b1) where the pf_* fields
+// say which weight rows and blocks the tile should prefetch.
 //
 // Activation rows go in tiles of at most max_mt (M is cut into near-equal
 // tiles: 8 = 4 + 4, 13 = 5 + 4 + 4 with max_mt = 5, rather than full tiles plus
@@ -68,68 +45,29 @@ constexpr int kAccBufFloats = 16384;
 // over the m-tiles (m-tile t fetches the t-th slice of the blocks), so that
 // memory traffic overlaps the arithmetic instead of stalling the first m-tile
 // of each group.
-//
-// XEXP kchunk_kib > 0 (M > 1): K is walked in passes whose activation rows
-// (an m-tile's rows x the pass's blocks) take at most that many KiB, so they
-// stay in L1 while the group's weight rows stream past; each tile's
-// accumulators wait in a stack buffer between passes, so every output sees the
-// same operations in the same order as in one pass. The prefetch slices are
-// then spread over the (m-tile, pass) pairs and over the steps of each pass.
-inline int x_env(const char* name, int dflt) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : dflt;
-}
 template <class Call>
-inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size_t row_bytes, size_t pf_row_bytes,
-                      int nt1, int pf_ahead1, Call&& call) {
-  // XEXP: temporary experiment switches (GON_X_PF: 0 no software prefetch, 1 as
-  // before, 2 only when M == 1, 3 two groups ahead when M > 1; GON_X_GROUP: KiB
-  // per row group when M > 1; GON_X_KCHUNK: KiB of activations per pass, 0 = one pass).
-  static const int x_pf = x_env("GON_X_PF", 1), x_group = x_env("GON_X_GROUP", 256),
-                   x_kchunk = x_env("GON_X_KCHUNK", 0), x_pfseq = x_env("GON_X_PFSEQ", 0);
+inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size_t row_bytes, int nt1,
+                      int pf_ahead1, Call&& call) {
   const int nb = K / 32;
   const int nt_max = M == 1 ? nt1 : max_nt;
-  const int ahead = M == 1 ? pf_ahead1 : (x_pf == 3 ? 2 : 1);
-  const bool no_pf = x_pf == 0 || (x_pf == 2 && M > 1);
-  const int m_tiles = (M + max_mt - 1) / max_mt;
-  const int mt_high = (M + m_tiles - 1) / m_tiles;
-  int chunk = nb;
-  if (M > 1 && x_kchunk > 0) chunk = std::clamp(x_kchunk * 1024 / (mt_high * 32 * 4), 1, nb);
-  const int passes = (nb + chunk - 1) / chunk;
+  const int ahead = M == 1 ? pf_ahead1 : 1;
   int group = nt_max;
   if (M > 1) {
-    const size_t kGroupBytes = static_cast<size_t>(x_group) * 1024;
+    constexpr size_t kGroupBytes = 256 * 1024;
     group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
-    if (passes > 1) group = std::min(group, kAccBufFloats / (max_mt * kAccFloats));
     group = std::max(nt_max, group / nt_max * nt_max);
   }
-  alignas(64) float acc_buf[kAccBufFloats];
-  const int slices = m_tiles * (passes > 1 ? passes : 1);
+  const int m_tiles = (M + max_mt - 1) / max_mt;
   for (int g0 = n0; g0 < n1; g0 += group) {
     const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + ahead * group);
-    const int rs = g1 + (ahead - 1) * group, seq_rows = x_pfseq && !no_pf ? std::max(0, h1 - rs) : 0;
-    const int64_t seq_lines = (static_cast<int64_t>(seq_rows) * static_cast<int64_t>(pf_row_bytes) + 127) / 64;
-    const int64_t calls = static_cast<int64_t>(m_tiles) * passes * ((g1 - g0 + nt_max - 1) / nt_max);
-    int64_t c = 0;
     for (int t = 0, m = 0; t < m_tiles; ++t) {
       const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
-      for (int p = 0; p < passes; ++p) {
-        const int slice = passes > 1 ? t * passes + p : t;
-        const int b0 = static_cast<int>(int64_t{nb} * slice / slices);
-        const int b1 = static_cast<int>(int64_t{nb} * (slice + 1) / slices);
-        const int kb0 = p * chunk, kb1 = std::min(nb, kb0 + chunk);
-        for (int n = g0; n < g1; n += nt_max) {
-          const int nt = std::min(nt_max, g1 - n);
-          const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
-          const int pf_rows = no_pf || x_pfseq ? 0 : std::clamp(h1 - r0, 0, nt_max);
-          float* acc = passes > 1 ? acc_buf + static_cast<size_t>((n - g0) / nt_max) * max_mt * nt_max * kAccFloats
-                                  : nullptr;
-          const int l0 = static_cast<int>(seq_lines * c / calls), l1 = static_cast<int>(seq_lines * (c + 1) / calls);
-          call(TilePass{mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1, kb0, kb1, acc, p == 0,
-                        p == passes - 1, x_kchunk > 0 && M > 1, seq_rows, static_cast<ptrdiff_t>(rs - n), l0, l1,
-                        seq_rows > 0 && c == 0});
-          ++c;
-        }
+      const int b0 = static_cast<int>(int64_t{nb} * t / m_tiles), b1 = static_cast<int>(int64_t{nb} * (t + 1) / m_tiles);
+      for (int n = g0; n < g1; n += nt_max) {
+        const int nt = std::min(nt_max, g1 - n);
+        const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
+        const int pf_rows = std::clamp(h1 - r0, 0, nt_max);
+        call(mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1);
       }
       m += mt;
     }
@@ -150,58 +88,6 @@ struct TileArgs {
   int pf_rows;
   ptrdiff_t pf_offset;
   int pf_b0, pf_b1;
-  // Blocks [kb0, kb1) of K; accumulators from/to acc unless first/last.
-  int kb0, kb1;
-  float* acc;
-  bool first, last;
-  bool spread;  // XEXP: prefetch spread over the pass's steps (else block b at step b)
-  int pf_seq_rows;  // XEXP: see TilePass
-  ptrdiff_t pf_seq_offset;
-  int pf_l0, pf_l1;
-  bool pf_scales;
-};
-
-// XEXP: lines [l0, l1) from base, spread evenly over `steps` steps.
-struct SeqLines {
-  const char* base;
-  int next, end;
-  int64_t rem, span, len;
-  SeqLines(const void* b, int l0, int l1, int steps)
-      : base(static_cast<const char*>(b)), next(l0), end(l1), rem(0), span(l1 > l0 ? l1 - l0 : 0),
-        len(steps > 0 ? steps : 1) {}
-  template <class F>
-  inline void step(F&& f) {
-    rem += span;
-    while (rem >= len && next < end) {
-      f(base + static_cast<size_t>(next) * 64);
-      ++next;
-      rem -= len;
-    }
-  }
-};
-
-// The blocks a tile prefetches, step by step: step(b, f) calls f(block) for
-// each block of [pf_b0, pf_b1) to fetch at step b of the pass. Unspread, block
-// b at step b; spread (XEXP), the slice evenly over the pass's steps.
-struct PrefetchSteps {
-  int next, end;
-  int64_t rem, span, len;
-  bool spread;
-  PrefetchSteps(const TileArgs& a, int pf_b0, int pf_b1)
-      : next(pf_b0), end(pf_b1), rem(0), span(pf_b1 > pf_b0 ? pf_b1 - pf_b0 : 0), len(a.kb1 - a.kb0),
-        spread(a.spread) {}
-  template <class F>
-  inline void step(int b, F&& f) {
-    if (!spread) {
-      if (b >= next && b < end) f(b);
-      return;
-    }
-    rem += span;
-    while (rem >= len && next < end) {
-      f(next++);
-      rem -= len;
-    }
-  }
 };
 
 // Which weight rows a tile prefetches (TileArgs' pf_* fields): one pointer per
@@ -245,13 +131,6 @@ struct TileTables {
   }
 };
 
-inline TileArgs tile_args(const TilePass& p, const float* xp, int K, float* y, size_t ldy, const uint16_t* bias,
-                          bool accumulate) {
-  return TileArgs{xp + static_cast<size_t>(p.m) * K, K, y + static_cast<size_t>(p.m) * ldy + p.n, ldy,
-                  bias ? bias + p.n : nullptr, accumulate, p.pf_rows, p.pf_offset, p.pf_b0, p.pf_b1, p.kb0, p.kb1,
-                  p.acc, p.first, p.last, p.spread, p.pf_seq_rows, p.pf_seq_offset, p.pf_l0, p.pf_l1, p.pf_scales};
-}
-
 // The bodies of matmul_bf16 and matmul_mxfp4 (matmul.hpp) for a kernel set whose
 // packed activations are fp32 rows [M][K]: tiles of at most max_mt x max_nt
 // (nt1 weight rows when M == 1, prefetching pf_ahead1 tiles ahead).
@@ -260,9 +139,12 @@ inline void tiled_bf16(const Tables& t, int max_mt, int max_nt, int nt1, int pf_
                        size_t ldw, const uint16_t* bias, const void* packed, int M, int K, float* y, size_t ldy, int n0,
                        int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
-  for_tiles(max_mt, max_nt, M, K, n0, n1, static_cast<size_t>(K) * 2, ldw * 2, nt1, pf_ahead1, [&](const TilePass& p) {
-    t.bf16[p.mt][p.nt](w + static_cast<size_t>(p.n) * ldw, ldw, tile_args(p, xp, K, y, ldy, bias, accumulate));
-  });
+  for_tiles(max_mt, max_nt, M, K, n0, n1, static_cast<size_t>(K) * 2, nt1, pf_ahead1,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              t.bf16[mt][nt](w + static_cast<size_t>(n) * ldw, ldw, a);
+            });
 }
 
 template <class Tables>
@@ -271,10 +153,12 @@ inline void tiled_mxfp4(const Tables& t, int max_mt, int max_nt, int nt1, int pf
                         size_t ldy, int n0, int n1, bool accumulate) {
   const float* xp = static_cast<const float*>(packed);
   const size_t nb = static_cast<size_t>(K / 32);
-  for_tiles(max_mt, max_nt, M, K, n0, n1, nb * 17, nb * 16, nt1, pf_ahead1, [&](const TilePass& p) {
-    t.fp4[p.mt][p.nt](blocks + static_cast<size_t>(p.n) * nb * 16, scales + static_cast<size_t>(p.n) * nb,
-                      tile_args(p, xp, K, y, ldy, bias, accumulate));
-  });
+  for_tiles(max_mt, max_nt, M, K, n0, n1, nb * 17, nt1, pf_ahead1,
+            [&](int mt, int nt, int m, int n, int pf_rows, ptrdiff_t pf_offset, int pf_b0, int pf_b1) {
+              const TileArgs a{xp + static_cast<size_t>(m) * K, K, y + static_cast<size_t>(m) * ldy + n, ldy,
+                               bias ? bias + n : nullptr, accumulate, pf_rows, pf_offset, pf_b0, pf_b1};
+              t.fp4[mt][nt](blocks + static_cast<size_t>(n) * nb * 16, scales + static_cast<size_t>(n) * nb, a);
+            });
 }
 
 }  // namespace
