@@ -3,11 +3,11 @@
 // On x86-64 builds (GON_HAVE_AVX512_KERNELS) the AVX-512 kernels are used when
 // the CPU reports avx512f, avx512bw, avx512vl, avx512dq, avx512bf16 and
 // avx512vbmi (the instruction sets matmul_avx512.cpp is compiled for), else the
-// AVX2 kernels when it reports avx2 and fma (matmul_avx2.cpp); where the CPU
-// also has AMX-BF16 tiles and Linux grants the process their state, the bf16
-// products run on them ("avx512amx", matmul_amx.cpp; the MXFP4 ones as in
-// "avx512bf16");
-// everywhere else the portable kernels. The choice is made once, on first use,
+// AVX2 kernels when it reports avx2 and fma (matmul_avx2.cpp);
+// everywhere else the portable kernels. Where the CPU also has AMX-BF16 tiles
+// and Linux grants the process their state, GON_MATMUL_ISA=avx512amx runs the
+// bf16 products on them (matmul_amx.cpp says why that is not the default; the
+// MXFP4 ones as in "avx512bf16"). The choice is made once, on first use,
 // and can be forced with GON_MATMUL_ISA=generic|avx2|avx512bf16|avx512amx (for
 // debugging and comparisons); attention.cpp and sampler.cpp use their AVX-512
 // kernels with the AVX-512 set and their portable ones otherwise. This file is
@@ -103,7 +103,6 @@ const MatmulKernels& default_matmul_kernels() {
       return k;
     }
 #if GON_HAVE_AVX512_KERNELS
-    if (const MatmulKernels* k = matmul_kernels("avx512amx")) return k;
     if (const MatmulKernels* k = matmul_kernels("avx512bf16")) return k;
     if (const MatmulKernels* k = matmul_kernels("avx2")) return k;
 #endif

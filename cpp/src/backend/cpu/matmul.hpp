@@ -14,9 +14,9 @@
 // how rows are split, so a token gives bit-identical results whether it is
 // processed alone or in a batch (rewinding and re-processing relies on this).
 //
-// The implementation is chosen once at run time: AMX tiles for the bf16
-// products where the CPU has AMX-BF16 (with AVX-512 for the rest), AVX-512
-// (with BF16), AVX2, portable C++ otherwise. All follow this contract.
+// The implementation is chosen once at run time: AVX-512 (with BF16) where the
+// CPU has it, AVX2, portable C++ otherwise; AMX tiles for the bf16 products
+// (with AVX-512 for the rest) on request. All follow this contract.
 #pragma once
 
 #include <cstddef>

@@ -14,6 +14,11 @@
 // checkpoint, are one A tile (stride = the row pitch), and one TDPBF16PS
 // multiplies them by up to 16 activation columns.
 //
+// Opt-in (GON_MATMUL_ISA=avx512amx), not the default: on the 16-core Xeon it was
+// measured on, 8-row products took M = 1's time and 32-row ones half the
+// AVX-512 time, but batch-1 decoding with 16 threads was 14-17% slower (its
+// dense products 21-31% slower; section 11), and one kernel must serve every M.
+//
 // Exactness. TDPBF16PS multiplies bf16 by bf16 (exact in fp32) and accumulates
 // in fp32, treating bf16 subnormal inputs as zero and flushing subnormal
 // results. Each fp32 activation is split into three bf16 parts, hi + lo + lo2
@@ -44,7 +49,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -57,11 +61,6 @@
 namespace gon::cpu::amx {
 
 namespace {
-
-inline int x_env(const char* name, int dflt) {  // XEXP
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : dflt;
-}
 
 constexpr int kRowsPerGroup = 5;    // activation rows per B tile (3 columns each)
 constexpr int kTileBytes = 1024;    // 16 rows x 64 bytes
@@ -166,11 +165,9 @@ void tile_pass(const uint16_t* w, size_t ldw, int nb, int tail, const uint8_t* v
   const char* pf_base = reinterpret_cast<const char*>(pf);
   const int64_t pf_lines = (static_cast<int64_t>(pf_rows) * static_cast<int64_t>(stride) + 63) / 64;
   int64_t pf_next = 0;
-  static const int x_pf = x_env("GON_X_AMXPF", 1);  // XEXP: 0 none, 1 every line, 2 every other line
-  const int pf_step = x_pf == 2 ? 2 : 1;
   for (int b = 0; b < nb; ++b) {
-    const int64_t pf_end = x_pf == 0 ? 0 : pf_lines * (b + 1) / nb;
-    for (; pf_next < pf_end; pf_next += pf_step) _mm_prefetch(pf_base + pf_next * 64, _MM_HINT_T1);
+    const int64_t pf_end = pf_lines * (b + 1) / nb;
+    for (; pf_next < pf_end; ++pf_next) _mm_prefetch(pf_base + pf_next * 64, _MM_HINT_T1);
     for (int g = 0; g < GC; ++g)
       load_tile(6 + g, vnni + (static_cast<size_t>(g0 + g) * nb + b) * kTileBytes, 64);
     for (int t = 0; t < WT; ++t) {
@@ -285,8 +282,7 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
   // Groups two at a time (B tiles 6 and 7) with two weight tiles, or one group with four.
   for (int g0 = 0; g0 < G;) {
     const int gc = std::min(2, G - g0);
-    static const int x_wt = std::clamp(x_env("GON_X_AMXWT", 4), 1, 4);  // XEXP
-    const int wt_max = gc == 1 ? x_wt : 2;
+    const int wt_max = gc == 1 ? 4 : 2;
     for (int n = n0; n < n1;) {
       const int left = n1 - n;
       int wt = std::min(wt_max, (left + 15) / 16);
