@@ -31,8 +31,11 @@
 // magnitude counts as zero (its product with any activation the tiles take is
 // below 2^-66), and an activation row whose largest magnitude is outside
 // [2^-60, 2^60] (or not finite) gets its outputs from the AVX-512 kernel
-// instead (the pack flags such rows), so the lower parts of the split stay far
-// from the subnormal range. A given activation row always takes the same path.
+// instead (the pack flags such rows). Within a row the tiles take, an element
+// far below the row's largest (under ~2^-118), or a product of a split part
+// falling under 2^-126, still flushes: terms below 2^-100 or so of the row's
+// scale, far under the fp32 accumulation's rounding. A given activation row
+// always takes the same path.
 //
 // Packed activations (this set's own layout):
 //   [M][K] fp32 in the AVX-512 kernels' layout (the MXFP4 products and the
@@ -97,6 +100,10 @@ inline __m512i pair_words(__m512i even, __m512i odd) {
   return _mm512_or_si512(_mm512_and_si512(odd, _mm512_set1_epi32(static_cast<int>(0xffff0000u))),
                          _mm512_srli_epi32(even, 16));
 }
+
+// Keeps the compiler from dropping or sinking stores to memory that a tile
+// instruction reads (GCC's tile intrinsics do not name all of it as an input).
+inline void compiler_barrier() { asm volatile("" ::: "memory"); }
 
 // Tile register numbers are immediates (GCC's tile intrinsics paste them into
 // the assembly text): accumulator c (0-3) += A tile a (4-5) times B tile b
@@ -175,6 +182,7 @@ void tile_pass(const uint16_t* w, size_t ldw, int nb, int tail, const uint8_t* v
       const uint16_t* src = w + static_cast<size_t>(16 * t) * ldw + static_cast<size_t>(b) * 32;
       if (tail && t == WT - 1) {
         for (int r = 0; r < tail; ++r) std::memcpy(tail_buf[r], src + static_cast<size_t>(r) * ldw, 64);
+        compiler_barrier();  // the tile load reads tail_buf through a pointer the compiler cannot see into
         load_tile(a, tail_buf, 64);
       } else {
         load_tile(a, src, stride);
@@ -251,6 +259,7 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
   const int32_t* flags = reinterpret_cast<const int32_t*>(static_cast<const char*>(packed) + fp32_bytes(M, K));
   const uint8_t* vnni = static_cast<const uint8_t*>(packed) + fp32_bytes(M, K) + flag_bytes(M);
   const TileConfig cfg;
+  compiler_barrier();  // GCC's ldtilecfg names only the first 8 bytes of cfg as read: keep every store before it
   _tile_loadconfig(&cfg);
   alignas(64) float c_out[4][16][16];
   auto finish = [&](int n, int rows, int g, const float (*c)[16]) {
