@@ -8,7 +8,7 @@
 // Backends: the CPU backend with each kernel set this machine runs ("generic"
 // always, "avx2" and "avx512bf16" where the CPU has them) and CUDA when it is built and a
 // usable GPU is present. Several small model configurations with odd shapes
-// (head_dim 40 and 16, 1 to 8 query heads per kv head, intermediate != hidden,
+// (head_dim 40, 20 and 16, 1 to 8 query heads per kv head, intermediate != hidden,
 // 4 to 8 experts, top-k 1 to 4, windows 3 to 8, vocabularies that are not a
 // multiple of 16), random weights at realistic scales, executors with one and
 // three sequence slots, fp32 and bf16 KV caches and rings smaller than the
@@ -213,6 +213,7 @@ const Spec kSpecs[] = {
     {"H64 I128 hd16 q8/kv2 E6 k2 W5 V517", 64, 128, 16, 8, 2, 6, 2, 5, 517, 2},
     {"H96 I64 hd40 q4/kv2 E5 k3 W6 V613", 96, 64, 40, 4, 2, 5, 3, 6, 613, 2},
     {"H64 I32 hd16 q40/kv1 E7 k2 W4 V1000", 64, 32, 16, 40, 1, 7, 2, 4, 1000, 2},
+    {"H64 I96 hd20 q8/kv2 E4 k2 W5 V333", 64, 96, 20, 8, 2, 4, 2, 5, 333, 2},  // a head_dim not a multiple of 8
 };
 
 std::vector<std::unique_ptr<HostModel>>& models() {

@@ -1,6 +1,6 @@
 // Attention with sinks over the KV cache, for the CPU backend: the work split
 // and the portable kernel (attention.hpp has the cache layout and the kernel
-// contract; attention_avx512.cpp the vectorised kernel).
+// contract; attention_avx512.cpp and attention_avx2.cpp the vectorised kernels).
 //
 // A work unit is one kv head and a few consecutive tokens whose query heads
 // (the head's group) make up kAttnRows rows, so the cached keys and values of
@@ -25,7 +25,7 @@ namespace generic {
 inline float kv_value(float x) { return x; }
 inline float kv_value(uint16_t x) { return bf16_to_f32(x); }
 
-// Same steps as the AVX-512 kernel, one lane at a time.
+// Same steps as the vectorised kernels, one lane at a time.
 template <typename KV>
 void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch) {
   const int hd = c.hd, hdp = (hd + 15) / 16 * 16;
@@ -100,11 +100,11 @@ void attention_units(const MatmulKernels& mm, ThreadPool& pool, const ModelConfi
   const int64_t tiles = (count + tokens_per_unit - 1) / tokens_per_unit;
   const int64_t units = tiles * nkv;
   const size_t per_thread = attend_scratch_floats(hd) * sizeof(float) + 64;
-  auto kernel = std::strncmp(mm.name, "avx512", 6) != 0 ? &generic::attend_rows<KV> :  // avx512bf16, avx512amx
+  // The kernel of the matrix products' set: avx512bf16 and avx512amx take the AVX-512 one, avx2 the AVX2 one.
+  auto kernel = &generic::attend_rows<KV>;
 #if GON_HAVE_AVX512_KERNELS
-                                                            &avx512::attend_rows<KV>;
-#else
-                                                            &generic::attend_rows<KV>;
+  if (std::strncmp(mm.name, "avx512", 6) == 0) kernel = &avx512::attend_rows<KV>;
+  if (std::strcmp(mm.name, "avx2") == 0) kernel = &avx2::attend_rows<KV>;
 #endif
   const KV* kbase = static_cast<const KV*>(cache.k);
   const KV* vbase = static_cast<const KV*>(cache.v);

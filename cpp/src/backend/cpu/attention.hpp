@@ -1,5 +1,5 @@
 // Attention kernels of the CPU backend: the KV cache layout and the per-row
-// kernel contract shared by the portable and the AVX-512 implementation.
+// kernel contract shared by the portable, the AVX2 and the AVX-512 implementation.
 //
 // Cache layout (one layer and sequence slot; `capacity` positions, position p
 // in slot p % capacity, `slots` = capacity rounded up to a multiple of
@@ -71,6 +71,10 @@ void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
 }
 #if GON_HAVE_AVX512_KERNELS
 namespace avx512 {
+template <typename KV>
+void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
+}
+namespace avx2 {
 template <typename KV>
 void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
 }

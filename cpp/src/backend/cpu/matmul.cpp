@@ -9,8 +9,9 @@
 // bf16 products on them (matmul_amx.cpp says why that is not the default; the
 // MXFP4 ones as in "avx512bf16"). The choice is made once, on first use,
 // and can be forced with GON_MATMUL_ISA=generic|avx2|avx512bf16|avx512amx (for
-// debugging and comparisons); attention.cpp and sampler.cpp use their AVX-512
-// kernels with the AVX-512 set and their portable ones otherwise. This file is
+// debugging and comparisons); attention.cpp uses its AVX-512 kernel with the
+// AVX-512 sets, its AVX2 one with the AVX2 set, and sampler.cpp its AVX-512
+// kernels with the AVX-512 sets; otherwise their portable ones. This file is
 // compiled without AVX flags.
 #include "backend/cpu/matmul.hpp"
 
