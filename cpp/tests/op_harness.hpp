@@ -44,7 +44,7 @@ struct BackendUnderTest {
 // cannot be created counts as a test failure.
 inline std::vector<BackendUnderTest> usable_backends(int threads) {
   std::vector<BackendUnderTest> v;
-  for (const char* isa : {"generic", "avx2", "avx512bf16", "avx512amx"}) {
+  for (const char* isa : gon::cpu::kMatmulKernelSets) {
     const gon::cpu::MatmulKernels* k = gon::cpu::matmul_kernels(isa);
     if (k == nullptr) {
       std::printf("  backend cpu/%s: this CPU or build cannot run it\n", isa);

@@ -20,6 +20,7 @@
 #endif
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "backend/cpu/matmul_impl.hpp"
 #include "core/check.hpp"
@@ -94,10 +95,14 @@ const MatmulKernels& default_matmul_kernels() {
   static const MatmulKernels* chosen = [] {
     const char* force = std::getenv("GON_MATMUL_ISA");
     if (force != nullptr && *force != '\0') {
-      GON_CHECK(std::strcmp(force, "generic") == 0 || std::strcmp(force, "avx2") == 0 ||
-                    std::strcmp(force, "avx512bf16") == 0 || std::strcmp(force, "avx512amx") == 0,
-                kInvalidArgument, "GON_MATMUL_ISA='", force,
-                "' is not a kernel set: use 'generic', 'avx2', 'avx512bf16' or 'avx512amx' (or leave it unset)");
+      bool known = false;
+      std::string names;
+      for (const char* set : kMatmulKernelSets) {
+        known = known || std::strcmp(force, set) == 0;
+        names += std::string(names.empty() ? "'" : ", '") + set + "'";
+      }
+      GON_CHECK(known, kInvalidArgument, "GON_MATMUL_ISA='", force, "' is not a kernel set: use one of ", names,
+                " (or leave it unset)");
       const MatmulKernels* k = matmul_kernels(force);
       GON_CHECK(k != nullptr, kBackendUnavailable, "GON_MATMUL_ISA='", force,
                 "': this CPU or build cannot run those kernels (use 'generic' or leave it unset)");

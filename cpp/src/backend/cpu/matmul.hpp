@@ -59,10 +59,13 @@ struct MatmulKernels {
   void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
                 bool);
 };
+// Every kernel set's name, whether or not this build or CPU has it (the names
+// GON_MATMUL_ISA and matmul_kernels accept).
+inline constexpr const char* kMatmulKernelSets[] = {"generic", "avx2", "avx512bf16", "avx512amx"};
 // The implementation for an instruction set name, or nullptr when this build
 // or this CPU does not have it.
 const MatmulKernels* matmul_kernels(const char* isa);
-// The default: GON_MATMUL_ISA when set ("generic", "avx2", "avx512bf16", "avx512amx"), else the best
+// The default: GON_MATMUL_ISA when set (one of kMatmulKernelSets), else the best
 // this CPU runs. Throws kInvalidArgument for an unknown GON_MATMUL_ISA and
 // kBackendUnavailable when it names a set this CPU or build lacks.
 const MatmulKernels& default_matmul_kernels();
