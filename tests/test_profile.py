@@ -73,3 +73,23 @@ def test_profile_totals_stay_zero_when_off(small_model_path):
         assert not r["enabled"]
         assert all(v == [0.0, 0, 0] for v in r["t2"].values())
         assert "GON_PROFILE" not in stderr
+
+
+def test_profile_script_runs_each_variant_in_one_process(small_model_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "profile_cpu_decode.py")
+    base = [sys.executable, script, str(small_model_path), "--batches", "1,3", "--steps", "2", "--rounds", "2",
+            "--prompt-tokens", "5"]
+    out = subprocess.run(base + ["--variants", "- GON_TEST_A=1+GON_TEST_B=x=y"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert [line for line in out if line.startswith("--- variant")] == ["--- variant -",
+                                                                        "--- variant GON_TEST_A=1+GON_TEST_B=x=y"]
+    ratios = [line for line in out if line.startswith("aggregate decode at 3 sequences / batch 1:")]
+    assert len(ratios) == 2 and all(float(line.split(":")[1].split("x")[0]) > 0 for line in ratios)
+    # Per variant, the operations' sum is part of the wall time of the same slices.
+    sums = [line.split()[-2:] for line in out if line.strip().startswith("sum of ops")]
+    walls = [line.split()[-2:] for line in out if line.strip().startswith("wall per step")]
+    assert len(sums) == len(walls) == 2
+    for s, w in zip(sums, walls):
+        assert all(0 < float(a) <= float(b) * 1.01 + 0.05 for a, b in zip(s, w))
+    bad = subprocess.run(base + ["--variants", "- oops"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not VAR=VALUE" in bad.stderr
