@@ -62,6 +62,16 @@ struct AttnRows {
   int hi[kAttnRows];
 };
 
+// The vectorised kernels' e^x (exp512 in attention_avx512.cpp, exp256 in
+// attention_avx2.cpp) take the same steps with these constants, so their
+// results agree lane for lane: lanes below kExpMin give 0, inputs are clamped
+// to kExpMax, x = n ln2 + r (ln2 as kLn2Hi + kLn2Lo), a degree-7 polynomial
+// in r (Cephes' expf coefficients kExpPoly, highest first), then 2^n.
+constexpr float kExpMin = -104.0f, kExpMax = 88.7f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 // Scratch floats one kernel call needs (per thread).
 inline size_t attend_scratch_floats(int hd) { return static_cast<size_t>(kAttnRows) * ((hd + 15) / 16 * 16) + 64; }
 
