@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "backend/cpu/matmul.hpp"
-#include "backend/cpu/matmul_impl.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -28,39 +27,18 @@ using namespace gon::cpu;
 
 // ---- the implementations under test ----------------------------------------
 
-struct Impl {
-  const char* name;
-  size_t (*bytes)(int, int);
-  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
-  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
-  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
-                bool);
-};
+// The kernel sets this CPU runs, as the runtime's own tables (matmul_kernels).
+using Impl = MatmulKernels;
 
 const std::vector<Impl>& impls() {
   static const std::vector<Impl> list = [] {
     std::vector<Impl> v;
-    v.push_back({"generic", &generic::packed_activation_bytes, &generic::pack_activations, &generic::matmul_bf16,
-                 &generic::matmul_mxfp4});
-#if GON_HAVE_AVX512_KERNELS
-    if (avx512::cpu_supported())
-      v.push_back({"avx512bf16", &avx512::packed_activation_bytes, &avx512::pack_activations, &avx512::matmul_bf16,
-                   &avx512::matmul_mxfp4});
-    else
-      std::printf("  note: this CPU lacks AVX-512 BF16; skipping the avx512 implementation\n");
-    if (amx::cpu_supported())
-      v.push_back({"avx512amx", &amx::packed_activation_bytes, &amx::pack_activations, &amx::matmul_bf16,
-                   &avx512::matmul_mxfp4});
-    else
-      std::printf("  note: this CPU (or OS) lacks AMX-BF16; skipping the avx512amx implementation\n");
-    if (avx2::cpu_supported())
-      v.push_back({"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
-                   &avx2::matmul_mxfp4});
-    else
-      std::printf("  note: this CPU lacks AVX2/FMA; skipping the avx2 implementation\n");
-#else
-    std::printf("  note: not an x86-64 build; skipping the avx512 and avx2 implementations\n");
-#endif
+    for (const char* set : kMatmulKernelSets) {
+      if (const MatmulKernels* k = matmul_kernels(set))
+        v.push_back(*k);
+      else
+        std::printf("  note: this CPU, OS or build cannot run the %s kernels; skipping them\n", set);
+    }
     return v;
   }();
   return list;
@@ -140,7 +118,7 @@ double weight(const Weights& w, Format f, int n, int k) {
 // Packs M rows of x (row stride ldx) with `impl`, optionally in several pieces.
 std::vector<uint8_t> pack(const Impl& impl, const float* x, size_t ldx, const int32_t* rows, int M, int K,
                           int pieces = 1) {
-  std::vector<uint8_t> p(impl.bytes(M, K));
+  std::vector<uint8_t> p(impl.packed_bytes(M, K));
   for (int i = 0; i < pieces; ++i) impl.pack(x, ldx, rows, M, K, M * i / pieces, M * (i + 1) / pieces, p.data());
   return p;
 }
