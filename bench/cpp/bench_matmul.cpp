@@ -1,7 +1,8 @@
 // Micro-benchmark of the CPU matrix products (backend/cpu/matmul.hpp).
 //
-// Runs the gpt-oss shapes the runtime uses, the way the runtime calls them:
-// two threads, each computing half of the output rows [0, N). Prints, per shape
+// Runs the gpt-oss shapes the runtime uses on two threads, each computing half
+// of the output rows [0, N), or with --units the way the runtime splits them
+// (~1 MiB work units taken on demand, each starting cold). Prints, per shape
 // and batch size M, the best (and median) time over many iterations, the weight bytes
 // read per second (the figure of merit when M = 1, where a product is bound by
 // memory bandwidth) and GFLOP/s (2*M*N*K / time; the figure of merit for
@@ -16,7 +17,7 @@
 // (zmm and ymm), the compute floor the GFLOP/s figures are to be read against.
 //
 //   bench_matmul [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] [--peak]
-//                [--hugepages] [--file] [--case bf16|mxfp4 N K M[,M...]]...
+//                [--hugepages] [--file] [--units] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: every implementation this CPU runs; the gpt-oss shapes unless
 //    --case names others)
 #include <algorithm>
@@ -127,6 +128,11 @@ struct Buffer {
 // through a read-only private mapping of it, as the runtime reads a
 // checkpoint (page-cache pages instead of anonymous memory).
 bool g_file = false;
+
+// --units: the two threads take the runtime's ~1 MiB work units on demand
+// (bf16_unit_rows / mxfp4_unit_rows) instead of one half of the rows each, so
+// every unit starts its prefetch cold, as in the runtime.
+bool g_units = false;
 void to_file_mapping(Buffer& b) {
 #if defined(__linux__)
   char name[] = "/tmp/bench_matmul_XXXXXX";
@@ -197,13 +203,15 @@ struct Timing {
 
 // Runs job(iteration, thread) on the pair until ~budget seconds have passed
 // (at least a few iterations); the machine is shared, so report the best and
-// the median iteration.
-Timing time_it(Pair& pair, const std::function<void(int /*iteration*/, int /*thread*/)>& job, bool quick) {
+// the median iteration. `before` (if any) runs before each iteration, untimed.
+Timing time_it(Pair& pair, const std::function<void(int /*iteration*/, int /*thread*/)>& job, bool quick,
+               const std::function<void()>& before = {}) {
   std::vector<double> t;
   double total = 0;
   const double budget = quick ? 0.3 : 1.5;
   const int min_iters = quick ? 3 : 5, max_iters = 2000;
   for (int it = 0; it < max_iters && (it < min_iters || total < budget); ++it) {
+    if (before) before();
     const auto t0 = Clock::now();
     pair.run([&](int th) { job(it, th); });
     t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -272,14 +280,22 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
       Buffer packed = alloc(impl->bytes(M, K));
       impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
       float* yp = reinterpret_cast<float*>(y.p);
-      const Timing tm = time_it(pair, [&](int it, int t) {
-        const size_t c = static_cast<size_t>(it) % copies;
-        const int n0 = N * t / 2, n1 = N * (t + 1) / 2;
+      // --units: the runtime's work units, taken on demand (ThreadPool::parallel_chunks)
+      const int64_t unit = f == Format::kBf16 ? bf16_unit_rows(K) : mxfp4_unit_rows(K);
+      std::atomic<int64_t> next_unit{0};
+      auto rows = [&](size_t c, int n0, int n1) {
         if (f == Format::kBf16)
           impl->bf16(reinterpret_cast<const uint16_t*>(w[c].p), K, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
         else
           impl->mxfp4(w[c].p, s[c].p, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
-      }, quick || (impl->name[0] == 'g' && static_cast<double>(M) * N * K > 5e9));
+      };
+      const Timing tm = time_it(pair, [&](int it, int t) {
+        const size_t c = static_cast<size_t>(it) % copies;
+        if (!g_units) return rows(c, N * t / 2, N * (t + 1) / 2);
+        for (int64_t b; (b = next_unit.fetch_add(unit, std::memory_order_relaxed)) < N;)
+          rows(c, static_cast<int>(b), static_cast<int>(std::min<int64_t>(N, b + unit)));
+      }, quick || (impl->name[0] == 'g' && static_cast<double>(M) * N * K > 5e9),
+      [&] { next_unit.store(0, std::memory_order_relaxed); });
       const double gbs = weight_bytes / tm.best / 1e9, gflops = 2.0 * M * N * K / tm.best / 1e9;
       const double gbs_med = weight_bytes / tm.median / 1e9, gflops_med = 2.0 * M * N * K / tm.median / 1e9;
       std::printf("%-5s %6dx%-5d M=%-4d %-7s %9.3f ms %6.1f GB/s (%3.0f%% of read) %6.1f GFLOP/s | median %6.1f GB/s %6.1f GFLOP/s\n",
@@ -384,6 +400,8 @@ int main(int argc, char** argv) {
       g_hugepages = true;
     } else if (!std::strcmp(argv[i], "--file")) {
       g_file = true;
+    } else if (!std::strcmp(argv[i], "--units")) {
+      g_units = true;
     } else if (!std::strcmp(argv[i], "--case") && i + 4 < argc) {
       Case c{!std::strcmp(argv[i + 1], "mxfp4") ? Format::kMxfp4 : Format::kBf16, std::atoi(argv[i + 2]),
              std::atoi(argv[i + 3]), {}};
@@ -400,7 +418,7 @@ int main(int argc, char** argv) {
       i += 4;
     } else {
       std::fprintf(stderr, "usage: %s [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] "
-                   "[--hugepages] [--file] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+                   "[--hugepages] [--file] [--units] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }
@@ -420,8 +438,8 @@ int main(int argc, char** argv) {
   if (wanted("avx2") && avx2::cpu_supported()) impls.push_back(&kAvx2);
 #endif
   if (wanted("generic") || impls.empty()) impls.push_back(&kGeneric);
-  std::printf("matmul_isa() = %s; 2 threads, each half of the output rows; best and median of many iterations\n",
-              matmul_isa());
+  std::printf("matmul_isa() = %s; 2 threads, %s; best and median of many iterations\n", matmul_isa(),
+              g_units ? "~1 MiB work units of output rows taken on demand" : "each half of the output rows");
 
 #if GON_HAVE_AVX512_KERNELS
   if (peak) fma_peak();

@@ -12,11 +12,6 @@
 namespace gon::cpu {
 
 namespace {
-// Rows of output per work unit: about 1 MiB of weights, enough for the
-// kernels' prefetch to run ahead, and small enough that threads slowed by
-// other work on their cores hand the rest to the others (parallel_chunks).
-int64_t bf16_row_chunk(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (2 * int64_t{K}) / 8 * 8); }
-
 void pack_rows(const MatmulKernels& mm, ThreadPool& pool, const float* x, size_t ldx, int M, int K, void* packed) {
   int64_t grain = std::max<int64_t>(1, 32768 / std::max(K, 1));
   pool.parallel_for(M, grain, [&](int64_t m0, int64_t m1) {
@@ -33,7 +28,7 @@ void CpuExecutor::linear(const float* x, int count, const BF16Matrix* mats, int 
   pack_rows(mm_, pool_, x, K, M, K, packed);
   int64_t total = 0;
   for (int i = 0; i < num_mats; ++i) total += mats[i].rows;
-  pool_.parallel_chunks(total, bf16_row_chunk(K), [&](int64_t r0, int64_t r1) {
+  pool_.parallel_chunks(total, bf16_unit_rows(K), [&](int64_t r0, int64_t r1) {
     int64_t offset = 0;
     for (int i = 0; i < num_mats; ++i) {
       const BF16Matrix& w = mats[i];
@@ -52,7 +47,7 @@ void CpuExecutor::unembed(const float* x, int num_rows, float* logits) {
   const int width = u.cols;
   void* packed = workspace();
   pack_rows(mm_, pool_, x, width, num_rows, width, packed);
-  pool_.parallel_chunks(u.rows, bf16_row_chunk(width), [&](int64_t n0, int64_t n1) {
+  pool_.parallel_chunks(u.rows, bf16_unit_rows(width), [&](int64_t n0, int64_t n1) {
     mm_.bf16(u.data, u.cols, u.bias, packed, num_rows, width, logits, u.rows, static_cast<int>(n0),
                 static_cast<int>(n1), false);
   });

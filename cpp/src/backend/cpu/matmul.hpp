@@ -19,6 +19,7 @@
 // (with AVX-512 for the rest) on request. All follow this contract.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -44,6 +45,15 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
 // its scales at scales + n * (K / 32).
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed,
                   int M, int K, float* y, size_t ldy, int n0, int n1, bool accumulate);
+
+// Output rows per work unit when the CPU backend splits a product across its
+// threads (parallel_chunks): about 1 MiB of weights, enough for the kernels'
+// prefetch to run ahead, and small enough that threads slowed by other work on
+// their cores hand the rest to the others. A multiple of 8 rows.
+inline int64_t bf16_unit_rows(int K) { return std::max<int64_t>(8, (int64_t{1} << 20) / (2 * int64_t{K}) / 8 * 8); }
+inline int64_t mxfp4_unit_rows(int K) {
+  return std::max<int64_t>(8, (int64_t{1} << 20) / (int64_t{K} / 32 * 17) / 8 * 8);
+}
 
 // Which implementation is in use ("avx512amx", "avx512bf16", "avx2" or "generic").
 const char* matmul_isa();

@@ -33,8 +33,8 @@
 //    of 8 elements of K, one FMA, in K order), and one fixed tree sums its
 //    lanes, so a result never depends on M, on [n0, n1) or on the tile that
 //    computed it (the determinism contract of matmul.hpp).
-//  * Weight rows go in L2-sized groups with the next group prefetched
-//    (matmul_tiles.hpp for_tiles), as in the AVX-512 kernels.
+//  * Weight rows are prefetched as matmul_tiles.hpp's for_tiles plans it, as in
+//    the AVX-512 kernels.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -36,10 +36,9 @@
 //    shape (per block: FMA with the even half, then with the odd half), and one
 //    fixed tree sums its lanes, so a result never depends on M, on [n0, n1) or
 //    on the tile that computed it (the determinism contract of matmul.hpp).
-//  * Weight rows are walked in L2-sized groups reused by every m-tile, and the
-//    next group is prefetched while the current one is computed (see
-//    for_tiles); when M = 1 a group is one tile, and bf16 prefetches a few
-//    tiles ahead.
+//  * Weight rows are prefetched as for_tiles plans it: a few tiles ahead when
+//    there is one m-tile (bf16 at M = 1: 4 rows), else in L2-sized groups
+//    reused by every m-tile, the next group fetched while one is computed.
 #include <immintrin.h>
 
 #include <algorithm>

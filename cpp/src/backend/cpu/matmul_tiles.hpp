@@ -38,36 +38,60 @@ constexpr uint16_t scaled_fp4_bf16(int n, int s) {
 // Activation rows go in tiles of at most max_mt (M is cut into near-equal
 // tiles: 8 = 4 + 4, 13 = 5 + 4 + 4 with max_mt = 5, rather than full tiles plus
 // a thin remainder), weight rows in tiles of max_nt (nt1 when M == 1).
-// Weight rows go in groups small enough to stay in L2 while every m-tile uses
-// them (one tile of nt1 rows when M == 1). While a group is being computed, a
-// later group is prefetched: the tile at the same position in the group
-// `ahead` groups on (the next one when M > 1; pf_ahead1 when M == 1), spread
-// over the m-tiles (m-tile t fetches the t-th slice of the blocks), so that
-// memory traffic overlaps the arithmetic instead of stalling the first m-tile
-// of each group.
+//
+// Prefetch plan. With one m-tile (M <= max_mt) every weight row is used once:
+// each tile prefetches the tile `near` tiles on (pf_ahead1 when M == 1, else
+// as many tiles as make kPrefetchAheadBytes), so only the first `near` tiles
+// of a call wait on memory. With several m-tiles, weight rows go in groups
+// small enough to stay in L2 while every m-tile uses them; while a group is
+// computed the next one is prefetched, spread over the m-tiles (m-tile t
+// fetches the t-th slice of the blocks), so that memory traffic overlaps the
+// arithmetic. The first group of a call has nobody before it to fetch it:
+// there m-tile 0 fetches its own group `near` tiles ahead and the other
+// m-tiles share the next group. (The runtime's calls are ~1 MiB work units, a
+// few groups each, so a cold first group was a quarter of a call; bench_matmul
+// --units times calls of that size.)
+constexpr size_t kGroupBytes = 256 * 1024;
+constexpr size_t kPrefetchAheadBytes = 16 * 1024;
+
 template <class Call>
 inline void for_tiles(int max_mt, int max_nt, int M, int K, int n0, int n1, size_t row_bytes, int nt1,
                       int pf_ahead1, Call&& call) {
   const int nb = K / 32;
   const int nt_max = M == 1 ? nt1 : max_nt;
-  const int ahead = M == 1 ? pf_ahead1 : 1;
-  int group = nt_max;
-  if (M > 1) {
-    constexpr size_t kGroupBytes = 256 * 1024;
-    group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
-    group = std::max(nt_max, group / nt_max * nt_max);
-  }
   const int m_tiles = (M + max_mt - 1) / max_mt;
+  const size_t tile_bytes = row_bytes * static_cast<size_t>(nt_max);
+  // Tiles between a tile and the one it prefetches when a pass walks its own rows.
+  const int near = M == 1 ? pf_ahead1
+                          : static_cast<int>(std::max<size_t>(1, (kPrefetchAheadBytes + tile_bytes - 1) / tile_bytes));
+  if (m_tiles == 1) {
+    for (int n = n0; n < n1; n += nt_max) {
+      const int nt = std::min(nt_max, n1 - n);
+      const int r0 = n + near * nt_max;
+      call(M, nt, 0, n, std::clamp(n1 - r0, 0, nt_max), static_cast<ptrdiff_t>(r0 - n), 0, nb);
+    }
+    return;
+  }
+  int group = static_cast<int>(std::max<size_t>(1, kGroupBytes / row_bytes));
+  group = std::max(nt_max, group / nt_max * nt_max);
   for (int g0 = n0; g0 < n1; g0 += group) {
-    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + ahead * group);
+    const int g1 = std::min(n1, g0 + group), h1 = std::min(n1, g1 + group);
+    const bool first = g0 == n0;
+    // m-tiles that share the next group's prefetch, and the first of them
+    const int sharers = first ? m_tiles - 1 : m_tiles, s0 = m_tiles - sharers;
     for (int t = 0, m = 0; t < m_tiles; ++t) {
       const int mt = M / m_tiles + (t < M % m_tiles ? 1 : 0);
-      const int b0 = static_cast<int>(int64_t{nb} * t / m_tiles), b1 = static_cast<int>(int64_t{nb} * (t + 1) / m_tiles);
       for (int n = g0; n < g1; n += nt_max) {
         const int nt = std::min(nt_max, g1 - n);
-        const int r0 = g1 + (ahead - 1) * group + (n - g0);  // same position, `ahead` groups on
-        const int pf_rows = std::clamp(h1 - r0, 0, nt_max);
-        call(mt, nt, m, n, pf_rows, static_cast<ptrdiff_t>(r0 - n), b0, b1);
+        if (t < s0) {  // the first group's m-tile 0: its own rows, `near` tiles on
+          const int r0 = n + near * nt_max;
+          call(mt, nt, m, n, std::clamp(g1 - r0, 0, nt_max), static_cast<ptrdiff_t>(r0 - n), 0, nb);
+        } else {  // the same position in the next group, slice t - s0 of its blocks
+          const int b0 = static_cast<int>(int64_t{nb} * (t - s0) / sharers);
+          const int b1 = static_cast<int>(int64_t{nb} * (t - s0 + 1) / sharers);
+          const int r0 = g1 + (n - g0);
+          call(mt, nt, m, n, std::clamp(h1 - r0, 0, nt_max), static_cast<ptrdiff_t>(r0 - n), b0, b1);
+        }
       }
       m += mt;
     }
