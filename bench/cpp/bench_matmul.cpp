@@ -16,9 +16,10 @@
 // checkpoint. --peak first measures one core's fp32 FMA throughput and latency
 // (zmm and ymm), the compute floor the GFLOP/s figures are to be read against.
 //
-//   bench_matmul [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] [--peak]
+//   bench_matmul [--impl avx512bf16|avx512amx|avx2|generic|all] [--quick] [--no-baseline] [--peak]
 //                [--hugepages] [--file] [--units] [--case bf16|mxfp4 N K M[,M...]]...
-//   (default: every implementation this CPU runs; the gpt-oss shapes unless
+//   (default: every kernel set this CPU runs, as the runtime's own tables; avx512
+//    and amx are short for avx512bf16 and avx512amx; the gpt-oss shapes unless
 //    --case names others)
 #include <algorithm>
 #include <atomic>
@@ -28,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -93,15 +95,6 @@ class Pair {
 };
 
 // ---- helpers ---------------------------------------------------------------
-
-struct Impl {
-  const char* name;
-  size_t (*bytes)(int, int);
-  void (*pack)(const float*, size_t, const int32_t*, int, int, int, int, void*);
-  void (*bf16)(const uint16_t*, size_t, const uint16_t*, const void*, int, int, float*, size_t, int, int, bool);
-  void (*mxfp4)(const uint8_t*, const uint8_t*, const uint16_t*, const void*, int, int, float*, size_t, int, int,
-                bool);
-};
 
 // 2 MiB-aligned buffer; with --hugepages it asks for transparent huge pages
 // (madvise), otherwise it gets whatever the system's default is.
@@ -248,7 +241,7 @@ Timing read_bandwidth(Pair& pair, bool quick) {
 
 enum class Format { kBf16, kMxfp4 };
 
-void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, int N, int K,
+void bench_shape(Pair& pair, const std::vector<const MatmulKernels*>& impls, Format f, int N, int K,
                  const std::vector<int>& Ms, double read_gbs, bool quick) {
   const size_t nb = static_cast<size_t>(K / 32);
   const size_t weight_bytes = f == Format::kBf16 ? static_cast<size_t>(N) * K * 2 : N * nb * 17;
@@ -276,8 +269,8 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
   Buffer y = alloc(static_cast<size_t>(max_m) * N * sizeof(float));
 
   for (int M : Ms) {
-    for (const Impl* impl : impls) {
-      Buffer packed = alloc(impl->bytes(M, K));
+    for (const MatmulKernels* impl : impls) {
+      Buffer packed = alloc(impl->packed_bytes(M, K));
       impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
       float* yp = reinterpret_cast<float*>(y.p);
       // --units: the runtime's work units, taken on demand (ThreadPool::parallel_chunks)
@@ -298,7 +291,7 @@ void bench_shape(Pair& pair, const std::vector<const Impl*>& impls, Format f, in
       [&] { next_unit.store(0, std::memory_order_relaxed); });
       const double gbs = weight_bytes / tm.best / 1e9, gflops = 2.0 * M * N * K / tm.best / 1e9;
       const double gbs_med = weight_bytes / tm.median / 1e9, gflops_med = 2.0 * M * N * K / tm.median / 1e9;
-      std::printf("%-5s %6dx%-5d M=%-4d %-7s %9.3f ms %6.1f GB/s (%3.0f%% of read) %6.1f GFLOP/s | median %6.1f GB/s %6.1f GFLOP/s\n",
+      std::printf("%-5s %6dx%-5d M=%-4d %-10s %9.3f ms %6.1f GB/s (%3.0f%% of read) %6.1f GFLOP/s | median %6.1f GB/s %6.1f GFLOP/s\n",
                   f == Format::kBf16 ? "bf16" : "mxfp4", N, K, M, impl->name, tm.best * 1e3, gbs,
                   100.0 * gbs / read_gbs, gflops, gbs_med, gflops_med);
       std::fflush(stdout);
@@ -417,27 +410,28 @@ int main(int argc, char** argv) {
       cases.push_back(c);
       i += 4;
     } else {
-      std::fprintf(stderr, "usage: %s [--impl avx512|amx|avx2|generic|all] [--quick] [--no-baseline] "
+      std::fprintf(stderr, "usage: %s [--impl avx512bf16|avx512amx|avx2|generic|all] [--quick] [--no-baseline] "
                    "[--hugepages] [--file] [--units] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }
-  static const Impl kGeneric{"generic", &generic::packed_activation_bytes, &generic::pack_activations,
-                             &generic::matmul_bf16, &generic::matmul_mxfp4};
-  std::vector<const Impl*> impls;
-  auto wanted = [&](const char* name) { return which == "both" || which == "all" || which == name; };
-#if GON_HAVE_AVX512_KERNELS
-  static const Impl kAvx512{"avx512", &avx512::packed_activation_bytes, &avx512::pack_activations,
-                            &avx512::matmul_bf16, &avx512::matmul_mxfp4};
-  static const Impl kAvx2{"avx2", &avx2::packed_activation_bytes, &avx2::pack_activations, &avx2::matmul_bf16,
-                          &avx2::matmul_mxfp4};
-  static const Impl kAmx{"amx", &amx::packed_activation_bytes, &amx::pack_activations, &amx::matmul_bf16,
-                         &avx512::matmul_mxfp4};
-  if (wanted("avx512") && avx512::cpu_supported()) impls.push_back(&kAvx512);
-  if (wanted("amx") && amx::cpu_supported()) impls.push_back(&kAmx);
-  if (wanted("avx2") && avx2::cpu_supported()) impls.push_back(&kAvx2);
-#endif
-  if (wanted("generic") || impls.empty()) impls.push_back(&kGeneric);
+  // The runtime's own kernel tables (matmul_kernels), strongest first; --impl
+  // takes a set's name or its short form (avx512 = avx512bf16, amx = avx512amx).
+  if (which == "avx512") which = "avx512bf16";
+  if (which == "amx") which = "avx512amx";
+  std::vector<const MatmulKernels*> impls;
+  bool known = which == "both" || which == "all";
+  for (int i = static_cast<int>(std::size(kMatmulKernelSets)) - 1; i >= 0; --i) {
+    const char* set = kMatmulKernelSets[i];
+    if (which != "both" && which != "all" && which != set) continue;
+    known = true;
+    if (const MatmulKernels* k = matmul_kernels(set)) impls.push_back(k);
+  }
+  if (!known || impls.empty()) {
+    std::fprintf(stderr, "--impl %s: %s\n", which.c_str(),
+                 known ? "this CPU or build lacks that kernel set" : "unknown kernel set");
+    return 2;
+  }
   std::printf("matmul_isa() = %s; 2 threads, %s; best and median of many iterations\n", matmul_isa(),
               g_units ? "~1 MiB work units of output rows taken on demand" : "each half of the output rows");
 
