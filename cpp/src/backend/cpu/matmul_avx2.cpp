@@ -27,7 +27,7 @@
 //        packed order. Per 32 weights and weight row: 3 loads, 10 vector
 //        operations (9 on the shuffle ports), then 4 FMAs per activation row.
 //  * Register tiles: MT <= 4 activation rows x NT = 2 to 4 weight rows when
-//    M > 1 (about 8 accumulators, see tile_shape), 1 x 8 (MXFP4) or 1 x 2
+//    M > 1 (about 8 accumulators, see tile_shape), 1 x 8 (MXFP4) or 1 x 4
 //    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator
 //    sees the same operations in the same order for any tile shape (per group
 //    of 8 elements of K, one FMA, in K order), and one fixed tree sums its
@@ -194,10 +194,12 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
 
 constexpr int kMaxMT = 4;  // activation rows per tile (M > 1)
 constexpr int kMaxNT = 4;  // weight rows per tile (M > 1; see tile_shape)
-// M == 1: bf16 is bound by memory (two rows keep two FMA chains going while the
-// rows stream, prefetched kPfAhead1Bf16 tiles ahead); MXFP4 by the decode (8
+// M == 1: bf16 should be bound by memory, but one FMA chain per row (one FMA
+// per 8 weights, 4 cycles each on Zen 3) caps a row at ~24 GB/s per core: four
+// rows at a time, prefetched kPfAhead1Bf16 tiles (8 rows) ahead, read 5-15%
+// faster than two (NOTES-matmul section 12); MXFP4 is bound by the decode (8
 // rows: 8 independent FMA chains).
-constexpr int kNT1Bf16 = 2, kPfAhead1Bf16 = 2;
+constexpr int kNT1Bf16 = 4, kPfAhead1Bf16 = 2;
 constexpr int kNT1Fp4 = 8, kPfAhead1Fp4 = 1;
 constexpr int kNT1 = kNT1Bf16 > kNT1Fp4 ? kNT1Bf16 : kNT1Fp4;
 constexpr int kTabNT = kMaxNT > kNT1 ? kMaxNT : kNT1;
