@@ -96,6 +96,11 @@ class Pair {
 
 // ---- helpers ---------------------------------------------------------------
 
+// --units: the two threads take the runtime's ~1 MiB work units on demand
+// (bf16_unit_rows / mxfp4_unit_rows) instead of one half of the rows each, so
+// every unit starts its prefetch cold, as in the runtime.
+bool g_units = false;
+
 // 2 MiB-aligned buffer; with --hugepages it asks for transparent huge pages
 // (madvise), otherwise it gets whatever the system's default is.
 bool g_hugepages = false;
@@ -122,10 +127,6 @@ struct Buffer {
 // checkpoint (page-cache pages instead of anonymous memory).
 bool g_file = false;
 
-// --units: the two threads take the runtime's ~1 MiB work units on demand
-// (bf16_unit_rows / mxfp4_unit_rows) instead of one half of the rows each, so
-// every unit starts its prefetch cold, as in the runtime.
-bool g_units = false;
 void to_file_mapping(Buffer& b) {
 #if defined(__linux__)
   char name[] = "/tmp/bench_matmul_XXXXXX";
