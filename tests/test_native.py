@@ -1,6 +1,9 @@
 """The C++ side, driven from pytest so the README's one test command runs it all:
 
 * the C++ tests built with AddressSanitizer and UndefinedBehaviorSanitizer;
+* the kernel micro-benchmark (bench_matmul) built in the same tree and run on
+  small cases over every kernel set the CPU has, so it keeps compiling and
+  stays memory-safe although only local builds use it;
 * the safetensors and JSON parsers fuzzed for a bounded time (libFuzzer when
   clang is installed, the built-in mutation driver otherwise), also sanitized;
 * the library installed as a CMake package, the example program built against
@@ -45,7 +48,8 @@ def sanitized_build():
     clang = shutil.which("clang++")
     build = BUILD / ("native-asan-clang" if clang else "native-asan-gcc")
     cmd = ["cmake", "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-           "-DGON_SANITIZE=ON", "-DGON_BUILD_TESTS=ON", "-DGON_BUILD_FUZZERS=ON", "-DGON_BUILD_EXAMPLES=OFF"]
+           "-DGON_SANITIZE=ON", "-DGON_BUILD_TESTS=ON", "-DGON_BUILD_FUZZERS=ON", "-DGON_BUILD_EXAMPLES=OFF",
+           "-DGON_BUILD_BENCH=ON"]
     if clang:
         cmd.append(f"-DCMAKE_CXX_COMPILER={clang}")
     _run(cmd)
@@ -65,6 +69,24 @@ def test_cpp_tests_under_asan_and_ubsan(sanitized_build, o200k_rank_file):
     harmony = _run([str(sanitized_build / "test_harmony")], env=env, timeout=600)
     assert "[PASS] real_vocabulary_when_available" in harmony.stdout
     assert "skipped" not in harmony.stdout
+
+
+def test_bench_matmul_runs_every_kernel_set(sanitized_build):
+    # Tiny cases (timings meaningless under the sanitizers): every set the CPU
+    # has, both formats, odd N, M = 1 and a multi-tile M, the runtime's work
+    # units and file-mapped weights.
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+    exe = sanitized_build / "bench_matmul"
+    out = _run([exe, "--impl", "all", "--quick", "--no-baseline", "--units", "--file", "--case", "bf16", "997", "2880",
+                "1,3", "--case", "mxfp4", "1001", "2880", "1,9"], env=env, timeout=900).stdout
+    isa = out.splitlines()[0].split("matmul_isa() = ")[1].split(";")[0]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("bf16 ", "mxfp4 "))]
+    for fmt, shape, ms in (("bf16", "997x2880", ("1", "3")), ("mxfp4", "1001x2880", ("1", "9"))):
+        for m in ms:
+            sets = {r[3] for r in rows if r[0] == fmt and r[1] == shape and r[2] == f"M={m}"}
+            assert {isa, "generic"} <= sets, (fmt, m, sets, out)
+    bad = subprocess.run([str(exe), "--impl", "nosuchset"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown kernel set" in bad.stderr
 
 
 @pytest.mark.parametrize("target,corpus", [("fuzz_safetensors", "safetensors"), ("fuzz_json", "json"),
