@@ -97,7 +97,7 @@ class Pair {
 // ---- helpers ---------------------------------------------------------------
 
 // --units: the two threads take the runtime's ~1 MiB work units on demand
-// (bf16_unit_rows / mxfp4_unit_rows) instead of one half of the rows each, so
+// (bf16_unit_rows / mxfp4_balanced_unit_rows) instead of one half of the rows each, so
 // every unit starts its prefetch cold, as in the runtime.
 bool g_units = false;
 
@@ -275,7 +275,7 @@ void bench_shape(Pair& pair, const std::vector<const MatmulKernels*>& impls, For
       impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
       float* yp = reinterpret_cast<float*>(y.p);
       // --units: the runtime's work units, taken on demand (ThreadPool::parallel_chunks)
-      const int64_t unit = f == Format::kBf16 ? bf16_unit_rows(K) : mxfp4_unit_rows(K);
+      const int64_t unit = f == Format::kBf16 ? bf16_unit_rows(K) : mxfp4_balanced_unit_rows(K, N, 2);
       std::atomic<int64_t> next_unit{0};
       auto rows = [&](size_t c, int n0, int n1) {
         if (f == Format::kBf16)

@@ -135,7 +135,7 @@ void CpuExecutor::moe(const float* x, int count, const int32_t* ids, const float
     for (int e = 0; e < E; ++e)
       if (s.offsets[e + 1] > s.offsets[e]) active[num_active++] = e;
     const int64_t total = static_cast<int64_t>(num_active) * rows;
-    pool_.parallel_chunks(total, mxfp4_unit_rows(K), [&](int64_t r0, int64_t r1) {
+    pool_.parallel_chunks(total, mxfp4_balanced_unit_rows(K, total, pool_.size()), [&](int64_t r0, int64_t r1) {
       for (int i = 0; i < num_active; ++i) {
         const int64_t base = static_cast<int64_t>(i) * rows;
         const int64_t n0 = std::max<int64_t>(r0 - base, 0), n1 = std::min<int64_t>(r1 - base, rows);
