@@ -60,7 +60,7 @@ inline int64_t mxfp4_unit_rows(int K) {
 // count, each at most mxfp4_unit_rows(K), a multiple of 8 rows. At batch 1 on
 // 16 threads the plain size gives 34 units (mlp1) and 17 (mlp2), so the last
 // round keeps 2 and 1 of 16 threads busy; evened out, 48 and 32 units. Measured
-// on a 16-core Xeon (bench/gpu/NOTES.md, runs 92-93): the MoE at batch 1 9-11%
+// on a 16-core Xeon (bench/gpu/NOTES.md, runs 93-94): the MoE at batch 1 9-11%
 // faster in three A/B pairs, at 8 sequences 1-2%. The dense products keep the
 // plain size: evening them out made qkv 14-24% slower there.
 inline int64_t mxfp4_balanced_unit_rows(int K, int64_t rows, int threads) {
