@@ -83,10 +83,14 @@ void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
 namespace avx512 {
 template <typename KV>
 void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
+// y[i] = the kernel's e^x[i] (exp512), for tests; n a multiple of 16.
+void exp_lanes(const float* x, float* y, size_t n);
 }
 namespace avx2 {
 template <typename KV>
 void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch);
+// y[i] = the kernel's e^x[i] (exp256), for tests; n a multiple of 8.
+void exp_lanes(const float* x, float* y, size_t n);
 }
 #endif
 

@@ -137,4 +137,8 @@ void attend_rows(const AttnCache<KV>& c, const AttnRows& r, float* scratch) {
 template void attend_rows<float>(const AttnCache<float>&, const AttnRows&, float*);
 template void attend_rows<uint16_t>(const AttnCache<uint16_t>&, const AttnRows&, float*);
 
+void exp_lanes(const float* x, float* y, size_t n) {
+  for (size_t i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp512(_mm512_loadu_ps(x + i)));
+}
+
 }  // namespace gon::cpu::avx512
