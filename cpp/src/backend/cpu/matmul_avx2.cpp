@@ -26,8 +26,12 @@
 //        vectors of elements (0..6 even, 1..7 odd), (8..14, 9..15), ... in the
 //        packed order. Per 32 weights and weight row: 3 loads, 10 vector
 //        operations (9 on the shuffle ports), then 4 FMAs per activation row.
+//        With two weight rows per tile (M >= 3), both rows' blocks are decoded
+//        before the activation loads, so each activation vector is loaded once
+//        for both (it was loaded once per weight row: more loads than FMAs).
 //  * Register tiles: MT <= 4 activation rows x NT = 2 to 4 weight rows when
-//    M > 1 (about 8 accumulators, see tile_shape), 1 x 8 (MXFP4) or 1 x 4
+//    M > 1 (about 8 accumulators, see tile_shape; MXFP4 at M >= 3: 3 x 2, see
+//    fp4_tile_shape), 1 x 8 (MXFP4) or 1 x 4
 //    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator
 //    sees the same operations in the same order for any tile shape (per group
 //    of 8 elements of K, one FMA, in K order), and one fixed tree sums its
@@ -175,6 +179,18 @@ void fp4_tile(const uint8_t* blocks, const uint8_t* scales, const TileArgs& a) {
     const int k = static_cast<int>(b) * 32;
     if ((b & 3) == 0 && b >= pf_b0 && b < pf_b1)  // one 64-byte line holds 4 blocks
       for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + b * 16), kPrefetchHint);
+    if constexpr (MT > 1 && NT <= 2) {
+      // Both blocks decoded first, then each activation vector loaded once for
+      // both weight rows (the accumulators see the same FMAs in the same order).
+      __m256 w[NT][4];
+      for (int j = 0; j < NT; ++j) fp4_block(blocks + (j * nb + b) * 16, scales[j * nb + b], shift, low4, w[j]);
+      for (int q = 0; q < 4; ++q)
+        for (int i = 0; i < MT; ++i) {
+          const __m256 xv = _mm256_loadu_ps(x + static_cast<size_t>(i) * K + k + 8 * q);
+          for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_fmadd_ps(w[j][q], xv, acc[i][j]);
+        }
+      continue;
+    }
     for (int j = 0; j < NT; ++j) {
       __m256 w[4];
       fp4_block(blocks + (j * nb + b) * 16, scales[j * nb + b], shift, low4, w);
@@ -227,6 +243,19 @@ TileShape tile_shape(int M) {
   return {kMaxMT, shortest >= 4 ? 2 : shortest == 3 ? 3 : 4};
 }
 
+// MXFP4 at M >= 3: two weight rows, whose blocks fp4_tile decodes before the
+// activation loads, with 3-row m-tiles (4 rows at M = 4: a 4 x 2 tile keeps 17
+// vectors live, one more than there are registers, and two 2-row tiles have
+// too few accumulators). Against tile_shape's (bench_matmul --units, 5760 x 2880,
+// Zen 3): M = 3 0.83 against 0.94 ms, M = 6 1.65 against 1.85, M = 12 3.30
+// against 3.71, M = 128 35.0 against 39.4; M = 7 and 10 2-10% slower. In the
+// runtime's prefill (20b preset, 128 and 512 tokens, one process) the MoE took
+// 5.5-6% less time (NOTES-matmul section 13).
+TileShape fp4_tile_shape(int M) {
+  if (M < 3) return tile_shape(M);
+  return {M == 4 ? 4 : 3, 2};
+}
+
 }  // namespace
 
 size_t packed_activation_bytes(int M, int K) { return static_cast<size_t>(M) * static_cast<size_t>(K) * sizeof(float); }
@@ -251,7 +280,7 @@ void matmul_bf16(const uint16_t* w, size_t ldw, const uint16_t* bias, const void
 
 void matmul_mxfp4(const uint8_t* blocks, const uint8_t* scales, const uint16_t* bias, const void* packed, int M,
                   int K, float* y, size_t ldy, int n0, int n1, bool accumulate) {
-  const TileShape ts = tile_shape(M);
+  const TileShape ts = fp4_tile_shape(M);
   tiled_mxfp4(kTables, ts.mt, ts.nt, kNT1Fp4, kPfAhead1Fp4, blocks, scales, bias, packed, M, K, y, ldy, n0, n1,
               accumulate);
 }
