@@ -248,7 +248,7 @@ TileShape tile_shape(int M) {
 // vectors live, one more than there are registers, and two 2-row tiles have
 // too few accumulators). Against tile_shape's (bench_matmul --units, 5760 x 2880,
 // Zen 3): M = 3 0.83 against 0.94 ms, M = 6 1.65 against 1.85, M = 12 3.30
-// against 3.71, M = 128 35.0 against 39.4; M = 7 and 10 2-10% slower. In the
+// against 3.71, M = 128 35.0 against 39.4; M = 7 and 10 3-10% slower. In the
 // runtime's prefill (20b preset, 128 and 512 tokens, one process) the MoE took
 // 5.5-6% less time (NOTES-matmul section 13).
 TileShape fp4_tile_shape(int M) {
