@@ -13,11 +13,14 @@
 // Weights are cycled through several copies totalling >= 512 MiB so every
 // product reads them from memory, as in a model whose other layers evict them.
 // --file puts them in (unlinked) files mapped read-only, as the runtime maps a
-// checkpoint. --peak first measures one core's fp32 FMA throughput and latency
+// checkpoint. --cold-x cycles the packed activations through as many copies
+// (one per weight copy), so each call reads them from memory or L3 as the
+// runtime's experts do (each expert's rows are packed afresh), instead of one
+// buffer that stays in L2. --peak first measures one core's fp32 FMA throughput and latency
 // (zmm and ymm), the compute floor the GFLOP/s figures are to be read against.
 //
 //   bench_matmul [--impl avx512bf16|avx512amx|avx2|generic|all] [--quick] [--no-baseline] [--peak]
-//                [--hugepages] [--file] [--units] [--case bf16|mxfp4 N K M[,M...]]...
+//                [--hugepages] [--file] [--units] [--cold-x] [--case bf16|mxfp4 N K M[,M...]]...
 //   (default: every kernel set this CPU runs, as the runtime's own tables; avx512
 //    and amx are short for avx512bf16 and avx512amx; the gpt-oss shapes unless
 //    --case names others)
@@ -126,6 +129,9 @@ struct Buffer {
 // through a read-only private mapping of it, as the runtime reads a
 // checkpoint (page-cache pages instead of anonymous memory).
 bool g_file = false;
+
+// --cold-x: one packed activation buffer per weight copy (see the file comment).
+bool g_cold_x = false;
 
 void to_file_mapping(Buffer& b) {
 #if defined(__linux__)
@@ -271,17 +277,21 @@ void bench_shape(Pair& pair, const std::vector<const MatmulKernels*>& impls, For
 
   for (int M : Ms) {
     for (const MatmulKernels* impl : impls) {
-      Buffer packed = alloc(impl->packed_bytes(M, K));
-      impl->pack(x.data(), K, nullptr, M, K, 0, M, packed.p);
+      std::vector<Buffer> packs(g_cold_x ? copies : 1);
+      for (Buffer& pk : packs) {
+        pk = alloc(impl->packed_bytes(M, K));
+        impl->pack(x.data(), K, nullptr, M, K, 0, M, pk.p);
+      }
       float* yp = reinterpret_cast<float*>(y.p);
       // --units: the runtime's work units, taken on demand (ThreadPool::parallel_chunks)
       const int64_t unit = f == Format::kBf16 ? bf16_unit_rows(K) : mxfp4_balanced_unit_rows(K, N, 2);
       std::atomic<int64_t> next_unit{0};
       auto rows = [&](size_t c, int n0, int n1) {
+        const void* packed = packs[g_cold_x ? c : 0].p;
         if (f == Format::kBf16)
-          impl->bf16(reinterpret_cast<const uint16_t*>(w[c].p), K, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
+          impl->bf16(reinterpret_cast<const uint16_t*>(w[c].p), K, bias.data(), packed, M, K, yp, N, n0, n1, false);
         else
-          impl->mxfp4(w[c].p, s[c].p, bias.data(), packed.p, M, K, yp, N, n0, n1, false);
+          impl->mxfp4(w[c].p, s[c].p, bias.data(), packed, M, K, yp, N, n0, n1, false);
       };
       const Timing tm = time_it(pair, [&](int it, int t) {
         const size_t c = static_cast<size_t>(it) % copies;
@@ -396,6 +406,8 @@ int main(int argc, char** argv) {
       g_file = true;
     } else if (!std::strcmp(argv[i], "--units")) {
       g_units = true;
+    } else if (!std::strcmp(argv[i], "--cold-x")) {
+      g_cold_x = true;
     } else if (!std::strcmp(argv[i], "--case") && i + 4 < argc) {
       Case c{!std::strcmp(argv[i + 1], "mxfp4") ? Format::kMxfp4 : Format::kBf16, std::atoi(argv[i + 2]),
              std::atoi(argv[i + 3]), {}};
@@ -412,7 +424,7 @@ int main(int argc, char** argv) {
       i += 4;
     } else {
       std::fprintf(stderr, "usage: %s [--impl avx512bf16|avx512amx|avx2|generic|all] [--quick] [--no-baseline] "
-                   "[--hugepages] [--file] [--units] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
+                   "[--hugepages] [--file] [--units] [--cold-x] [--peak] [--case bf16|mxfp4 N K M[,M...]]...\n", argv[0]);
       return 2;
     }
   }
@@ -433,8 +445,9 @@ int main(int argc, char** argv) {
                  known ? "this CPU or build lacks that kernel set" : "unknown kernel set");
     return 2;
   }
-  std::printf("matmul_isa() = %s; 2 threads, %s; best and median of many iterations\n", matmul_isa(),
-              g_units ? "~1 MiB work units of output rows taken on demand" : "each half of the output rows");
+  std::printf("matmul_isa() = %s; 2 threads, %s%s; best and median of many iterations\n", matmul_isa(),
+              g_units ? "~1 MiB work units of output rows taken on demand" : "each half of the output rows",
+              g_cold_x ? ", activations cycled through copies" : "");
 
 #if GON_HAVE_AVX512_KERNELS
   if (peak) fma_peak();

@@ -30,8 +30,8 @@
 //        before the activation loads, so each activation vector is loaded once
 //        for both (it was loaded once per weight row: more loads than FMAs).
 //  * Register tiles: MT <= 4 activation rows x NT = 2 to 4 weight rows when
-//    M > 1 (about 8 accumulators, see tile_shape; MXFP4 at M >= 3: 3 x 2, see
-//    fp4_tile_shape), 1 x 8 (MXFP4) or 1 x 4
+//    M > 1 (about 8 accumulators, see tile_shape; MXFP4 at M >= 3: always 2
+//    weight rows, see fp4_tile_shape), 1 x 8 (MXFP4) or 1 x 4
 //    (bf16) when M = 1, one 8-lane accumulator per output. Every accumulator
 //    sees the same operations in the same order for any tile shape (per group
 //    of 8 elements of K, one FMA, in K order), and one fixed tree sums its
@@ -244,16 +244,17 @@ TileShape tile_shape(int M) {
 }
 
 // MXFP4 at M >= 3: two weight rows, whose blocks fp4_tile decodes before the
-// activation loads, with 3-row m-tiles (4 rows at M = 4: a 4 x 2 tile keeps 17
-// vectors live, one more than there are registers, and two 2-row tiles have
-// too few accumulators). Against tile_shape's (bench_matmul --units, 5760 x 2880,
-// Zen 3): M = 3 0.83 against 0.94 ms, M = 6 1.65 against 1.85, M = 12 3.30
-// against 3.71, M = 128 35.0 against 39.4; M = 7 and 10 3-10% slower. In the
-// runtime's prefill (20b preset, 128 and 512 tokens, one process) the MoE took
-// 5.5-6% less time (NOTES-matmul section 13).
+// activation loads, and m-tiles of at most 4 rows (for_tiles splits M evenly,
+// so 3 or 4 rows each for M >= 6; tile_shape gives 3-row m-tiles 3 or 4 weight
+// rows, which reload every activation vector per weight row). A 4 x 2 tile
+// keeps 17 vectors live, one more than there are registers, and still beats
+// the old tiles. bench_matmul --units, 5760 x 2880, Zen 3, ms: M = 3 0.83
+// against 0.94, M = 7 1.94 against 2.04, M = 12 3.34 against 3.71, M = 128
+// 35.6 against 39.3. In the runtime's prefill (20b preset, 128 tokens, one
+// process) the MoE took 6.5% less time (NOTES-matmul section 13).
 TileShape fp4_tile_shape(int M) {
   if (M < 3) return tile_shape(M);
-  return {M == 4 ? 4 : 3, 2};
+  return {kMaxMT, 2};
 }
 
 }  // namespace
