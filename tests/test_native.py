@@ -74,11 +74,11 @@ def test_cpp_tests_under_asan_and_ubsan(sanitized_build, o200k_rank_file):
 def test_bench_matmul_runs_every_kernel_set(sanitized_build):
     # Tiny cases (timings meaningless under the sanitizers): every set the CPU
     # has, both formats, odd N, M = 1 and a multi-tile M, the runtime's work
-    # units and file-mapped weights.
+    # units, file-mapped weights and activations cycled through copies.
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
     exe = sanitized_build / "bench_matmul"
-    out = _run([exe, "--impl", "all", "--quick", "--no-baseline", "--units", "--file", "--case", "bf16", "997", "2880",
-                "1,3", "--case", "mxfp4", "1001", "2880", "1,9"], env=env, timeout=900).stdout
+    out = _run([exe, "--impl", "all", "--quick", "--no-baseline", "--units", "--file", "--cold-x", "--case", "bf16", "997",
+                "2880", "1,3", "--case", "mxfp4", "1001", "2880", "1,9"], env=env, timeout=900).stdout
     isa = out.splitlines()[0].split("matmul_isa() = ")[1].split(";")[0]
     rows = [line.split() for line in out.splitlines() if line.startswith(("bf16 ", "mxfp4 "))]
     for fmt, shape, ms in (("bf16", "997x2880", ("1", "3")), ("mxfp4", "1001x2880", ("1", "9"))):
