@@ -245,8 +245,9 @@ TileShape tile_shape(int M) {
 
 // MXFP4 at M >= 3: two weight rows, whose blocks fp4_tile decodes before the
 // activation loads, and m-tiles of at most 4 rows (for_tiles splits M evenly,
-// so 3 or 4 rows each for M >= 6; tile_shape gives 3-row m-tiles 3 or 4 weight
-// rows, which reload every activation vector per weight row). A 4 x 2 tile
+// so 3 or 4 rows each for M >= 6). tile_shape gives 3 or 4 weight rows where
+// an m-tile is shorter than 4 rows, and those tiles load every activation
+// vector once per weight row. A 4 x 2 tile
 // keeps 17 vectors live, one more than there are registers, and still beats
 // the old tiles. bench_matmul --units, 5760 x 2880, Zen 3, ms: M = 3 0.83
 // against 0.94, M = 7 1.94 against 2.04, M = 12 3.34 against 3.71, M = 128
